@@ -1,0 +1,35 @@
+"""Errors a user can cause, each carrying one sentence: what is wrong and what to do.
+
+The CLI prints the sentence and exits 2; the app shows it with ``st.error``. Anything
+that is not a :class:`UserError` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input, explained in one sentence."""
+
+
+class SpecError(UserError):
+    """A configuration value is outside what is allowed."""
+
+
+class SAELoadError(UserError):
+    """An SAE could not be loaded from the place the user named."""
+
+
+class ModelLoadError(UserError):
+    """A model or tokenizer could not be loaded from the place the user named."""
+
+
+class HookError(UserError):
+    """A hook name is unknown, or the SAE does not fit the hook's width."""
+
+
+class CorpusError(UserError):
+    """The corpus is missing, empty, or has no usable text column."""
+
+
+class BundleError(UserError):
+    """A comparison bundle is missing, incomplete, of an unknown schema, or in the way."""
