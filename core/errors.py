@@ -33,3 +33,15 @@ class CorpusError(UserError):
 
 class BundleError(UserError):
     """A comparison bundle is missing, incomplete, of an unknown schema, or in the way."""
+
+
+class SimilarityError(UserError):
+    """Paired decoder rows cannot be compared (too few pairs, non-finite or constant rows, bad pairs)."""
+
+
+class MatchingError(UserError):
+    """Two SAEs' codes, decoders or matching settings cannot be matched (misaligned, empty, non-finite, all dead)."""
+
+
+class DashboardError(UserError):
+    """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
