@@ -45,3 +45,7 @@ class MatchingError(UserError):
 
 class DashboardError(UserError):
     """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
+
+
+class DashboardError(UserError):
+    """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
