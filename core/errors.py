@@ -45,7 +45,3 @@ class MatchingError(UserError):
 
 class DashboardError(UserError):
     """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
-
-
-class DashboardError(UserError):
-    """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
