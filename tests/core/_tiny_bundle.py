@@ -88,3 +88,39 @@ def random_codes(n_units: int, n_features: int, density: float, seed: int) -> Sp
     dense = rng.gamma(2.0, 1.0, size=(n_units, n_features)).astype(np.float32)
     dense[rng.random((n_units, n_features)) > density] = 0
     return SparseCodes.from_dense(dense)
+
+
+N = 800
+COMET = [10, 60, 200, 420, 421, 700]
+
+
+def planted_comet() -> tuple[list[str], SparseCodes, SparseCodes]:
+    """800 units where a3, b2 and b4 fire only on 'comet' (see the comments), plus background features."""
+    rng = np.random.default_rng(0)
+    texts = list(rng.choice(WORDS, N))
+    for u in COMET:
+        texts[u] = "comet"
+    a = np.zeros((N, 6), np.float32)
+    b = np.zeros((N, 5), np.float32)
+    for f in (0, 1):  # background features on both sides
+        a[:, f] = rng.random(N) * (rng.random(N) < 0.3)
+        b[:, f] = rng.random(N) * (rng.random(N) < 0.3)
+    # a3 fires on every comet at 2.0; b2 fires on half of them at 3.0;
+    # b4 fires on every comet at 1.0
+    a[COMET, 3] = 2.0
+    b[COMET[:3], 2] = 3.0
+    b[COMET, 4] = 1.0
+    return texts, SparseCodes.from_dense(a), SparseCodes.from_dense(b)
+
+
+ASSIGNMENT = pl.DataFrame(
+    {
+        "feature_a": [3, 3, 0],
+        "feature_b": [2, 4, 1],
+        "method": ["many_to_1"] * 3,
+        "corr": [0.9, 0.7, 0.2],
+        "kept": [True, True, False],
+        "reason": [None, None, "corr below threshold"],
+    },
+    schema_overrides={"reason": pl.String},
+)

@@ -7,45 +7,11 @@ import polars as pl
 import pytest
 
 from core.bundle import open_bundle
-from core.codes import SparseCodes
 from core.dashboards import DashboardSettings, build_dashboards
 from core.errors import BundleError, DashboardError
 from core.search import TOKEN_RESULT_COLUMNS, feature_partners, normalize_token, search_feature, search_token
-from tests.core._tiny_bundle import WORDS, write_bundle
-
-N = 800
-COMET = [10, 60, 200, 420, 421, 700]
-
-
-def _planted() -> tuple[list[str], SparseCodes, SparseCodes]:
-    rng = np.random.default_rng(0)
-    texts = list(rng.choice(WORDS, N))
-    for u in COMET:
-        texts[u] = "comet"
-    a = np.zeros((N, 6), np.float32)
-    b = np.zeros((N, 5), np.float32)
-    for f in (0, 1):  # background features on both sides
-        a[:, f] = rng.random(N) * (rng.random(N) < 0.3)
-        b[:, f] = rng.random(N) * (rng.random(N) < 0.3)
-    # a3 fires on every comet at 2.0; b2 fires on half of them at 3.0;
-    # b4 fires on every comet at 1.0
-    a[COMET, 3] = 2.0
-    b[COMET[:3], 2] = 3.0
-    b[COMET, 4] = 1.0
-    return texts, SparseCodes.from_dense(a), SparseCodes.from_dense(b)
-
-
-ASSIGNMENT = pl.DataFrame(
-    {
-        "feature_a": [3, 3, 0],
-        "feature_b": [2, 4, 1],
-        "method": ["many_to_1"] * 3,
-        "corr": [0.9, 0.7, 0.2],
-        "kept": [True, True, False],
-        "reason": [None, None, "corr below threshold"],
-    },
-    schema_overrides={"reason": pl.String},
-)
+from tests.core._tiny_bundle import ASSIGNMENT, COMET, write_bundle
+from tests.core._tiny_bundle import planted_comet as _planted
 
 
 @pytest.fixture(scope="module")
