@@ -104,12 +104,11 @@ def _smp_sift_up(keys: np.ndarray, vals: np.ndarray, units: np.ndarray, i: int) 
 
 
 @njit(cache=True, nogil=True)
-def scan_rows(
-    indptr: np.ndarray,
-    indices: np.ndarray,
+def scan_columns(
+    colptr: np.ndarray,
+    rows_in_chunk: np.ndarray,
     values: np.ndarray,
     lo: int,
-    hi: int,
     token_id: np.ndarray,
     n_vocab: int,
     seed_mix: np.uint64,
@@ -133,9 +132,19 @@ def scan_rows(
     tab_s: np.ndarray,
     tab_used: int,
 ) -> int:
-    """Fold rows ``lo..hi`` into every per-feature state; returns the table's used slots.
+    """Fold one chunk of units, given column by column (CSC), into every per-feature state.
 
-    The caller guarantees the table has room for every entry of these rows.
+    Column order keeps one feature's state in cache while all of its entries in the chunk
+    are folded in (feature-random order made the pass memory-bound, about 4x slower). Rows
+    must ascend within a column, so ties keep the earliest unit.
+
+    Args:
+        colptr, rows_in_chunk, values: the chunk as CSC; rows count from ``lo``.
+        lo: the chunk's first unit.
+
+    Returns:
+        The number of used slots in the (feature, token) table; the caller guarantees it
+        has room for every entry of the chunk.
     """
     n_features = count.shape[0]
     k = top_val.shape[1]
@@ -143,11 +152,10 @@ def scan_rows(
     n_bins = hist.shape[1]
     mask = tab_keys.shape[0] - 1
     uf = np.uint64(n_features)
-    for row in range(lo, hi):
-        tok = token_id[row]
-        base = np.uint64(row) * uf + seed_mix
-        for p in range(indptr[row], indptr[row + 1]):
-            f = indices[p]
+    for f in range(n_features):
+        for p in range(colptr[f], colptr[f + 1]):
+            row = lo + np.int64(rows_in_chunk[p])
+            tok = token_id[row]
             v = values[p]
             v64 = np.float64(v)
             count[f] += 1
@@ -165,7 +173,7 @@ def scan_rows(
                 top_unit[f, 0] = row
                 _top_sift_down(top_val[f], top_unit[f], k, 0)
 
-            key = mix64(base + np.uint64(f))
+            key = mix64(np.uint64(row) * uf + seed_mix + np.uint64(f))
             n = smp_n[f]
             if n < r:
                 smp_key[f, n] = key

@@ -342,8 +342,11 @@ class _SideState:
                 "encode with an SAE whose activations are non-negative (ReLU, TopK, JumpReLU)."
             )
         self._reserve(self.tab_used + (stop - start))
-        self.tab_used = kernels.scan_rows(
-            codes.indptr, codes.indices, codes.values, lo, hi, token_id, self.n_vocab, self.seed_mix,
+        # scipy's CSR -> CSC (a counting sort, rows ascending within each column) lets the
+        # kernel visit one feature at a time
+        chunk = codes.row_slice(lo, hi).to_scipy().tocsc()
+        self.tab_used = kernels.scan_columns(
+            chunk.indptr, chunk.indices, chunk.data, lo, token_id, self.n_vocab, self.seed_mix,
             self.log2_bins, self.count, self.total, self.total_sq, self.maxv,
             self.top_val, self.top_unit, self.top_n,
             self.smp_key, self.smp_val, self.smp_unit, self.smp_n,
