@@ -606,7 +606,24 @@ def permuted_triangle_dot(rank_a: Any, rank_b: Any, perms: np.ndarray) -> np.nda
     return _permuted_triangle_dot_numba()(rank_a, rank_b, np.ascontiguousarray(perms, dtype=np.int64))
 
 
-def _gram_metrics_batch(prep: PreparedPairs, metrics: Sequence[str], perms: torch.Tensor) -> dict[str, torch.Tensor]:
+def _singular_values(g: torch.Tensor) -> torch.Tensor:
+    """Singular values of a batch [c, p, q] via the eigenvalues of the smaller Gram matrix.
+
+    Two to three times faster than ``svdvals`` on the CPU. In float32 the mean singular value
+    moves by about 1e-7 against float64 (3000 pairs, 384 vs 576), far below any null's spread.
+    """
+    gram = g @ g.mT if g.shape[-2] <= g.shape[-1] else g.mT @ g
+    return torch.linalg.eigvalsh(gram).clamp(min=0).sqrt()
+
+
+def _gather_rows(u: torch.Tensor, perms: np.ndarray) -> torch.Tensor:
+    # [c, n, r]; numpy's take is several times faster than torch fancy indexing on the CPU
+    if u.device.type == "cpu":
+        return torch.from_numpy(np.take(u.contiguous().numpy(), perms, axis=0))
+    return u[torch.from_numpy(perms).to(u.device)]
+
+
+def _gram_metrics_batch(prep: PreparedPairs, metrics: Sequence[str], perms: np.ndarray) -> dict[str, torch.Tensor]:
     # columns of U each metric needs: SVCCA only its kept directions, CKA/Procrustes all
     need_full = any(m in metrics for m in ("cka", "procrustes"))
     ra = (
@@ -619,14 +636,18 @@ def _gram_metrics_batch(prep: PreparedPairs, metrics: Sequence[str], perms: torc
         if need_full
         else max(prep.k_b if "svcca" in metrics else 0, prep.kp_b if "svcca_paper" in metrics else 0)
     )
-    u_a = prep.u_a[:, :ra]
-    u_b = prep.u_b[perms, :rb]  # [c, n, rb]: B rows shuffled, A rows fixed
-    g = torch.matmul(u_a.T, u_b)  # [c, ra, rb]
+    # G = U_a^T P U_b. Shuffling B by p equals shuffling A by p's inverse, so gather the
+    # narrower side: the gather is memory-bound and costs as much as a third of the product
+    if ra <= rb:
+        inverse = np.argsort(perms, axis=1)
+        g = torch.matmul(_gather_rows(prep.u_a[:, :ra], inverse).mT, prep.u_b[:, :rb])  # [c, ra, rb]
+    else:
+        g = torch.matmul(prep.u_a[:, :ra].T, _gather_rows(prep.u_b[:, :rb], perms))
     out: dict[str, torch.Tensor] = {}
     if "svcca" in metrics:
-        out["svcca"] = torch.linalg.svdvals(g[:, : prep.k_a, : prep.k_b]).clamp(0, 1).mean(-1)
+        out["svcca"] = _singular_values(g[:, : prep.k_a, : prep.k_b]).clamp(0, 1).mean(-1)
     if "svcca_paper" in metrics:
-        out["svcca_paper"] = torch.linalg.svdvals(g[:, : prep.kp_a, : prep.kp_b]).clamp(0, 1).mean(-1)
+        out["svcca_paper"] = _singular_values(g[:, : prep.kp_a, : prep.kp_b]).clamp(0, 1).mean(-1)
     if need_full:
         sa, sb = prep.s_a, prep.s_b
         if "procrustes" in metrics:
@@ -635,7 +656,7 @@ def _gram_metrics_batch(prep: PreparedPairs, metrics: Sequence[str], perms: torc
                 * g
                 * (sb / torch.linalg.vector_norm(sb))[None, None, :]
             )
-            out["procrustes"] = torch.linalg.svdvals(w).sum(-1)
+            out["procrustes"] = _singular_values(w).sum(-1)
         if "cka" in metrics:
             w = sa[None, :, None] * g * sb[None, None, :]
             denom = torch.sqrt(torch.sum(sa**4)) * torch.sqrt(torch.sum(sb**4))
@@ -676,7 +697,7 @@ def compute_permutation_nulls(
     if gram:
         for start in range(0, n_null, chunk):
             c = min(chunk, n_null - start)
-            perms = torch.from_numpy(rng.permuted(np.tile(np.arange(prep.n), (c, 1)), axis=1)).to(prep.device)
+            perms = rng.permuted(np.tile(np.arange(prep.n), (c, 1)), axis=1)
             with torch.no_grad():
                 batch = _gram_metrics_batch(prep, gram, perms)
             for m, v in batch.items():

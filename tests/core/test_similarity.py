@@ -198,19 +198,20 @@ def test_rsa_handles_ties_like_scipy(rng):
 
 def test_prepared_null_samples_equal_direct_recompute(rng):
     x, y = related_pair(rng, n=50, d_a=8, d_b=11, noise=0.6)
-    prep = prepare_pairs(x, y, METRICS, device="cpu", null_dtype="float64")
     perms = np.stack([rng.permutation(50) for _ in range(4)])
-    with torch.no_grad():
-        batch = _gram_metrics_batch(prep, [m for m in METRICS if m != "rsa"], torch.from_numpy(perms))
-    rsa_numba = permuted_triangle_dot(prep.rank_a, prep.rank_b, perms) / prep.rank_scale
-    rsa_torch = (
-        permuted_triangle_dot(torch.from_numpy(prep.rank_a), torch.from_numpy(prep.rank_b), perms) / prep.rank_scale
-    )
-    for i, p in enumerate(perms):
-        for m, v in batch.items():
-            assert float(v[i]) == pytest.approx(compute_metric(m, x, y[p]), abs=1e-9), m
-        assert rsa_numba[i] == pytest.approx(ref_rsa(x, y[p]), abs=1e-6)
-        assert rsa_torch[i] == pytest.approx(rsa_numba[i], abs=1e-9)
+    # (x, y) gathers the narrower A side, (y, x) the B side: both must equal the direct recompute
+    for xx, yy in ((x, y), (y, x)):
+        prep = prepare_pairs(xx, yy, METRICS, device="cpu", null_dtype="float64")
+        with torch.no_grad():
+            batch = _gram_metrics_batch(prep, [m for m in METRICS if m != "rsa"], perms)
+        rsa_numba = permuted_triangle_dot(prep.rank_a, prep.rank_b, perms) / prep.rank_scale
+        ranks = torch.from_numpy(prep.rank_a), torch.from_numpy(prep.rank_b)
+        rsa_torch = permuted_triangle_dot(*ranks, perms) / prep.rank_scale
+        for i, p in enumerate(perms):
+            for m, v in batch.items():
+                assert float(v[i]) == pytest.approx(compute_metric(m, xx, yy[p]), abs=1e-9), m
+            assert rsa_numba[i] == pytest.approx(ref_rsa(xx, yy[p]), abs=1e-6)
+            assert rsa_torch[i] == pytest.approx(rsa_numba[i], abs=1e-9)
 
 
 def test_rotated_copy_is_similar_and_significant(rng):
