@@ -41,6 +41,7 @@ PART_FILES: dict[str, tuple[str, ...]] = {
     "assignment": ("assignment.parquet",),
     "similarity": ("similarity.json",),
     "examples": ("examples_a.parquet", "examples_b.parquet"),
+    "dashboards": ("dashboards_a.parquet", "dashboards_b.parquet"),
     "umap": ("umap_a.parquet", "umap_b.parquet"),
 }
 REQUIRED_PARTS = ("units", "docs", "codes", "decoders", "features")
