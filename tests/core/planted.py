@@ -207,8 +207,10 @@ def dense_pearson(codes_a: SparseCodes, codes_b: SparseCodes) -> np.ndarray:
     sx, sy = np.sqrt((x * x).sum(0)), np.sqrt((y * y).sum(0))
     with np.errstate(divide="ignore", invalid="ignore"):
         r = (x.T @ y) / np.outer(sx, sy)
-    dead_x = sx <= 1e-6 * np.abs(codes_a.to_dense().mean(0)) + 1e-300
-    dead_y = sy <= 1e-6 * np.abs(codes_b.to_dense().mean(0)) + 1e-300
+    n = x.shape[0]
+    # the same zero-variance rule as core.correlate: spread below 1e-6 of the mean
+    dead_x = sx / np.sqrt(n) <= 1e-6 * np.abs(codes_a.to_dense().astype(np.float64).mean(0))
+    dead_y = sy / np.sqrt(n) <= 1e-6 * np.abs(codes_b.to_dense().astype(np.float64).mean(0))
     r[dead_x] = np.nan
     r[:, dead_y] = np.nan
     return r
@@ -238,7 +240,7 @@ class BurstyConfig:
     n_chance_a: int = 800
     n_chance_b: int = 800
     docs_per_feature: tuple[int, int] = (2, 5)
-    fires_per_doc: tuple[int, int] = (8, 30)
+    fires_per_doc: tuple[int, int] = (4, 20)
     n_planted: int = 200
     planted_fires: tuple[int, int] = (7, 40)
     planted_k: tuple[int, int] = (3, 7)
