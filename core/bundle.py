@@ -329,7 +329,9 @@ def open_bundle(path: str | Path) -> Bundle:
     """
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise BundleError(f"Bundle folder {path} does not exist; check the path or build one with `python -m core demo`.")
+        raise BundleError(
+            f"Bundle folder {path} does not exist; check the path or build one with `python -m core demo`."
+        )
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(

@@ -224,7 +224,9 @@ def concat_codes(parts: Sequence[SparseCodes]) -> SparseCodes:
     if any(p.n_features != n_features for p in parts):
         raise ValueError("concat_codes: parts differ in n_features")
     offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
-    indptr = np.concatenate([np.zeros(1, np.int64)] + [p.indptr[1:] + off for p, off in zip(parts, offsets)])
+    indptr = np.concatenate(
+        [np.zeros(1, np.int64)] + [p.indptr[1:] + off for p, off in zip(parts, offsets, strict=True)]
+    )
     return SparseCodes(
         indptr,
         np.concatenate([p.indices for p in parts]),

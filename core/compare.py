@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from core.loading import LoadedModel, load_model, load_sae
 from core.paths import hash_texts
 from core.progress import ProgressFn, no_progress
 from core.specs import CorpusSpec, HarvestSettings, SideSpec
+from core.stages import STAGES, run_stages
 
 VERSIONED = ("featurebridge", "torch", "transformers", "sae-lens", "numpy", "polars", "scipy", "safetensors")
 # a neighbouring hook that reconstructs this much better than the configured one is flagged
@@ -94,8 +96,10 @@ def build_comparison(
     out: str | Path,
     overwrite: bool = False,
     progress: ProgressFn = no_progress,
+    stages: Sequence[str] = STAGES,
+    stage_settings: dict[str, Any] | None = None,
 ) -> Path:
-    """Load both sides, harvest their codes on the same text and write the bundle.
+    """Load both sides, harvest their codes on the same text, write the bundle, run the stages.
 
     Args:
         spec: what to compare.
@@ -103,6 +107,8 @@ def build_comparison(
             ``overwrite`` must be set).
         overwrite: replace what the folder holds.
         progress: progress callback.
+        stages: the later stages to run on the new bundle (see ``core.stages``).
+        stage_settings: stage name -> settings object.
 
     Returns:
         The bundle folder.
@@ -121,7 +127,9 @@ def build_comparison(
         sae = load_sae(side.sae, device)
         hook_name = side.hook or sae.hook_name
         if not hook_name:
-            raise SpecError(f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post).")
+            raise SpecError(
+                f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post)."
+            )
         sides[name] = HarvestSide(model, sae, model.hook(hook_name))
     timings["load_s"] = time.perf_counter() - t0
 
@@ -191,5 +199,15 @@ def build_comparison(
     }
     writer.finalize(manifest)
     remove_work_dir(out / ".work")
+    unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
+    run_stages(out, stages, stage_settings, str(device), progress, unembeddings)
     return out
 
+
+def _unembedding(model: LoadedModel) -> Any:
+    """The model's unembedding with a token string per row (rows past the tokenizer get a placeholder)."""
+    from core.dashboards import Unembedding
+
+    w_u = model.unembedding()
+    tokens = model.tokenizer.convert_ids_to_tokens(list(range(w_u.shape[0])))
+    return Unembedding(w_u, tuple(t if t is not None else f"<id {i}>" for i, t in enumerate(tokens)))

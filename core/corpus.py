@@ -36,7 +36,9 @@ def load_corpus(spec: CorpusSpec) -> list[str]:
     if spec.max_docs is not None:
         docs = docs[: spec.max_docs]
     if not docs:
-        raise CorpusError(f"Corpus {spec.kind}:{spec.source or ''} holds no text; give a corpus with at least one document.")
+        raise CorpusError(
+            f"Corpus {spec.kind}:{spec.source or ''} holds no text; give a corpus with at least one document."
+        )
     return docs
 
 
@@ -96,7 +98,9 @@ def _file(path: Path, column: str) -> list[str]:
         except Exception as exc:  # polars raises several error types for non-parquet bytes
             raise CorpusError(f"{path} is not a readable parquet file ({exc.__class__.__name__}).") from exc
         if column not in schema:
-            raise CorpusError(f"{path} has no text column {column!r} (columns: {', '.join(schema)}); pass --text-column.")
+            raise CorpusError(
+                f"{path} has no text column {column!r} (columns: {', '.join(schema)}); pass --text-column."
+            )
         return [str(t) for t in pl.read_parquet(path, columns=[column])[column].drop_nulls().to_list()]
     raise CorpusError(f"Corpus file {path} must end in {', '.join(FILE_SUFFIXES)}; convert it first.")
 

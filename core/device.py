@@ -25,8 +25,6 @@ def resolve_device(choice: str = "auto") -> torch.device:
         return torch.device("cpu")
     if choice.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise SpecError(
-                f"Device {choice!r} was asked for but no CUDA GPU is visible; use --device cpu or auto."
-            )
+            raise SpecError(f"Device {choice!r} was asked for but no CUDA GPU is visible; use --device cpu or auto.")
         return torch.device(choice)
     raise SpecError(f"Unknown device {choice!r}; choose one of {', '.join(DEVICE_CHOICES)}.")

@@ -43,7 +43,9 @@ def load_nonconcept_tokens(path: str | Path | None = None) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def top_tokens_per_feature(codes: SparseCodes, unit_text: list[str] | np.ndarray, k: int = TOP_TOKENS) -> list[list[str]]:
+def top_tokens_per_feature(
+    codes: SparseCodes, unit_text: list[str] | np.ndarray, k: int = TOP_TOKENS
+) -> list[list[str]]:
     """The ``k`` distinct token texts of each feature's highest activations.
 
     Args:
@@ -61,7 +63,7 @@ def top_tokens_per_feature(codes: SparseCodes, unit_text: list[str] | np.ndarray
     ends = np.searchsorted(feats, np.arange(codes.n_features), side="right")
     texts = np.asarray(unit_text, dtype=object)
     out: list[list[str]] = []
-    for lo, hi in zip(starts, ends):
+    for lo, hi in zip(starts, ends, strict=True):
         seen: list[str] = []
         # distinct tokens are usually found within the first few dozen activations
         for cut in (lo + 64, hi):

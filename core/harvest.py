@@ -210,7 +210,7 @@ def forward_capture(
     return {k: v.float() for k, v in store.items()}
 
 
-def _kept(acts: torch.Tensor, windows: Sequence[Window], chosen: np.ndarray) -> torch.Tensor:
+def kept_rows(acts: torch.Tensor, windows: Sequence[Window], chosen: np.ndarray) -> torch.Tensor:
     """Rows of ``acts`` [B, L, d] at the kept tokens, window by window in ``chosen`` order."""
     mask = torch.zeros(acts.shape[:2], dtype=torch.bool)
     for row, w in enumerate(chosen):
@@ -238,15 +238,19 @@ def collect_activations(
     """
     row_start = np.cumsum([0] + [w.n_units for w in windows])
     out = np.zeros((int(row_start[-1]), model.d_model), dtype=np.float32)
-    pad = _pad_id(model)
+    pad = pad_id(model)
+    done = 0
     for chosen, ids, mask in iter_batches(windows, settings.batch_tokens, pad):
         acts = forward_capture(model, [hook.after_block], ids, mask, device)[hook.after_block]
-        out[_unit_rows(windows, chosen, row_start)] = _kept(acts, windows, chosen).cpu().numpy()
-        progress(f"activations {model.name}", int(row_start[chosen + 1].sum() - row_start[chosen].sum()), 0)
+        rows = _unit_rows(windows, chosen, row_start)
+        out[rows] = kept_rows(acts, windows, chosen).cpu().numpy()
+        done += len(rows)
+        progress(f"activations {model.name}", done, len(out))
     return out
 
 
-def _pad_id(model: LoadedModel) -> int:
+def pad_id(model: LoadedModel) -> int:
+    """The id batches are padded with (the pad token, else end-of-text, else 0; masked out anyway)."""
     tok = model.tokenizer
     return int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
 
@@ -296,10 +300,10 @@ def hook_sanity(
     here = side.hook.after_block
     blocks = [b for b in (here - 1, here, here + 1) if -1 <= b < side.model.n_layers]
     chunks: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
-    for chosen, ids, mask in iter_batches(sample, settings.batch_tokens, _pad_id(side.model)):
+    for chosen, ids, mask in iter_batches(sample, settings.batch_tokens, pad_id(side.model)):
         acts = forward_capture(side.model, blocks, ids, mask, device)
         for b in blocks:
-            chunks[b].append(_kept(acts[b], sample, chosen))
+            chunks[b].append(kept_rows(acts[b], sample, chosen))
     report = []
     for b in blocks:
         x = torch.cat(chunks[b])
@@ -404,18 +408,18 @@ def _run_shard(
     groups: dict[int, list[str]] = {}
     for s in SIDES:
         groups.setdefault(id(sides[s].model), []).append(s)
-    pad = _pad_id(sides["a"].model)
+    pad = pad_id(sides["a"].model)
     for chosen, ids, mask in iter_batches(windows, settings.batch_tokens, pad):
         rows = _unit_rows(windows, chosen, row_start)
         for names in groups.values():
             model = sides[names[0]].model
             acts = forward_capture(model, [sides[s].hook.after_block for s in names], ids, mask, device)
             for s in names:
-                r, c, v = encode_sparse(sides[s].sae, _kept(acts[sides[s].hook.after_block], windows, chosen))
+                r, c, v = encode_sparse(sides[s].sae, kept_rows(acts[sides[s].hook.after_block], windows, chosen))
                 coo[s].append((rows[r], c, v))
     moments = {}
     for s in SIDES:
-        r, c, v = (np.concatenate(parts) for parts in zip(*coo[s]))
+        r, c, v = (np.concatenate(parts) for parts in zip(*coo[s], strict=True))
         codes = SparseCodes.from_coo(r, c, v, n_rows, sides[s].sae.d_sae)
         codes.save(shard_dir / f"codes_{s}.safetensors")
         moments[s] = feature_moments(codes)

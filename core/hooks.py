@@ -28,7 +28,15 @@ from core.errors import HookError
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(post|pre)$")
 # attribute paths of the block list in the architectures transformers ships
-_BLOCK_PATHS = ("encoder.layer", "model.layers", "layers", "transformer.h", "h", "gpt_neox.layers", "model.decoder.layers")
+_BLOCK_PATHS = (
+    "encoder.layer",
+    "model.layers",
+    "layers",
+    "transformer.h",
+    "h",
+    "gpt_neox.layers",
+    "model.decoder.layers",
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,9 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(obj, nn.ModuleList) and len(obj) > 0:
             return obj
-    raise HookError(f"Cannot find the transformer blocks of {type(model).__name__}; this architecture is not supported.")
+    raise HookError(
+        f"Cannot find the transformer blocks of {type(model).__name__}; this architecture is not supported."
+    )
 
 
 class _StopForward(Exception):

@@ -120,7 +120,9 @@ def _sae_lens() -> Any:
 def _read_cfg(folder: Path) -> dict[str, Any]:
     cfg_path = folder / SAE_CFG
     if not cfg_path.is_file():
-        raise SAELoadError(f"{folder} has no {SAE_CFG}, so it is not an SAE folder; point at the folder save_model wrote.")
+        raise SAELoadError(
+            f"{folder} has no {SAE_CFG}, so it is not an SAE folder; point at the folder save_model wrote."
+        )
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -164,13 +166,17 @@ def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
             [] if ("num_latents" in cfg or "expansion_factor" in cfg) else ["num_latents"]
         )
         if missing:
-            raise SAELoadError(f"{folder / SAE_CFG} lacks the sparsify key(s) {missing}; it is not a sparsify SAE config.")
+            raise SAELoadError(
+                f"{folder / SAE_CFG} lacks the sparsify key(s) {missing}; it is not a sparsify SAE config."
+            )
         converter = _sparsify_converter
     else:
         weights = folder / SAE_LENS_WEIGHTS
         missing = [k for k in REQUIRED_CFG_KEYS if k not in cfg]
         if missing:
-            raise SAELoadError(f"{folder / SAE_CFG} lacks the key(s) {missing}; re-save the SAE with sae-lens save_model.")
+            raise SAELoadError(
+                f"{folder / SAE_CFG} lacks the key(s) {missing}; re-save the SAE with sae-lens save_model."
+            )
         converter = None
     if not weights.is_file():
         raise SAELoadError(f"{folder} has no {weights.name}; it is not a complete {spec.kind} SAE folder.")
@@ -234,12 +240,12 @@ def _package_file(dist: str, suffix: str) -> Path:
     try:
         files = metadata.files(dist) or []
     except metadata.PackageNotFoundError as exc:
-        raise ModelLoadError(f"Package {dist!r} is not installed; install it (see README) or give a file path.") from exc
+        raise ModelLoadError(
+            f"Package {dist!r} is not installed; install it (see README) or give a file path."
+        ) from exc
     # a suffix ('.gguf') matches any file ending so, a plain name ('config.json') only that name;
     # the shallowest hit wins, so a sub-module's own config.json never shadows the model's
-    hits = [
-        f for f in files if (str(f).endswith(suffix) if suffix.startswith(".") else Path(str(f)).name == suffix)
-    ]
+    hits = [f for f in files if (str(f).endswith(suffix) if suffix.startswith(".") else Path(str(f)).name == suffix)]
     if not hits:
         raise ModelLoadError(f"Package {dist!r} holds no {suffix} file.")
     return Path(min(hits, key=lambda f: len(Path(str(f)).parts)).locate()).resolve()

@@ -31,7 +31,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _spec(tiny: dict[str, Path], **harvest: object) -> ComparisonSpec:
     model = ModelSpec("hf", str(tiny["model"]))
-    settings = {"max_tokens": 600, "max_len": 24, "shard_units": 150, "batch_tokens": 96, "sanity_tokens": 64, **harvest}
+    settings = {
+        "max_tokens": 600,
+        "max_len": 24,
+        "shard_units": 150,
+        "batch_tokens": 96,
+        "sanity_tokens": 64,
+        **harvest,
+    }
     return ComparisonSpec(
         a=SideSpec(model, SAESpec("local", str(tiny["sae_a"]))),
         b=SideSpec(model, SAESpec("local", str(tiny["sae_b"]))),
@@ -83,7 +90,7 @@ def test_units_are_the_text_at_their_offsets_and_windows_continue_positions(tiny
     np.testing.assert_array_equal(positions, np.arange(len(positions)))
     # every kept token's span is its own text, with no special token among the units
     for w in mine:
-        for (a, b), tid in zip(w.offsets[w.keep], w.input_ids[w.keep]):
+        for (a, b), tid in zip(w.offsets[w.keep], w.input_ids[w.keep], strict=True):
             piece = model.tokenizer.convert_ids_to_tokens(int(tid)).removeprefix("##")
             assert docs[long_doc][a:b].lower() == piece
     assert sum(w.n_units for w in windows) == sum(len(model.tokenizer(d)["input_ids"]) - 2 for d in docs)

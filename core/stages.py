@@ -1,0 +1,91 @@
+"""The stages that add parts to a harvested bundle, in the order a full build runs them.
+
+Each stage reads what the bundle already holds and writes its own parts through
+``core.bundle.add_parts``; ``python -m core <stage> BUNDLE`` reruns one with new settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.bundle import Bundle, open_bundle
+from core.progress import ProgressFn, no_progress
+
+STAGES = ("matching", "similarity", "dashboards", "umap")
+
+
+def run_stage(
+    name: str,
+    bundle_path: str | Path,
+    settings: Any = None,
+    device: str = "auto",
+    progress: ProgressFn = no_progress,
+    unembeddings: dict[str, Any] | None = None,
+) -> Bundle:
+    """Run one stage on a bundle.
+
+    Args:
+        name: one of ``STAGES``.
+        bundle_path: the bundle folder.
+        settings: that stage's settings object (``None``: its defaults).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: progress callback.
+        unembeddings: side -> ``core.dashboards.Unembedding`` for causal LMs (dashboards only).
+
+    Returns:
+        The reopened bundle.
+    """
+    if name == "matching":
+        from core.matching import build_matching
+
+        return build_matching(bundle_path, settings, device=device, progress=progress)
+    if name == "similarity":
+        from core.similarity import build_similarity
+
+        return build_similarity(bundle_path, settings, device=device, progress=progress)
+    if name == "dashboards":
+        from core.dashboards import build_dashboards
+
+        unembeddings = unembeddings or {}
+        return build_dashboards(
+            bundle_path,
+            settings,
+            progress=progress,
+            unembedding_a=unembeddings.get("a"),
+            unembedding_b=unembeddings.get("b"),
+        )
+    if name == "umap":
+        from core.embedding import build_umap
+
+        return build_umap(bundle_path, settings, progress=progress)
+    raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
+
+
+def run_stages(
+    bundle_path: str | Path,
+    names: Sequence[str] = STAGES,
+    settings: dict[str, Any] | None = None,
+    device: str = "auto",
+    progress: ProgressFn = no_progress,
+    unembeddings: dict[str, Any] | None = None,
+) -> Bundle:
+    """Run several stages in order (a stage needs the parts of those before it).
+
+    Args:
+        bundle_path: the bundle folder.
+        names: stages to run, in ``STAGES`` order.
+        settings: stage name -> settings object.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: progress callback.
+        unembeddings: passed to the dashboards stage.
+
+    Returns:
+        The reopened bundle.
+    """
+    settings = settings or {}
+    bundle = open_bundle(bundle_path)
+    for name in sorted(names, key=STAGES.index):
+        bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings)
+    return bundle
