@@ -1,0 +1,46 @@
+"""Feature Bridge: the Streamlit app (router only).
+
+Start it with ``streamlit run app.py``. Each page lives in pages/ and is listed explicitly
+(``st.navigation`` ignores the pages/ folder convention once it is used). The URL carries the
+page (its path) and the view (``bundle``, ``side``, ``feature``, ``partner`` query parameters),
+so a copied address reopens the same view.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+# (file, title, icon, url path)
+PAGES = [
+    ("pages/home.py", "Home", ":material/home:", "home"),
+    ("pages/overview.py", "Overview", ":material/dashboard:", "overview"),
+    ("pages/pair_explorer.py", "Pair explorer", ":material/scatter_plot:", "pairs"),
+    ("pages/correlation.py", "Correlation", ":material/show_chart:", "correlation"),
+    ("pages/heatmaps.py", "Heatmaps", ":material/grid_on:", "heatmaps"),
+    ("pages/feature.py", "Feature", ":material/feature_search:", "feature"),
+    ("pages/discover.py", "Discover", ":material/travel_explore:", "discover"),
+    ("pages/export.py", "Export", ":material/download:", "export"),
+]
+
+
+def run() -> None:
+    """Configure the page, apply a deep link, and route to the chosen page."""
+    from components.state import sync_url
+
+    st.set_page_config(page_title="Feature Bridge", page_icon=":material/compare_arrows:", layout="wide")
+    pages = [
+        st.Page(path, title=title, icon=icon, url_path=url, default=(i == 0))
+        for i, (path, title, icon, url) in enumerate(PAGES)
+    ]
+    page = st.navigation(pages)
+    sync_url()
+    page.run()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,97 @@
+"""The only ``st.cache_*`` wrappers: loaders keyed by plain values.
+
+Every loader is keyed by the bundle path and its manifest's modification time, so a stage that
+adds a part (which rewrites the manifest last) invalidates what was cached for that bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from components import data
+from core.bundle import Bundle, open_bundle
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_bundle(path: str, manifest_mtime: float) -> Bundle:
+    """Open a bundle once per (path, manifest modification time)."""
+    return open_bundle(path)
+
+
+def bundle_mtime(path: str) -> float:
+    """The manifest's modification time (0 when absent): the cache key's version part."""
+    manifest = Path(path) / "manifest.json"
+    return manifest.stat().st_mtime if manifest.is_file() else 0.0
+
+
+def cached_bundle(path: str) -> Bundle:
+    """Open a bundle through the cache, reopening when its manifest changed."""
+    return load_bundle(path, bundle_mtime(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_umap_points(path: str, mtime: float, side: str) -> pl.DataFrame:
+    """One side's UMAP points with match strength, orphan flag and hover labels."""
+    return data.umap_points(load_bundle(path, mtime), side)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_pairs(path: str, mtime: float, kept_only: bool = False) -> pl.DataFrame:
+    """The assignment's pairs (``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``)."""
+    return data.pair_frame(load_bundle(path, mtime), kept_only)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_best_corr(path: str, mtime: float) -> pl.DataFrame:
+    """Best partner correlation per feature, both directions."""
+    return data.best_corr_frame(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_similarity(path: str, mtime: float) -> dict[str, Any]:
+    """similarity.json as a dict."""
+    return load_bundle(path, mtime).similarity()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_selection_table(path: str, mtime: float, side: str, features: tuple[int, ...]) -> pl.DataFrame:
+    """The pairs touching a selection of one side's features."""
+    return data.selection_pair_table(load_bundle(path, mtime), side, list(features))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_unit_pair(path: str, mtime: float, feature_a: int, feature_b: int) -> pl.DataFrame:
+    """Per-unit activations of a pair (units where either fires), with context."""
+    return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_correlation_block(
+    path: str, mtime: float, features_a: tuple[int, ...], features_b: tuple[int, ...]
+) -> pl.DataFrame:
+    """Exact Pearson for every (A, B) pair of two small feature sets."""
+    return data.correlation_block(load_bundle(path, mtime), list(features_a), list(features_b))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
+    """A feature's dashboard card (core.search.FeatureCard)."""
+    from core.search import search_feature  # imports torch (via core.dashboards): keep it out of module import
+
+    return search_feature(load_bundle(path, mtime), side, feature)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_search_hits(path: str, mtime: float, query: str) -> pl.DataFrame:
+    """Features matching a search text (feature id or token)."""
+    return data.search_hits(load_bundle(path, mtime), query)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_feature_labels(path: str, mtime: float, side: str) -> pl.DataFrame:
+    """``feature``, ``label`` (top tokens) for one side."""
+    return data.feature_labels(load_bundle(path, mtime), side)

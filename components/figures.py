@@ -1,0 +1,528 @@
+"""Pure plotly builders: ``build_*_figure(frame, ...) -> go.Figure``, one paper style.
+
+No Streamlit and no torch here: every builder takes a polars frame (or plain values) and
+returns a figure, so the same figure renders on a page and exports to PNG/SVG/PDF. Every
+point that stands for a feature (or a pair, or a unit) carries its id in ``customdata``:
+selection events count points within each trace, so the id is how a page knows what was
+clicked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+# one palette for the whole app and every export: side A, side B, both, muted, highlight
+COLOR_A = "#2f6db5"
+COLOR_B = "#c8433c"
+COLOR_BOTH = "#6a4c93"
+COLOR_MUTED = "#b8b8b8"
+COLOR_HIGHLIGHT = "#f29e1f"
+SIDE_COLORS = {"a": COLOR_A, "b": COLOR_B}
+CORR_SCALE = "Viridis"
+FONT_FAMILY = "Arial, Helvetica, DejaVu Sans, sans-serif"
+# plotly switches to WebGL above this many points (browsers cap WebGL contexts per page)
+WEBGL_THRESHOLD = 1000
+
+# paper sizes in CSS pixels (96 per inch): a single column is 3.5 in wide, a double one 7.2 in
+PX_PER_INCH = 96
+PAPER_SIZES: dict[str, tuple[int, int]] = {
+    "single": (int(3.5 * PX_PER_INCH), int(2.6 * PX_PER_INCH)),
+    "double": (int(7.2 * PX_PER_INCH), int(3.2 * PX_PER_INCH)),
+}
+EXPORT_FORMATS = ("png", "svg", "pdf")
+PNG_DPI = 300
+
+
+def apply_paper_style(fig: go.Figure, size: str | None = None, font_size: int = 10) -> go.Figure:
+    """Give a figure the app's single paper style (font, white background, thin axes).
+
+    Args:
+        fig: the figure (modified in place and returned).
+        size: ``"single"`` or ``"double"`` to fix the paper size; ``None`` leaves it responsive.
+        font_size: base font size in points.
+
+    Returns:
+        The same figure.
+    """
+    fig.update_layout(
+        template="simple_white",
+        font={"family": FONT_FAMILY, "size": font_size, "color": "#222222"},
+        margin={"l": 50, "r": 20, "t": 40, "b": 45},
+        legend={"font": {"size": font_size - 1}},
+        title={"font": {"size": font_size + 1}},
+    )
+    fig.update_xaxes(showgrid=False, ticks="outside", linewidth=0.8)
+    fig.update_yaxes(showgrid=False, ticks="outside", linewidth=0.8)
+    if size is not None:
+        if size not in PAPER_SIZES:
+            raise ValueError(f"size must be one of {sorted(PAPER_SIZES)}, got {size!r}")
+        width, height = PAPER_SIZES[size]
+        fig.update_layout(width=width, height=height, margin={"l": 45, "r": 10, "t": 30, "b": 40})
+    return fig
+
+
+def _scatter(n: int) -> type[go.Scatter] | type[go.Scattergl]:
+    return go.Scattergl if n > WEBGL_THRESHOLD else go.Scatter
+
+
+def _ids(frame: pl.DataFrame, *columns: str) -> np.ndarray:
+    """customdata: one row per point holding the ids named by ``columns``."""
+    return np.stack([frame[c].to_numpy() for c in columns], axis=1) if frame.height else np.zeros((0, len(columns)))
+
+
+# ---------------------------------------------------------------- linked UMAPs
+
+
+def compute_linked_partners(
+    selected: Iterable[int], pairs: pl.DataFrame, from_side: str, min_corr: float | None = None
+) -> list[int]:
+    """The features on the other side paired with the ``selected`` features of ``from_side``.
+
+    Args:
+        selected: feature ids of ``from_side``.
+        pairs: a frame with ``feature_a``, ``feature_b`` (and ``corr`` when ``min_corr`` is set).
+        from_side: ``"a"`` or ``"b"``.
+        min_corr: keep only pairs at least this correlated.
+
+    Returns:
+        Sorted unique partner ids on the other side.
+    """
+    if from_side not in ("a", "b"):
+        raise ValueError(f"from_side must be 'a' or 'b', got {from_side!r}")
+    chosen = sorted({int(f) for f in selected})
+    if not chosen or pairs.height == 0:
+        return []
+    mine, theirs = ("feature_a", "feature_b") if from_side == "a" else ("feature_b", "feature_a")
+    rows = pairs.filter(pl.col(mine).is_in(chosen))
+    if min_corr is not None and "corr" in rows.columns:
+        rows = rows.filter(pl.col("corr") >= min_corr)
+    return sorted({int(f) for f in rows[theirs].to_list() if f is not None})
+
+
+def build_umap_figure(
+    frame: pl.DataFrame,
+    side: str,
+    highlight: Sequence[int] = (),
+    title: str | None = None,
+) -> go.Figure:
+    """One SAE's UMAP of decoder directions, coloured by match strength, orphans marked.
+
+    Args:
+        frame: ``feature``, ``x``, ``y``, ``corr`` (best partner correlation, null if none),
+            ``is_orphan`` (bool) and optionally ``label`` (hover text, e.g. top tokens).
+        side: ``"a"`` or ``"b"`` (names the axis title and the trace).
+        highlight: feature ids to ring (a selection, its partners, search hits).
+        title: figure title.
+
+    Returns:
+        Traces in this order: ``matched`` (coloured by corr), ``orphans`` (grey crosses),
+        ``highlight`` (rings, drawn on top, not selectable by accident since it repeats ids).
+        Every trace's customdata is ``[[feature], ...]``.
+    """
+    if "label" not in frame.columns:
+        frame = frame.with_columns(pl.lit("").alias("label"))
+    frame = frame.with_columns(pl.col("is_orphan").fill_null(True))
+    matched = frame.filter(~pl.col("is_orphan"))
+    orphans = frame.filter(pl.col("is_orphan"))
+    hover = "feature %{customdata[0]}<br>%{text}<extra>" + side.upper() + "</extra>"
+    fig = go.Figure()
+    trace = _scatter(frame.height)
+    fig.add_trace(
+        trace(
+            name="matched",
+            x=matched["x"].to_numpy(),
+            y=matched["y"].to_numpy(),
+            mode="markers",
+            customdata=_ids(matched, "feature"),
+            text=matched["label"].to_list(),
+            hovertemplate=hover,
+            marker={
+                "size": 6,
+                "color": matched["corr"].fill_null(0.0).to_numpy(),
+                "colorscale": CORR_SCALE,
+                "cmin": 0.0,
+                "cmax": 1.0,
+                "colorbar": {"title": {"text": "best corr"}, "thickness": 10},
+                "line": {"width": 0},
+            },
+        )
+    )
+    fig.add_trace(
+        trace(
+            name="orphans",
+            x=orphans["x"].to_numpy(),
+            y=orphans["y"].to_numpy(),
+            mode="markers",
+            customdata=_ids(orphans, "feature"),
+            text=orphans["label"].to_list(),
+            hovertemplate=hover,
+            marker={"size": 5, "color": COLOR_MUTED, "symbol": "x-thin", "line": {"width": 1, "color": COLOR_MUTED}},
+        )
+    )
+    lit = frame.filter(pl.col("feature").is_in([int(f) for f in highlight]))
+    fig.add_trace(
+        go.Scatter(
+            name="highlight",
+            x=lit["x"].to_numpy(),
+            y=lit["y"].to_numpy(),
+            mode="markers",
+            customdata=_ids(lit, "feature"),
+            text=lit["label"].to_list(),
+            hovertemplate=hover,
+            marker={
+                "size": 13,
+                "color": "rgba(0,0,0,0)",
+                "symbol": "circle-open",
+                "line": {"width": 2.5, "color": COLOR_HIGHLIGHT},
+            },
+        )
+    )
+    fig.update_layout(
+        title=title or f"SAE {side.upper()}: decoder directions (UMAP, cosine)",
+        dragmode="lasso",
+        legend={"orientation": "h", "y": -0.12},
+    )
+    fig.update_xaxes(title_text="UMAP 1", showticklabels=False)
+    fig.update_yaxes(title_text="UMAP 2", showticklabels=False)
+    return apply_paper_style(fig)
+
+
+def selected_features(selection: Any) -> list[int]:
+    """Feature ids out of a ``st.plotly_chart`` selection event (reads customdata, not indices).
+
+    Args:
+        selection: the event object or dict returned by ``st.plotly_chart(..., on_select="rerun")``.
+
+    Returns:
+        Sorted unique feature ids (empty when nothing is selected).
+    """
+    if not selection:
+        return []
+    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection", {})
+    points = sel.get("points", []) if isinstance(sel, dict) else getattr(sel, "points", [])
+    out = set()
+    for point in points or []:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data is None:
+            continue
+        out.add(int(data[0] if isinstance(data, list | tuple) else data))
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- correlation
+
+
+def build_unit_scatter_figure(frame: pl.DataFrame, feature_a: int, feature_b: int) -> go.Figure:
+    """Activation in A vs in B, one point per unit where either fires, coloured by who fires.
+
+    Args:
+        frame: ``unit``, ``act_a``, ``act_b``, ``context`` (hover text).
+        feature_a: the A feature (axis title).
+        feature_b: the B feature (axis title).
+
+    Returns:
+        Up to three traces, ``A only``, ``B only``, ``both``; customdata ``[[unit], ...]``.
+    """
+    groups = (
+        ("A only", (pl.col("act_a") > 0) & (pl.col("act_b") <= 0), COLOR_A),
+        ("B only", (pl.col("act_a") <= 0) & (pl.col("act_b") > 0), COLOR_B),
+        ("both", (pl.col("act_a") > 0) & (pl.col("act_b") > 0), COLOR_BOTH),
+    )
+    fig = go.Figure()
+    for name, cond, color in groups:
+        rows = frame.filter(cond)
+        fig.add_trace(
+            _scatter(rows.height)(
+                name=f"{name} ({rows.height})",
+                x=rows["act_a"].to_numpy(),
+                y=rows["act_b"].to_numpy(),
+                mode="markers",
+                customdata=_ids(rows, "unit"),
+                text=rows["context"].to_list(),
+                hovertemplate="unit %{customdata[0]}<br>%{text}<br>A %{x:.3f} · B %{y:.3f}<extra></extra>",
+                marker={"size": 6, "color": color, "opacity": 0.75, "line": {"width": 0}},
+            )
+        )
+    fig.update_layout(
+        title=f"A{feature_a} vs B{feature_b}: activation per unit", legend={"orientation": "h", "y": -0.2}
+    )
+    fig.update_xaxes(title_text=f"activation of A{feature_a}")
+    fig.update_yaxes(title_text=f"activation of B{feature_b}")
+    return apply_paper_style(fig)
+
+
+def build_corr_cos_figure(frame: pl.DataFrame) -> go.Figure:
+    """Best activation correlation vs decoder cosine, one point per pair.
+
+    Args:
+        frame: ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``.
+
+    Returns:
+        Two traces (``kept``, ``dropped``); customdata ``[[feature_a, feature_b], ...]``.
+    """
+    fig = go.Figure()
+    for name, cond, color in (("kept", pl.col("kept"), COLOR_BOTH), ("dropped", ~pl.col("kept"), COLOR_MUTED)):
+        rows = frame.filter(cond.fill_null(False))
+        fig.add_trace(
+            _scatter(rows.height)(
+                name=name,
+                x=rows["corr"].to_numpy(),
+                y=rows["cos"].to_numpy(),
+                mode="markers",
+                customdata=_ids(rows, "feature_a", "feature_b"),
+                hovertemplate="A%{customdata[0]} ↔ B%{customdata[1]}<br>corr %{x:.3f} · cos %{y:.3f}<extra></extra>",
+                marker={"size": 5, "color": color, "opacity": 0.7, "line": {"width": 0}},
+            )
+        )
+    fig.update_layout(title="Activation correlation vs decoder cosine")
+    fig.update_xaxes(title_text="activation correlation (Pearson)")
+    fig.update_yaxes(title_text="decoder cosine")
+    return apply_paper_style(fig)
+
+
+def build_corr_histogram_figure(frame: pl.DataFrame, threshold: float | None = None) -> go.Figure:
+    """Distribution of each feature's best partner correlation, both directions overlaid.
+
+    Args:
+        frame: ``direction`` (``"a->b"`` / ``"b->a"``) and ``corr``: one row per feature.
+        threshold: a kept-pair threshold to draw as a vertical line.
+
+    Returns:
+        One histogram trace per direction.
+    """
+    fig = go.Figure()
+    for direction, color in (("a->b", COLOR_A), ("b->a", COLOR_B)):
+        values = frame.filter(pl.col("direction") == direction)["corr"].drop_nulls().to_numpy()
+        fig.add_trace(
+            go.Histogram(
+                x=values,
+                name=f"best {direction.replace('->', ' → ')}",
+                marker={"color": color},
+                opacity=0.6,
+                xbins={"start": -0.05, "end": 1.0, "size": 0.025},
+            )
+        )
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_dash="dash", line_color="#555555", annotation_text=f"{threshold:g}")
+    fig.update_layout(barmode="overlay", title="Best partner correlation per feature")
+    fig.update_xaxes(title_text="correlation")
+    fig.update_yaxes(title_text="features")
+    return apply_paper_style(fig)
+
+
+def build_null_figure(frame: pl.DataFrame) -> go.Figure:
+    """Each similarity metric beside its null: null mean ± 2 std as a bar, the value as a dot.
+
+    Args:
+        frame: ``metric``, ``value``, ``null_mean``, ``null_std``, ``p_value``.
+
+    Returns:
+        Two traces: ``null`` (error bars) and ``observed``; customdata ``[[metric], ...]``.
+    """
+    labels = frame["metric"].to_list()
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            name="null mean ± 2 sd",
+            x=frame["null_mean"].to_numpy(),
+            y=labels,
+            mode="markers",
+            error_x={"type": "data", "array": (2 * frame["null_std"].fill_null(0.0)).to_numpy(), "color": COLOR_MUTED},
+            marker={"color": COLOR_MUTED, "size": 9, "symbol": "line-ns-open"},
+            customdata=_ids(frame, "metric"),
+            hovertemplate="%{y}: null %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="observed",
+            x=frame["value"].to_numpy(),
+            y=labels,
+            mode="markers",
+            marker={"color": COLOR_BOTH, "size": 10},
+            customdata=_ids(frame, "metric"),
+            text=[f"p = {p:.3g}" if p is not None else "no null" for p in frame["p_value"].to_list()],
+            hovertemplate="%{y}: %{x:.3f} (%{text})<extra></extra>",
+        )
+    )
+    fig.update_layout(title="Similarity of paired decoders vs permutation null", legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(title_text="value")
+    fig.update_yaxes(autorange="reversed")
+    return apply_paper_style(fig)
+
+
+# ---------------------------------------------------------------- heatmaps (clickable)
+
+
+def build_cell_heatmap_figure(
+    frame: pl.DataFrame,
+    row: str,
+    col: str,
+    value: str,
+    title: str,
+    row_title: str,
+    col_title: str,
+    zmin: float | None = None,
+    zmax: float | None = None,
+) -> go.Figure:
+    """A heatmap drawn as square markers, so a click selects a cell (heatmap traces cannot be selected).
+
+    Args:
+        frame: one row per cell, with ``row``, ``col`` and ``value`` columns (rows and columns are
+            categories, drawn in order of first appearance).
+        row: the column holding the row id.
+        col: the column holding the column id.
+        value: the column holding the cell value.
+        title: figure title.
+        row_title: y axis title.
+        col_title: x axis title.
+        zmin: colour scale minimum (default: data minimum).
+        zmax: colour scale maximum.
+
+    Returns:
+        One scatter trace named ``cells``; customdata ``[[row id, col id], ...]``.
+    """
+    rows = [str(v) for v in frame[row].unique(maintain_order=True).to_list()]
+    cols = [str(v) for v in frame[col].unique(maintain_order=True).to_list()]
+    n = max(len(rows), len(cols), 1)
+    size = max(4, min(40, int(360 / n)))
+    values = frame[value].to_numpy().astype(np.float64)
+    fig = go.Figure(
+        go.Scatter(
+            name="cells",
+            x=[str(v) for v in frame[col].to_list()],
+            y=[str(v) for v in frame[row].to_list()],
+            mode="markers",
+            customdata=_ids(frame, row, col),
+            marker={
+                "symbol": "square",
+                "size": size,
+                "color": values,
+                "colorscale": "RdBu_r",
+                "cmin": zmin if zmin is not None else float(np.nanmin(values)) if values.size else 0.0,
+                "cmax": zmax if zmax is not None else float(np.nanmax(values)) if values.size else 1.0,
+                "colorbar": {"title": {"text": value}, "thickness": 10},
+                "line": {"width": 0},
+            },
+            hovertemplate=f"{row_title} %{{y}} · {col_title} %{{x}}<br>{value} %{{marker.color:.3f}}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, clickmode="event+select")
+    fig.update_xaxes(title_text=col_title, type="category", categoryorder="array", categoryarray=cols)
+    fig.update_yaxes(
+        title_text=row_title, type="category", categoryorder="array", categoryarray=rows, autorange="reversed"
+    )
+    return apply_paper_style(fig)
+
+
+def order_block(frame: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Order a feature x feature block so matched pairs sit on the diagonal.
+
+    Args:
+        frame: ``feature_a``, ``feature_b``, ``corr``: the block's cells.
+        pairs: ``feature_a``, ``feature_b``: the pairing (first partner wins for repeated ids).
+
+    Returns:
+        ``frame`` sorted by (row order, column order): A features in pair order then the rest,
+        B features in the order of their A partners then the rest.
+    """
+    a_ids = frame["feature_a"].unique(maintain_order=True).to_list()
+    b_ids = frame["feature_b"].unique(maintain_order=True).to_list()
+    partner = {}
+    for fa, fb in zip(pairs["feature_a"].to_list(), pairs["feature_b"].to_list(), strict=True):
+        partner.setdefault(fa, fb)
+    a_order = sorted(a_ids, key=lambda f: (f not in partner, f))
+    b_order = []
+    for fa in a_order:
+        fb = partner.get(fa)
+        if fb in b_ids and fb not in b_order:
+            b_order.append(fb)
+    b_order += sorted(f for f in b_ids if f not in b_order)
+    rank_a = pl.DataFrame(
+        {"feature_a": a_order, "_ra": range(len(a_order))}, schema_overrides={"feature_a": frame.schema["feature_a"]}
+    )
+    rank_b = pl.DataFrame(
+        {"feature_b": b_order, "_rb": range(len(b_order))}, schema_overrides={"feature_b": frame.schema["feature_b"]}
+    )
+    return frame.join(rank_a, on="feature_a").join(rank_b, on="feature_b").sort("_ra", "_rb").drop("_ra", "_rb")
+
+
+# ---------------------------------------------------------------- one feature
+
+
+def build_activation_histogram_figure(counts: Sequence[int], width: float, side: str, feature: int) -> go.Figure:
+    """A feature's histogram of non-zero activations (bins ``[i w, (i + 1) w)``).
+
+    Args:
+        counts: count per bin.
+        width: bin width.
+        side: ``"a"`` or ``"b"`` (colour).
+        feature: the feature id (title).
+
+    Returns:
+        One bar trace.
+    """
+    counts = np.asarray(list(counts), dtype=np.int64)
+    centers = (np.arange(counts.size) + 0.5) * width
+    fig = go.Figure(
+        go.Bar(x=centers, y=counts, width=width, marker={"color": SIDE_COLORS.get(side, COLOR_BOTH)}, name="units")
+    )
+    fig.update_layout(title=f"{side.upper()}{feature}: non-zero activations", bargap=0.02)
+    fig.update_xaxes(title_text="activation")
+    fig.update_yaxes(title_text="units")
+    return apply_paper_style(fig)
+
+
+def build_token_bar_figure(
+    tokens: Sequence[str], values: Sequence[float], title: str, color: str = COLOR_BOTH
+) -> go.Figure:
+    """Horizontal bars: tokens (top tokens, logit effects) with a value each, largest on top.
+
+    Args:
+        tokens: token texts.
+        values: one value per token.
+        title: figure title.
+        color: bar colour.
+
+    Returns:
+        One bar trace.
+    """
+    fig = go.Figure(go.Bar(x=list(values), y=[repr(t)[1:-1] for t in tokens], orientation="h", marker={"color": color}))
+    fig.update_layout(title=title, height=max(180, 22 * len(tokens) + 60))
+    fig.update_yaxes(autorange="reversed", type="category")
+    return apply_paper_style(fig)
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_figure(fig: go.Figure, fmt: str, size: str = "single") -> bytes:
+    """A figure as PNG (300 dpi), SVG or PDF at a paper column size, in the paper style.
+
+    Needs kaleido and a Chromium it can find (Debian ``chromium``); raises RuntimeError with
+    what to install otherwise.
+
+    Args:
+        fig: the figure (copied, not modified).
+        fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
+        size: ``"single"`` or ``"double"`` column.
+
+    Returns:
+        The file's bytes.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    styled = apply_paper_style(go.Figure(fig), size=size, font_size=8)
+    width, height = PAPER_SIZES[size]
+    scale = PNG_DPI / PX_PER_INCH if fmt == "png" else 1.0
+    try:
+        return styled.to_image(format=fmt, width=width, height=height, scale=scale)
+    except Exception as exc:  # kaleido raises several types when no browser is found
+        raise RuntimeError(
+            f"Static export needs kaleido with a Chromium browser (apt-get install chromium): {exc}"
+        ) from exc

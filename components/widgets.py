@@ -1,0 +1,351 @@
+"""``render_*`` functions: Streamlit rendering of bundle content (no torch here)."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from typing import Any
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from components import figures
+from components.cache import cached_bundle
+from components.data import PART_HINTS, n_features
+from components.state import AppState
+from core.bundle import Bundle
+from core.errors import UserError
+
+HOME = "pages/home.py"
+
+
+def require_bundle(state: AppState) -> Bundle:
+    """The open bundle, or a pointer to Home and a stop (every page's guard)."""
+    if not state.bundle_path:
+        st.info("No bundle is open yet: open the demo or a bundle folder on the Home page.")
+        st.page_link(HOME, label="Go to Home", icon=":material/home:")
+        st.stop()
+    try:
+        return cached_bundle(state.bundle_path)
+    except UserError as exc:
+        st.error(str(exc))
+        st.page_link(HOME, label="Open another bundle on Home", icon=":material/home:")
+        st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def require_parts(bundle: Bundle, *parts: str, what: str = "This page") -> bool:
+    """Show "not computed yet: how to add it" for each absent part; True when all are present."""
+    missing = [p for p in parts if not bundle.has(p)]
+    for part in missing:
+        hint = PART_HINTS.get(part, "python -m core --help").replace("BUNDLE", str(bundle.path))
+        st.warning(f"{what} needs the **{part}** part, which is not computed yet for this bundle. Add it with:")
+        st.code(hint, language="bash")
+    return not missing
+
+
+def render_side_summary(bundle: Bundle, side: str) -> None:
+    """One side's model, SAE and hook, with the hook-sanity table."""
+    s = bundle.side(side)
+    st.subheader(f"Side {side.upper()}: {s.get('label') or side.upper()}")
+    cols = st.columns(4)
+    cols[0].metric("d_in", s.get("d_in", "?"))
+    cols[1].metric("features", f"{s.get('d_sae', 0):,}")
+    cols[2].metric("alive", f"{s.get('alive_features', 0):,}")
+    cols[3].metric("architecture", s.get("architecture", "?"))
+    model = s.get("model", {})
+    sae = s.get("sae", {}).get("spec", {})
+    st.caption(
+        f"Model `{model.get('source', '?')}` ({model.get('kind', '?')}), SAE `{sae.get('source', '?')}`, hook `{s.get('hook')}`"
+    )
+    render_hook_sanity(s.get("hook_sanity", []), s.get("hook_sanity_verdict", {}))
+
+
+def render_hook_sanity(rows: list[dict[str, Any]], verdict: dict[str, Any]) -> None:
+    """The SAE's reconstruction at its hook and the neighbouring hooks."""
+    if not rows:
+        st.info("This bundle records no hook sanity check.")
+        return
+    frame = pl.DataFrame(rows)
+    keep = [
+        c
+        for c in ("hook", "hidden_states_index", "explained_variance", "mse", "configured", "n_tokens")
+        if c in frame.columns
+    ]
+    (st.success if verdict.get("ok", True) else st.warning)(verdict.get("message", ""))
+    st.dataframe(frame.select(keep), hide_index=True, width="stretch")
+
+
+def render_matching_summary(bundle: Bundle) -> None:
+    """How many features were alive, matched and kept, and why pairs were dropped."""
+    matching = bundle.manifest.get("matching", {})
+    summary = matching.get("summary", {})
+    method = matching.get("settings", {}).get("method", "greedy")
+    chosen = summary.get("methods", {}).get(method, {})
+    cols = st.columns(5)
+    for i, side in enumerate(("a", "b")):
+        total = summary.get(f"n_features_{side}", bundle.side(side).get("d_sae", 0))
+        cols[i].metric(f"alive {side.upper()}", f"{total - summary.get(f'n_dead_{side}', 0):,} / {total:,}")
+    cols[2].metric(f"pairs ({method})", f"{chosen.get('n_pairs', 0):,}")
+    cols[3].metric("kept after filters", f"{chosen.get('n_kept', 0):,}")
+    cols[4].metric("mean kept corr", f"{chosen.get('mean_corr', float('nan')):.3f}")
+    rows = [
+        {"method": name, **{k: v for k, v in body.items() if k in ("n_pairs", "n_kept", "mean_corr", "median_corr")}}
+        for name, body in summary.get("methods", {}).items()
+    ]
+    if rows:
+        st.caption(
+            f"Every pairing method, computed on the same correlations (the bundle's assignment uses **{method}**)."
+        )
+        st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch")
+    if bundle.has("assignment"):
+        reasons = (
+            bundle.assignment().select(pl.col("reason").fill_null("kept")).collect()["reason"].value_counts(sort=True)
+        )
+        st.caption("Why pairs of the assignment were dropped (a pair can fail several filters; the first is shown).")
+        st.dataframe(reasons, hide_index=True)
+
+
+def render_similarity(similarity: dict[str, Any]) -> None:
+    """Each metric beside its permutation null, with p-values; the paper-compatible SVCCA beside the corrected one."""
+    from components.data import similarity_frame
+
+    frame = similarity_frame(similarity)
+    if frame.height == 0:
+        st.info("similarity.json holds no metrics.")
+        return
+    st.plotly_chart(figures.build_null_figure(frame), key="similarity-null", width="stretch")
+    st.dataframe(frame, hide_index=True, width="stretch")
+    metrics = similarity.get("metrics", {})
+    if "svcca" in metrics and "svcca_paper" in metrics:
+        st.caption(
+            f"SVCCA with the 99% variance rule: {metrics['svcca']['value']:.3f}; with the paper's component rule "
+            f"(svcca_paper, comparable to Lan et al.): {metrics['svcca_paper']['value']:.3f}. "
+            f"p-values: {similarity.get('p_value_rule', '')}."
+        )
+
+
+def render_feature_picker(state: AppState, bundle: Bundle, key: str) -> tuple[str, int]:
+    """Side and feature inputs bound to the state's selected feature; returns the chosen (side, feature)."""
+    cols = st.columns([1, 2])
+    side = cols[0].radio(
+        "Side",
+        ("a", "b"),
+        index=("a", "b").index(state.side),
+        horizontal=True,
+        key=f"{key}-side",
+        format_func=str.upper,
+    )
+    n = n_features(bundle, side)
+    current = state.feature if state.feature is not None and side == state.side else 0
+    current = min(max(int(current), 0), n - 1)
+    feature = int(
+        cols[1].number_input(
+            f"Feature (0..{n - 1})", min_value=0, max_value=n - 1, value=current, step=1, key=f"{key}-feature"
+        )
+    )
+    if (side, feature) != (state.side, state.feature):
+        state.select(side, feature)
+    return side, feature
+
+
+def render_snippet(tokens: list[str], acts: list[float], center: int, max_act: float) -> str:
+    """HTML for one example window: each token shaded by its activation, the centre underlined."""
+    parts = []
+    scale = max(max_act, 1e-9)
+    for i, (tok, act) in enumerate(zip(tokens, acts, strict=False)):
+        alpha = min(max(float(act or 0.0) / scale, 0.0), 1.0)
+        style = f"background-color: rgba(242,158,31,{alpha:.2f}); padding: 0 1px; border-radius: 2px;"
+        if i == center:
+            style += " text-decoration: underline; font-weight: 600;"
+        title = f"{act:.3f}" if act else "0"
+        parts.append(f'<span style="{style}" title="{title}">{html.escape(str(tok))}</span>')
+    return " ".join(parts)
+
+
+def render_examples(examples: pl.DataFrame, kind_prefix: str, limit: int, max_act: float) -> None:
+    """Example windows of one kind (``top`` or ``quantile``), highlighted, strongest first."""
+    rows = examples.filter(pl.col("kind").str.starts_with(kind_prefix)).head(limit)
+    if rows.height == 0:
+        st.caption("no examples")
+        return
+    lines = []
+    for r in rows.iter_rows(named=True):
+        snippet = render_snippet(r["window_text"], r["window_acts"], r["center"], max_act)
+        lines.append(f'<div style="margin: 2px 0; font-size: 0.9em;"><code>{r["act"]:.2f}</code> {snippet}</div>')
+    st.html("".join(lines))
+
+
+def render_feature_card(card: Any, key: str) -> None:
+    """One feature's dashboard: stats, top and quantile examples, histogram, top tokens, logit effect."""
+    d = card.dashboard
+    cols = st.columns(4)
+    cols[0].metric("fires on", f"{d.get('count', 0):,} units")
+    cols[1].metric("frequency", f"{(d.get('freq') or 0):.4f}")
+    cols[2].metric("mean (active)", f"{(d.get('mean_active') or 0):.3f}")
+    cols[3].metric("max", f"{(d.get('max') or 0):.3f}")
+    if not d.get("count"):
+        st.warning("This feature never fires on the corpus (dead).")
+        return
+    max_act = float(d.get("max") or 1.0)
+    st.markdown("**Top activations**")
+    render_examples(card.examples, "top", 10, max_act)
+    with st.expander("Quantile samples (from strongest to weakest activation group)"):
+        for kind in sorted(k for k in card.examples["kind"].unique().to_list() if k.startswith("quantile")):
+            st.caption(kind.replace("_", " "))
+            render_examples(card.examples, kind, 4, max_act)
+    if d.get("hist_counts"):
+        st.plotly_chart(
+            figures.build_activation_histogram_figure(d["hist_counts"], d["hist_width"], card.side, card.feature),
+            key=f"{key}-hist",
+            width="stretch",
+        )
+    if d.get("top_tokens_by_count"):
+        st.plotly_chart(
+            figures.build_token_bar_figure(
+                d["top_tokens_by_count"],
+                d["top_tokens_by_count_n"],
+                "Top tokens (count)",
+                figures.SIDE_COLORS[card.side],
+            ),
+            key=f"{key}-tokens",
+            width="stretch",
+        )
+    if d.get("promoted_tokens"):
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(
+            figures.build_token_bar_figure(d["promoted_tokens"], d["promoted_logits"], "Promoted logits", "#2a9d8f"),
+            key=f"{key}-promoted",
+        )
+        c2.plotly_chart(
+            figures.build_token_bar_figure(
+                d["suppressed_tokens"], d["suppressed_logits"], "Suppressed logits", "#8d99ae"
+            ),
+            key=f"{key}-suppressed",
+        )
+    else:
+        st.caption("Logit effects: not available (the side's model is not a causal LM with an unembedding).")
+
+
+def render_table_downloads(frame: pl.DataFrame, name: str, key: str) -> None:
+    """CSV and Parquet download buttons for a table."""
+    c1, c2 = st.columns(2)
+    c1.download_button(
+        f"{name}.csv", frame.write_csv().encode(), file_name=f"{name}.csv", mime="text/csv", key=f"{key}-csv"
+    )
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    c2.download_button(
+        f"{name}.parquet",
+        buf.getvalue(),
+        file_name=f"{name}.parquet",
+        mime="application/octet-stream",
+        key=f"{key}-parquet",
+    )
+
+
+def render_figure_export(fig: go.Figure, name: str, key: str) -> None:
+    """PNG / SVG / PDF export of a figure at a paper column size, plus always-working HTML."""
+    c1, c2, c3 = st.columns([1, 1, 2])
+    fmt = c1.selectbox("Format", figures.EXPORT_FORMATS, key=f"{key}-fmt")
+    size = c2.selectbox("Size", tuple(figures.PAPER_SIZES), key=f"{key}-size", format_func=lambda s: f"{s} column")
+    if c3.button("Prepare file", key=f"{key}-prepare"):
+        try:
+            with st.spinner("Rendering with kaleido (first figure takes a few seconds)"):
+                payload = figures.export_figure(fig, fmt, size)
+        except RuntimeError as exc:
+            st.error(str(exc))
+        else:
+            mime = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt]
+            st.download_button(
+                f"Download {name}-{size}.{fmt}", payload, file_name=f"{name}-{size}.{fmt}", mime=mime, key=f"{key}-dl"
+            )
+    st.download_button(
+        f"{name}.html (interactive)",
+        fig.to_html(include_plotlyjs="cdn").encode(),
+        file_name=f"{name}.html",
+        mime="text/html",
+        key=f"{key}-html",
+    )
+
+
+def render_json_download(obj: Any, name: str, key: str) -> None:
+    """A JSON download button."""
+    st.download_button(
+        f"{name}.json",
+        json.dumps(obj, indent=2, sort_keys=True, default=str).encode(),
+        file_name=f"{name}.json",
+        mime="application/json",
+        key=key,
+    )
+
+
+BUILD_STAGES = ("matching", "similarity", "dashboards", "umap")
+
+
+def render_build_form() -> dict[str, Any] | None:
+    """The new-comparison form (the same inputs as ``python -m core compare``); returns the raw values on submit."""
+    with st.form("build-form"):
+        cols = st.columns(2)
+        values: dict[str, Any] = {}
+        for col, side in zip(cols, ("a", "b"), strict=True):
+            with col:
+                st.subheader(f"Side {side.upper()}")
+                values[f"model_{side}"] = st.text_input(
+                    "Model",
+                    key=f"model-{side}",
+                    placeholder="hub id or folder, gguf:FILE, onnx-bert:FILE, hf-package:DIST",
+                )
+                values[f"tokenizer_{side}"] = st.text_input("Tokenizer (ONNX models only)", key=f"tok-{side}")
+                values[f"sae_{side}"] = st.text_input(
+                    "SAE", key=f"sae-{side}", placeholder="folder, local:DIR, sparsify:DIR or release:REL/ID"
+                )
+                values[f"hook_{side}"] = st.text_input(
+                    "Hook (empty: the SAE's own)", key=f"hook-{side}", placeholder="blocks.3.hook_resid_post"
+                )
+                values[f"label_{side}"] = st.text_input("Label", key=f"label-{side}")
+        c1, c2, c3, c4 = st.columns(4)
+        values["corpus"] = c1.text_input("Corpus", value="fortunes", help="fortunes, kjv, file:PATH or hf:NAME")
+        values["max_tokens"] = int(c2.number_input("Max tokens", min_value=1, value=250_000, step=10_000))
+        values["max_len"] = int(c3.number_input("Tokens per window", min_value=1, value=128, step=8))
+        values["device"] = c4.selectbox("Device", ("auto", "cpu", "cuda"))
+        values["out"] = st.text_input("Output folder", placeholder="/path/to/new/bundle")
+        values["overwrite"] = st.checkbox("Replace what the output folder holds")
+        values["stages"] = st.multiselect(
+            "Stages after the harvest",
+            BUILD_STAGES,
+            default=list(BUILD_STAGES),
+            help="matching (correlations + assignment), similarity (SVCCA, RSA, ... with nulls), "
+            "dashboards (examples, histograms), umap (maps of decoder directions)",
+        )
+        submitted = st.form_submit_button("Build comparison", type="primary")
+    if not submitted:
+        return None
+    missing = [name for name in ("model_a", "sae_a", "model_b", "sae_b", "out") if not str(values[name]).strip()]
+    if missing:
+        st.error(
+            f"Fill in {', '.join(m.replace('_', ' ').upper() if len(m) == 1 else m.replace('_', ' ') for m in missing)} first."
+        )
+        return None
+    if "similarity" in values["stages"] and "matching" not in values["stages"]:
+        st.error("The similarity stage compares matched pairs: add the matching stage, or drop similarity.")
+        return None
+    return values
+
+
+def make_progress() -> Any:
+    """A progress callback drawing one bar per stage (stage label, done, total; total 0 = unknown)."""
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        key = stage.split(" ")[0] if stage.startswith(("shard", "harvest")) else stage
+        fraction = min(done / total, 1.0) if total else 0.0
+        label = f"{stage}: {done:,} / {total:,}" if total else f"{stage} …"
+        if key not in bars:
+            bars[key] = st.progress(fraction, text=label)
+        else:
+            bars[key].progress(fraction, text=label)
+
+    return progress

@@ -1,0 +1,72 @@
+"""Correlation: one pair's activations unit by unit, and correlation vs decoder cosine for every pair."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import streamlit as st
+
+from components import figures
+from components.cache import bundle_mtime, load_pairs, load_unit_pair
+from components.data import n_features, pair_stats
+from components.state import get_state
+from components.widgets import require_bundle, require_parts
+
+state = get_state()
+st.title("Correlation")
+bundle = require_bundle(state)
+path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
+pairs = load_pairs(path, mtime)
+kept = pairs.filter(pl.col("kept")).sort("corr", descending=True)
+
+# the pair: the selected feature and its chosen partner, else its best kept partner, else the strongest pair
+fa, fb = state.pair()
+if fa is None or fb is None:
+    known = fa if fa is not None else fb
+    column, other = ("feature_a", "feature_b") if fa is not None else ("feature_b", "feature_a")
+    rows = pairs.filter(pl.col(column) == known).sort("corr", descending=True) if known is not None else kept
+    if rows.height:
+        fa, fb = int(rows["feature_a"][0]), int(rows["feature_b"][0])
+fa, fb = fa or 0, fb or 0
+n_a, n_b = n_features(bundle, "a"), n_features(bundle, "b")
+c1, c2 = st.columns(2)
+fa = int(c1.number_input(f"Feature A (0..{n_a - 1})", 0, n_a - 1, min(fa, n_a - 1), key="corr-a"))
+fb = int(c2.number_input(f"Feature B (0..{n_b - 1})", 0, n_b - 1, min(fb, n_b - 1), key="corr-b"))
+if state.pair() != (fa, fb):
+    state.select("a", fa, partner=fb)
+
+frame = load_unit_pair(path, mtime, fa, fb)
+stats = pair_stats(frame, bundle.n_units)
+cols = st.columns(5)
+cols[0].metric("Pearson (all units)", "n/a" if math.isnan(stats["pearson"]) else f"{stats['pearson']:.3f}")
+cols[1].metric("co-activation Jaccard", "n/a" if math.isnan(stats["jaccard"]) else f"{stats['jaccard']:.3f}")
+cols[2].metric("A fires", f"{stats['n_a']:,}")
+cols[3].metric("B fires", f"{stats['n_b']:,}")
+cols[4].metric("both", f"{stats['n_both']:,}")
+if frame.height == 0:
+    st.info(f"Neither A{fa} nor B{fb} fires on any unit of this corpus.")
+else:
+    st.plotly_chart(figures.build_unit_scatter_figure(frame, fa, fb), key="corr-units", width="stretch")
+    st.caption("One point per unit where either feature fires; hover shows the token [in brackets] in its context.")
+st.page_link("pages/feature.py", label=f"Dashboard of A{fa}", icon=":material/feature_search:")
+
+st.subheader("Best correlation vs decoder cosine, every pair")
+if require_parts(bundle, "assignment", what="The global scatter"):
+    if pairs["cos"].is_null().all():
+        st.info("The two SAEs read spaces of different width (d_in differ), so decoder cosines are not defined.")
+    else:
+        event = st.plotly_chart(
+            figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"])),
+            key="corr-cos",
+            on_select="rerun",
+            selection_mode=("points",),
+            width="stretch",
+        )
+        points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+        if points and points[0].get("customdata"):
+            pa, pb = (int(v) for v in points[0]["customdata"][:2])
+            if (pa, pb) != (fa, fb):
+                state.select("a", pa, partner=pb)
+                st.rerun()
+        st.caption("Click a pair to show it above.")

@@ -1,0 +1,101 @@
+"""Discover: type a text, see the top features of both sides with scores, spans and partners."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+
+import polars as pl
+import streamlit as st
+
+from components.cache import bundle_mtime, load_search_hits
+from components.state import get_state
+from components.widgets import render_table_downloads, require_bundle, require_parts
+from core.errors import UserError
+
+# the model-running glue lands in one of these (core/discover_run.py is being written); the page
+# calls the first function it finds: f(bundle, text[, settings=...]) -> core.discover.DiscoveryResult
+RUNNERS = (("core.discover_run", ("discover_text", "run_discovery", "discover")), ("core.discover", ("discover_text",)))
+
+
+def find_runner() -> object | None:
+    """The model-running discovery function, if one exists yet."""
+    for module_name, names in RUNNERS:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        for name in names:
+            if callable(getattr(module, name, None)):
+                return getattr(module, name)
+    return None
+
+
+state = get_state()
+st.title("Discover")
+bundle = require_bundle(state)
+path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
+if not require_parts(bundle, "dashboards", "examples", what="Discovery (thresholds and examples)"):
+    st.stop()
+text = st.text_area("Text", placeholder="Type a sentence to see which features of each SAE it uses", key="disc-text")
+c1, c2 = st.columns(2)
+top_x = int(c1.number_input("Features per side", 1, 100, 10, key="disc-top"))
+score = c2.selectbox("Score", ("mean_x_coverage", "mean", "max", "selectivity"), key="disc-score")
+if not st.button("Discover", type="primary", key="disc-go"):
+    st.stop()
+if not text.strip():
+    st.error("The text is empty; type a sentence first.")
+    st.stop()
+
+runner = find_runner()
+if runner is not None:
+    from core.discover import DiscoverSettings
+
+    try:
+        with st.spinner("Running both models and SAEs over the text"):
+            params = inspect.signature(runner).parameters
+            kwargs = {"settings": DiscoverSettings(score=score, return_top_x=top_x)} if "settings" in params else {}
+            result = runner(bundle, text, **kwargs)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    table = result.table
+    for side in ("a", "b"):
+        st.subheader(f"Side {side.upper()}: {bundle.side(side).get('label') or ''}")
+        st.dataframe(table.filter(pl.col("side") == side), hide_index=True, width="stretch")
+    if result.drift.height:
+        st.subheader("Partners by rank drift")
+        st.dataframe(result.drift, hide_index=True, width="stretch")
+    render_table_downloads(
+        table.select([c for c in table.columns if table.schema[c] != pl.Object]), "discovery", "disc-dl"
+    )
+    st.stop()
+
+st.warning(
+    "Running the models on new text needs the models loaded (the discovery runner, core/discover_run.py, is not "
+    "available in this install yet). Showing the corpus approximation instead: features that fire on each word of "
+    "your text somewhere in the corpus."
+)
+words = [w for w in dict.fromkeys(text.replace(",", " ").replace(".", " ").split()) if w.strip()]
+frames = []
+for word in words[:30]:
+    try:
+        hits = load_search_hits(path, mtime, word)
+    except UserError:
+        continue
+    if hits.height:
+        frames.append(hits.with_columns(pl.lit(word).alias("word")))
+if not frames:
+    st.info("No word of the text appears among the features' top tokens or examples.")
+    st.stop()
+found = pl.concat(frames)
+for side in ("a", "b"):
+    st.subheader(f"Side {side.upper()}")
+    rows = (
+        found.filter(pl.col("side") == side)
+        .group_by("feature")
+        .agg(pl.col("word").unique().sort().str.join(", ").alias("words"), pl.len().alias("n_words"))
+        .sort(["n_words", "feature"], descending=[True, False])
+        .head(top_x)
+    )
+    st.dataframe(rows, hide_index=True, width="stretch")

@@ -1,0 +1,91 @@
+"""Heatmaps: a feature x feature correlation block (matches on the diagonal) and the layer sweep."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from components import figures
+from components.cache import bundle_mtime, load_correlation_block, load_pairs
+from components.data import n_features, sweep_frame
+from components.state import get_state
+from components.widgets import require_bundle
+
+MAX_BLOCK = 60
+
+state = get_state()
+st.title("Heatmaps")
+bundle = require_bundle(state)
+path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
+pairs = load_pairs(path, mtime)
+kept = pairs.filter(pl.col("kept")).sort("corr", descending=True)
+
+st.subheader("Feature x feature correlation")
+sources = ["strongest kept pairs", "feature ids"]
+if state.selection.get("a") or state.selection.get("b"):
+    sources.insert(0, "Pair explorer selection")
+source = st.radio("Features", sources, horizontal=True, key="hm-source")
+if source == "strongest kept pairs":
+    n = st.slider("Pairs", 2, MAX_BLOCK, min(20, max(2, kept.height)), key="hm-n")
+    feats_a, feats_b = kept["feature_a"].head(n).to_list(), kept["feature_b"].head(n).to_list()
+    if not feats_a:
+        st.info("No kept pairs in this bundle (is the matching part computed?); choose feature ids instead.")
+elif source == "feature ids":
+    c1, c2 = st.columns(2)
+    text_a = c1.text_input("A features (comma separated)", "0, 1, 2, 3", key="hm-a")
+    text_b = c2.text_input("B features (comma separated)", "0, 1, 2, 3", key="hm-b")
+    try:
+        feats_a = [int(t) for t in text_a.replace(" ", "").split(",") if t]
+        feats_b = [int(t) for t in text_b.replace(" ", "").split(",") if t]
+    except ValueError:
+        st.error("Feature ids are whole numbers separated by commas, e.g. 3, 17, 42.")
+        st.stop()
+    bad = [f"A{f}" for f in feats_a if not 0 <= f < n_features(bundle, "a")]
+    bad += [f"B{f}" for f in feats_b if not 0 <= f < n_features(bundle, "b")]
+    if bad:
+        st.error(f"Feature {bad[0]} does not exist in this bundle; use ids below the SAE's width.")
+        st.stop()
+else:
+    sel_a, sel_b = list(state.selection.get("a", ())), list(state.selection.get("b", ()))
+    linked_b = figures.compute_linked_partners(sel_a, kept, "a")
+    linked_a = figures.compute_linked_partners(sel_b, kept, "b")
+    feats_a = sorted(set(sel_a) | set(linked_a))[:MAX_BLOCK]
+    feats_b = sorted(set(sel_b) | set(linked_b))[:MAX_BLOCK]
+feats_a, feats_b = list(dict.fromkeys(feats_a))[:MAX_BLOCK], list(dict.fromkeys(feats_b))[:MAX_BLOCK]
+if feats_a and feats_b:
+    block = figures.order_block(load_correlation_block(path, mtime, tuple(feats_a), tuple(feats_b)), kept)
+    fig = figures.build_cell_heatmap_figure(
+        block, "feature_a", "feature_b", "corr", "Activation correlation (matches on the diagonal)", "A", "B", -1.0, 1.0
+    )
+    event = st.plotly_chart(fig, key="hm-block", on_select="rerun", selection_mode=("points",), width="stretch")
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    if points and points[0].get("customdata"):
+        fa, fb = (int(v) for v in points[0]["customdata"][:2])
+        state.select("a", fa, partner=fb)
+        st.success(f"Selected A{fa} ↔ B{fb}.")
+        st.page_link("pages/correlation.py", label=f"Open A{fa} ↔ B{fb} in Correlation", icon=":material/show_chart:")
+    st.caption("Click a cell to open that pair.")
+
+st.subheader("Layer x layer sweep")
+sweep = sweep_frame(bundle)
+if sweep is None:
+    st.info(
+        "This bundle holds one layer pair, so there is no sweep to show. A sweep comes from "
+        "core.similarity.compute_layer_sweep over several layers (see docs/similarity.md)."
+    )
+else:
+    metric = st.selectbox("Metric", sweep["metric"].unique().sort().to_list(), key="hm-metric")
+    cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
+    event = st.plotly_chart(
+        figures.build_cell_heatmap_figure(
+            cells, "layer_a", "layer_b", "value", f"{metric} per layer pair", "layer A", "layer B"
+        ),
+        key="hm-sweep",
+        on_select="rerun",
+        selection_mode=("points",),
+        width="stretch",
+    )
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
+    if points and points[0].get("customdata"):
+        la, lb = points[0]["customdata"][:2]
+        st.dataframe(cells.filter((pl.col("layer_a") == la) & (pl.col("layer_b") == lb)), hide_index=True)

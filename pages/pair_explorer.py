@@ -1,0 +1,98 @@
+"""Pair explorer: the two SAEs' UMAPs side by side, linked through the pairing."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from components import figures
+from components.cache import bundle_mtime, load_pairs, load_search_hits, load_selection_table, load_umap_points
+from components.state import get_state, widget_value
+from components.widgets import render_table_downloads, require_bundle, require_parts
+
+state = get_state()
+st.title("Pair explorer")
+bundle = require_bundle(state)
+if not require_parts(bundle, "umap", what="The pair explorer"):
+    st.stop()
+path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
+points = {side: load_umap_points(path, mtime, side) for side in ("a", "b")}
+pairs = load_pairs(path, mtime)
+if pairs.height == 0:
+    st.info("No assignment in this bundle, so selections are not linked across the maps yet.")
+    require_parts(bundle, "assignment", what="Linking the maps")
+
+c1, c2 = st.columns([3, 1])
+query = c1.text_input(
+    "Search a token or a feature id (a12, b7, or 12 for both sides)", value=state.search, key="pe-search"
+)
+include_dropped = c2.toggle("Link dropped pairs too", value=False, help="Also follow pairs the filters dropped")
+state.search = query
+hits = (
+    load_search_hits(path, mtime, query)
+    if query.strip()
+    else pl.DataFrame(schema={"side": pl.String, "feature": pl.Int32, "why": pl.String})
+)
+if query.strip() and hits.height == 0:
+    st.warning(f"Nothing matches {query.strip()!r} (no such feature id, and no feature fires on that token).")
+
+# read both charts' selections before drawing either, so each map can light up the other's partners
+selected = {side: figures.selected_features(widget_value(f"umap-{side}")) for side in ("a", "b")}
+link = pairs if include_dropped else pairs.filter(pl.col("kept"))
+partners = {
+    "a": figures.compute_linked_partners(selected["b"], link, "b"),
+    "b": figures.compute_linked_partners(selected["a"], link, "a"),
+}
+for side in ("a", "b"):
+    if tuple(selected[side]) != state.selection.get(side, ()):
+        state.selection[side] = tuple(selected[side])
+        if len(selected[side]) == 1:
+            state.select(side, selected[side][0])
+
+cols = st.columns(2)
+for col, side in zip(cols, ("a", "b"), strict=True):
+    hit_ids = hits.filter(pl.col("side") == side)["feature"].to_list()
+    highlight = sorted(set(selected[side]) | set(partners[side]) | set(hit_ids))
+    label = bundle.side(side).get("label") or side.upper()
+    fig = figures.build_umap_figure(points[side], side, highlight=highlight, title=f"{side.upper()}: {label}")
+    with col:
+        st.plotly_chart(
+            fig, key=f"umap-{side}", on_select="rerun", selection_mode=("points", "box", "lasso"), width="stretch"
+        )
+        st.caption(
+            f"{len(selected[side])} selected here · {len(partners[side])} partners of the other map's selection · "
+            f"{len(hit_ids)} search hits"
+        )
+st.caption(
+    "Colour: the feature's best partner correlation. Crosses: orphans (no kept partner). "
+    "Click, box or lasso in one map: the selection and its partners light up in both (orange rings). "
+    + ("UMAPs aligned through the pairing." if bundle.manifest.get("umap", {}).get("aligned") else "")
+)
+
+if hits.height:
+    with st.expander(f"Search hits ({hits.height})", expanded=True):
+        st.dataframe(hits, hide_index=True, width="stretch")
+
+st.subheader("Selected pairs")
+tables = [load_selection_table(path, mtime, side, tuple(selected[side])) for side in ("a", "b") if selected[side]]
+if not tables:
+    st.info("Select points in either map (click, or drag a box or lasso) to list their pairs here.")
+    st.stop()
+table = pl.concat(tables).unique(["feature_a", "feature_b"], maintain_order=True)
+st.dataframe(table, hide_index=True, width="stretch")
+if state.feature is not None:
+    st.page_link(
+        "pages/feature.py", label=f"Open feature {state.side.upper()}{state.feature}", icon=":material/feature_search:"
+    )
+    st.page_link("pages/correlation.py", label="Open its correlation scatter", icon=":material/show_chart:")
+c1, c2 = st.columns([2, 1])
+name = c1.text_input("Save the selection as a named list", key="pe-list-name", placeholder="e.g. numbers")
+if c2.button("Save list", key="pe-save"):
+    if not name.strip():
+        st.error("Give the list a name first.")
+    else:
+        state.named_lists[name.strip()] = tuple(
+            zip(table["feature_a"].to_list(), table["feature_b"].to_list(), strict=True)
+        )
+        st.success(f"Saved {table.height} pairs as {name.strip()!r} (export it on the Export page).")
+render_table_downloads(table, "selected-pairs", key="pe-dl")
