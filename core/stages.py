@@ -14,6 +14,13 @@ from core.bundle import Bundle, open_bundle
 from core.progress import ProgressFn, no_progress
 
 STAGES = ("matching", "similarity", "dashboards", "umap")
+# the part whose presence says a stage has run
+STAGE_PARTS = {"matching": "assignment", "similarity": "similarity", "dashboards": "dashboards", "umap": "umap"}
+
+
+def missing_stages(bundle: Bundle) -> list[str]:
+    """The stages whose parts a bundle does not hold yet, in run order."""
+    return [name for name in STAGES if not bundle.has(STAGE_PARTS[name])]
 
 
 def run_stage(

@@ -56,7 +56,14 @@ def _write_minimal(path: Path) -> Path:
     writer = BundleWriter(prepare_output_dir(path))
     dense = _random_dense(rows=6, feats=4)
     units = pl.DataFrame(
-        {"unit": range(6), "doc": [0] * 6, "pos": range(6), "text": list("abcdef"), "char_start": range(6), "char_end": range(1, 7)}
+        {
+            "unit": range(6),
+            "doc": [0] * 6,
+            "pos": range(6),
+            "text": list("abcdef"),
+            "char_start": range(6),
+            "char_end": range(1, 7),
+        }
     )
     writer.write_units(units)
     writer.write_docs(pl.DataFrame({"doc": [0], "text": ["abcdef"]}))

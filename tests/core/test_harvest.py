@@ -150,3 +150,52 @@ def test_feature_stats_match_dense_reference(tiny: dict[str, Path], tmp_path: Pa
     alive = np.flatnonzero((dense > 0).any(0))
     for f in alive[:10]:
         assert feats["top_tokens"][int(f)][0] == units[int(dense[:, f].argmax())]
+
+
+def _pca_sae(folder: Path, acts: np.ndarray, n_components: int, hook: str) -> Path:
+    """An SAE that reconstructs exactly the top principal subspace of ``acts`` (planted hook)."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    mean = acts.mean(0)
+    _, _, vt = np.linalg.svd(acts - mean, full_matrices=False)
+    basis = torch.from_numpy(vt[:n_components].astype(np.float32))
+    cfg = TopKSAEConfig(d_in=acts.shape[1], d_sae=2 * n_components, k=2 * n_components, dtype="float32", device="cpu")
+    cfg.metadata.hook_name = hook
+    sae = TopKSAE(cfg)
+    with torch.no_grad():
+        # +p and -p latents: relu(p) - relu(-p) = p, so decode(encode(x)) = mean + projection of x - mean
+        sae.W_enc.copy_(torch.cat([basis, -basis]).T)
+        sae.W_dec.copy_(torch.cat([basis, -basis]))
+        sae.b_enc.zero_()
+        sae.b_dec.copy_(torch.from_numpy(mean.astype(np.float32)))
+    sae.save_model(folder)
+    return folder
+
+
+def test_hook_sanity_exposes_an_off_by_one_hook(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from core.compare import sanity_verdict
+    from core.harvest import collect_activations, hook_sanity
+
+    docs = load_corpus(CorpusSpec("file", str(tiny["corpus"])))
+    # large initial weights, so that each block really changes the residual stream
+    model = load_model(ModelSpec("hf", str(build_bert_folder(tmp_path / "bert", initializer_range=0.6))))
+    settings = HarvestSettings(max_tokens=400, max_len=24, sanity_tokens=400)
+    windows = tokenize_windows(model.tokenizer, docs, settings)
+    acts = collect_activations(model, model.hook("blocks.1.hook_resid_post"), windows, settings, torch.device("cpu"))
+    sae = load_sae(SAESpec("local", str(_pca_sae(tmp_path / "pca", acts, 6, "blocks.1.hook_resid_post"))))
+    cpu = torch.device("cpu")
+
+    right = hook_sanity(HarvestSide(model, sae, model.hook("blocks.1.hook_resid_post")), windows, settings, cpu)
+    assert [r["hook"] for r in right] == [
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+        "blocks.2.hook_resid_post",
+    ]
+    assert right[1]["explained_variance"] > max(right[0]["explained_variance"], right[2]["explained_variance"]) + 0.05
+    assert sanity_verdict(right)["ok"]
+
+    # the same SAE declared one block too deep: the report shows the better hook one block up
+    wrong = hook_sanity(HarvestSide(model, sae, model.hook("blocks.2.hook_resid_post")), windows, settings, cpu)
+    verdict = sanity_verdict(wrong)
+    assert not verdict["ok"] and verdict["best_hook"] == "blocks.1.hook_resid_post"
+    assert "off by one" in verdict["message"]
