@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
 from core.codes import SparseCodes
-from core.paths import ASSETS
+from core.filters import load_nonconcept_tokens, normalize_token
 
-NONCONCEPT_FILE = ASSETS / "nonconcept_tokens.txt"
 TOP_TOKENS = 5
 # a feature firing on at least this share of units is "dense" (always-on)
 DENSE_FREQ = 0.5
-
-
-def normalize_token(text: str) -> str:
-    """Token text as compared with the non-concept list: outer whitespace and subword marks removed."""
-    stripped = text.strip()
-    for mark in ("##", "Ġ", "▁"):
-        stripped = stripped.removeprefix(mark)
-    return stripped.strip()
-
-
-def load_nonconcept_tokens(path: str | Path | None = None) -> frozenset[str]:
-    """Read the editable non-concept token list (see the file's header for its format).
-
-    Args:
-        path: a list file; ``None`` reads assets/nonconcept_tokens.txt.
-
-    Returns:
-        The normalised tokens (``""`` stands for the empty string).
-    """
-    tokens = set()
-    for line in Path(path or NONCONCEPT_FILE).read_text(encoding="utf-8").splitlines():
-        if line.startswith("# ") or not line.strip():
-            continue
-        token = line.strip()
-        token = {"<empty>": "", "\\n": "\n", "\\t": "\t"}.get(token, token)
-        tokens.add(normalize_token(token) if token.strip() else token)
-    return frozenset(tokens)
 
 
 def top_tokens_per_feature(
@@ -96,7 +66,7 @@ def compute_feature_frame(
     mean = moments["sum"] / n
     var = np.maximum(moments["sumsq"] / n - mean**2, 0.0)
     freq = moments["count"] / n
-    is_nonconcept = [any(normalize_token(t) in nonconcept or t in nonconcept for t in toks) for toks in top_tokens]
+    is_nonconcept = [any(normalize_token(t) in nonconcept for t in toks) for toks in top_tokens]
     return pl.DataFrame(
         {
             "feature": np.arange(len(mean), dtype=np.int64),
