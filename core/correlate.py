@@ -559,8 +559,9 @@ def compute_correlation(
     check_codes(codes_a, codes_b)
     n_a, n_b = codes_a.n_features, codes_b.n_features
     check_top_k(top_k, n_a, n_b)
-    mom_a = compute_moments_chunked(codes_a, chunk_units)
-    mom_b = compute_moments_chunked(codes_b, chunk_units)
+    # moments gather float64 copies of a chunk's values: smaller chunks keep that transient small
+    mom_a = compute_moments_chunked(codes_a, min(chunk_units, 1 << 16))
+    mom_b = compute_moments_chunked(codes_b, min(chunk_units, 1 << 16))
     live_a = _live_or_fail(mom_a, "A")
     live_b = _live_or_fail(mom_b, "B")
     n = codes_a.n_rows
