@@ -30,7 +30,7 @@ PAGES = [
 
 def run() -> None:
     """Configure the page, apply a deep link, and route to the chosen page."""
-    from components.state import sync_url
+    from components.state import get_state, sync_url, write_url
 
     st.set_page_config(page_title="Feature Bridge", page_icon=":material/compare_arrows:", layout="wide")
     pages = [
@@ -39,7 +39,11 @@ def run() -> None:
     ]
     page = st.navigation(pages)
     sync_url()
-    page.run()
+    try:
+        page.run()
+    finally:
+        # the page may have moved the selection (or stopped early with st.stop): keep the URL naming the view
+        write_url(get_state())
 
 
 if __name__ == "__main__":

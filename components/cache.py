@@ -95,3 +95,11 @@ def load_search_hits(path: str, mtime: float, query: str) -> pl.DataFrame:
 def load_feature_labels(path: str, mtime: float, side: str) -> pl.DataFrame:
     """``feature``, ``label`` (top tokens) for one side."""
     return data.feature_labels(load_bundle(path, mtime), side)
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def load_discovery_sides(path: str, mtime: float) -> Any:
+    """Both sides' models and SAEs, as the bundle was built from them (loaded once: seconds to minutes)."""
+    from core.prompts import load_sides  # torch: imported on first use only, never by components at import
+
+    return load_sides(load_bundle(path, mtime), "cpu")

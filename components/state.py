@@ -29,6 +29,7 @@ class AppState:
         selection: side -> features selected in the Pair explorer.
         search: the Pair explorer's last search text.
         named_lists: name -> saved pairs ``(feature_a, feature_b)``.
+        seen_events: side -> the last selection its UMAP chart reported (to tell a new event from a re-mount).
     """
 
     bundle_path: str | None = None
@@ -39,6 +40,7 @@ class AppState:
     selection: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"a": (), "b": ()})
     search: str = ""
     named_lists: dict[str, tuple[tuple[int | None, int | None], ...]] = field(default_factory=dict)
+    seen_events: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def open(self, path: str) -> None:
         """Make ``path`` the open bundle and remember it; a new bundle clears the selection."""

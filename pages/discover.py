@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 
 import polars as pl
 import streamlit as st
 
-from components.cache import bundle_mtime, load_search_hits
+from components.cache import bundle_mtime, load_discovery_sides, load_search_hits
 from components.state import get_state
 from components.widgets import render_table_downloads, require_bundle, require_parts
+from core.discover import DISCOVERY_COLUMNS
 from core.errors import UserError
-
-# the model-running glue lands in one of these (core/discover_run.py is being written); the page
-# calls the first function it finds: f(bundle, text[, settings=...]) -> core.discover.DiscoveryResult
-RUNNERS = (("core.discover_run", ("discover_text", "run_discovery", "discover")), ("core.discover", ("discover_text",)))
 
 
 def find_runner() -> object | None:
-    """The model-running discovery function, if one exists yet."""
-    for module_name, names in RUNNERS:
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        for name in names:
-            if callable(getattr(module, name, None)):
-                return getattr(module, name)
-    return None
+    """core.prompts.run_discovery (the model-running glue) when this install has it, else None."""
+    if importlib.util.find_spec("core.prompts") is None:
+        return None
+    return getattr(importlib.import_module("core.prompts"), "run_discovery", None)
 
 
 state = get_state()
@@ -52,28 +43,30 @@ if runner is not None:
     from core.discover import DiscoverSettings
 
     try:
-        with st.spinner("Running both models and SAEs over the text"):
-            params = inspect.signature(runner).parameters
-            kwargs = {"settings": DiscoverSettings(score=score, return_top_x=top_x)} if "settings" in params else {}
-            result = runner(bundle, text, **kwargs)
+        with st.spinner("Loading both models and SAEs (once), then running them over the text"):
+            sides = load_discovery_sides(path, mtime)
+            result = runner(bundle, sides, text, DiscoverSettings(score=score, return_top_x=top_x))
     except UserError as exc:
         st.error(str(exc))
         st.stop()
     table = result.table
     for side in ("a", "b"):
         st.subheader(f"Side {side.upper()}: {bundle.side(side).get('label') or ''}")
-        st.dataframe(table.filter(pl.col("side") == side), hide_index=True, width="stretch")
+        st.dataframe(
+            table.filter(pl.col("side") == side).select(
+                "rank", "feature_id", "score", "mean", "coverage", "max", "top_span_text", "partner", "partner_corr"
+            ),
+            hide_index=True,
+            width="stretch",
+        )
     if result.drift.height:
         st.subheader("Partners by rank drift")
         st.dataframe(result.drift, hide_index=True, width="stretch")
-    render_table_downloads(
-        table.select([c for c in table.columns if table.schema[c] != pl.Object]), "discovery", "disc-dl"
-    )
+    render_table_downloads(table.select(DISCOVERY_COLUMNS), "discovery", "disc-dl")
     st.stop()
 
 st.warning(
-    "Running the models on new text needs the models loaded (the discovery runner, core/discover_run.py, is not "
-    "available in this install yet). Showing the corpus approximation instead: features that fire on each word of "
+    "Running the models on new text needs core.prompts (the discovery runner), which this install lacks. Showing the corpus approximation instead: features that fire on each word of "
     "your text somewhere in the corpus."
 )
 words = [w for w in dict.fromkeys(text.replace(",", " ").replace(".", " ").split()) if w.strip()]

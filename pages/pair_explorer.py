@@ -36,18 +36,26 @@ hits = (
 if query.strip() and hits.height == 0:
     st.warning(f"Nothing matches {query.strip()!r} (no such feature id, and no feature fires on that token).")
 
-# read both charts' selections before drawing either, so each map can light up the other's partners
-selected = {side: figures.selected_features(widget_value(f"umap-{side}")) for side in ("a", "b")}
+# read both charts' selections before drawing either, so each map can light up the other's partners. The
+# selection lives in the state so it survives a visit to another page: a freshly mounted chart reports no
+# event (None) and then an empty one, neither of which should wipe it; only a changed event does
+for side in ("a", "b"):
+    event = widget_value(f"umap-{side}")
+    if event is None:
+        state.seen_events[side] = ()
+        continue
+    chosen = tuple(figures.selected_features(event))
+    if chosen != state.seen_events.get(side):
+        state.seen_events[side] = chosen
+        state.selection[side] = chosen
+        if len(chosen) == 1:
+            state.select(side, chosen[0])
+selected = {side: list(state.selection.get(side, ())) for side in ("a", "b")}
 link = pairs if include_dropped else pairs.filter(pl.col("kept"))
 partners = {
     "a": figures.compute_linked_partners(selected["b"], link, "b"),
     "b": figures.compute_linked_partners(selected["a"], link, "a"),
 }
-for side in ("a", "b"):
-    if tuple(selected[side]) != state.selection.get(side, ()):
-        state.selection[side] = tuple(selected[side])
-        if len(selected[side]) == 1:
-            state.select(side, selected[side][0])
 
 cols = st.columns(2)
 for col, side in zip(cols, ("a", "b"), strict=True):

@@ -1,0 +1,83 @@
+"""A small REAL comparison bundle for the app tests: tiny BERT, tiny sae-lens TopK SAEs, every stage.
+
+Shared by tests/pages (AppTest) and tests/e2e (browser): built once per pytest session under the
+session's base temp folder, and reused when a second conftest asks for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.bundle import open_bundle
+
+
+def build_app_bundle(root: Path) -> Path:
+    """Build (or reuse) the app-test bundle under ``root``: spine, matching, similarity, dashboards, UMAP.
+
+    Args:
+        root: a folder owned by the test session.
+
+    Returns:
+        The bundle folder.
+    """
+    from core.compare import ComparisonSpec, build_comparison
+    from core.dashboards import DashboardSettings
+    from core.embedding import UMAPSettings
+    from core.matching import MatchSettings
+    from core.similarity import SimilaritySettings
+    from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+    from core.stages import STAGES
+    from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
+
+    out = root / "bundle"
+    if (out / "manifest.json").is_file() and open_bundle(out).has("umap"):
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    model = build_bert_folder(root / "bert")
+    sae_a = build_topk_sae_folder(root / "sae_a", hook_name="blocks.1.hook_resid_post", seed=1)
+    sae_b = build_topk_sae_folder(root / "sae_b", hook_name="blocks.2.hook_resid_post", seed=2, d_sae=48, k=3)
+    corpus = write_corpus(root / "corpus.jsonl")
+    spec = ComparisonSpec(
+        a=SideSpec(ModelSpec("hf", str(model)), SAESpec("local", str(sae_a)), label="tiny BERT · block 1"),
+        b=SideSpec(ModelSpec("hf", str(model)), SAESpec("local", str(sae_b)), label="tiny BERT · block 2"),
+        corpus=CorpusSpec("file", str(corpus)),
+        harvest=HarvestSettings(
+            max_tokens=600, max_len=24, shard_units=300, batch_tokens=96, sanity_tokens=64, device="cpu"
+        ),
+    )
+    build_comparison(
+        spec,
+        out,
+        overwrite=True,
+        stages=STAGES,
+        stage_settings={
+            "matching": MatchSettings(),
+            "similarity": SimilaritySettings(n_null=20, n_boot=20, n_null_concepts=10),
+            "dashboards": DashboardSettings(chunk_units=256, threads=1),
+            "umap": UMAPSettings(n_neighbors=8, n_epochs=30),
+        },
+    )
+    return out
+
+
+def build_spine_bundle(root: Path) -> Path:
+    """A copy of the app bundle reduced to its required parts (to test the "not computed yet" paths)."""
+    import json
+    import shutil
+
+    from core.bundle import PART_FILES, REQUIRED_PARTS
+
+    full = build_app_bundle(root)
+    out = root / "spine"
+    if (out / "manifest.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    keep = {f for p in REQUIRED_PARTS for f in PART_FILES[p]}
+    for name in keep:
+        shutil.copy2(full / name, out / name)
+    manifest = json.loads((full / "manifest.json").read_text())
+    manifest["parts"] = {p: p in REQUIRED_PARTS for p in PART_FILES}
+    for key in ("matching", "similarity", "dashboards", "umap"):
+        manifest.pop(key, None)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out

@@ -1,0 +1,68 @@
+"""AppTest set-up: one small REAL bundle per session, and a helper that opens the app on a page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from components.state import AppState
+from tests.pages.app_bundle import build_app_bundle, build_spine_bundle
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="session")
+def app_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny BERT + tiny TopK SAEs + jsonl corpus, with matching, similarity, dashboards and UMAP."""
+    return build_app_bundle(tmp_path_factory.getbasetemp() / "app-bundle")
+
+
+@pytest.fixture(scope="session")
+def spine_bundle(app_bundle: Path) -> Path:
+    """The same bundle with only its required parts (every optional part absent)."""
+    return build_spine_bundle(app_bundle.parent)
+
+
+def open_app(page: str | None = None, **state: Any) -> AppTest:
+    """Run the app with an injected AppState, then switch to ``pages/<page>.py`` (None: stay on Home)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["featurebridge_state"] = AppState(**state)
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    return at
+
+
+def no_exception(at: AppTest) -> None:
+    """Fail with the first exception's message when the page raised."""
+    assert not at.exception, at.exception[0].value
+
+
+def charts(at: AppTest) -> list[dict[str, Any]]:
+    """The plotly figures on the page, as JSON specs."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    """The text of every element of one kind (``warning``, ``error``, ``info``, ``success``, ``caption``)."""
+    return [str(e.value) for e in getattr(at, kind)]
+
+
+def values(field: Any) -> list:
+    """A trace field as a plain list, decoding plotly's typed-array form ``{dtype, bdata, shape}``."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(field, dict) and "bdata" in field:
+        data = np.frombuffer(base64.b64decode(field["bdata"]), dtype=np.dtype(field["dtype"]))
+        if "shape" in field:
+            data = data.reshape([int(s) for s in str(field["shape"]).split(",")])
+        return data.tolist()
+    return list(field or [])

@@ -1,0 +1,38 @@
+"""Export page: figures, tables and the methods JSON are offered; files have the right format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.pages.conftest import no_exception, open_app
+
+
+def _downloads(at) -> list:
+    return at.get("download_button")
+
+
+def test_export_offers_figures_tables_and_methods(app_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(app_bundle))
+    no_exception(at)
+    options = at.selectbox(key="ex-figure").options
+    assert {"umap-a", "umap-b", "similarity-vs-null", "best-correlation-histogram"} <= set(options)
+    assert {"assignment", "similarity", "features-a"} <= set(at.selectbox(key="ex-table").options)
+    labels = [d.proto.label for d in _downloads(at)]
+    assert "methods.json" in labels and "assignment.csv" in labels and "assignment.parquet" in labels
+
+
+def test_methods_record_names_sides_settings_and_versions(app_bundle: Path) -> None:
+    from components.data import methods_record
+    from core.bundle import open_bundle
+
+    record = methods_record(open_bundle(app_bundle))
+    assert set(record["sides"]) == {"a", "b"} and record["versions"]["torch"]
+    assert "settings" in record["matching"] and "svcca" in record["similarity_results"]
+    json.dumps(record, default=str)
+
+
+def test_export_of_a_spine_bundle_still_offers_tables(spine_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(spine_bundle))
+    no_exception(at)
+    assert "features-a" in at.selectbox(key="ex-table").options

@@ -1,0 +1,38 @@
+"""Heatmaps page: a clickable correlation block with matches on the diagonal; the sweep message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from core.bundle import open_bundle
+from tests.pages.conftest import charts, no_exception, open_app, texts, values
+
+
+def test_block_of_strongest_pairs_puts_matches_on_the_diagonal(app_bundle: Path) -> None:
+    at = open_app("heatmaps", bundle_path=str(app_bundle))
+    no_exception(at)
+    fig = charts(at)[0]
+    trace = fig["data"][0]
+    assert trace["type"] in ("scatter", "scattergl") and trace["marker"]["symbol"] == "square"
+    kept = open_bundle(app_bundle).assignment().filter(pl.col("kept")).sort("corr", descending=True).collect()
+    rows = fig["layout"]["yaxis"]["categoryarray"]
+    cols = fig["layout"]["xaxis"]["categoryarray"]
+    pairs = set(zip(kept["feature_a"].cast(str), kept["feature_b"].cast(str), strict=True))
+    n = min(len(rows), len(cols))
+    assert all((rows[i], cols[i]) in pairs for i in range(n))
+    assert any("one layer pair" in i for i in texts(at, "info"))
+
+
+def test_feature_ids_input_and_bad_ids(app_bundle: Path) -> None:
+    at = open_app("heatmaps", bundle_path=str(app_bundle))
+    at.radio(key="hm-source").set_value("feature ids").run()
+    at.text_input(key="hm-a").set_value("1, 2, 3").run()
+    no_exception(at)
+    assert len(values(charts(at)[0]["data"][0]["customdata"])) == 3 * 4
+    at.text_input(key="hm-b").set_value("1, 99999").run()
+    no_exception(at)
+    assert any("does not exist" in e for e in texts(at, "error"))
+    at.text_input(key="hm-b").set_value("x, y").run()
+    assert any("whole numbers" in e for e in texts(at, "error"))
