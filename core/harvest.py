@@ -218,9 +218,50 @@ def kept_rows(acts: torch.Tensor, windows: Sequence[Window], chosen: np.ndarray)
     return acts[mask.to(acts.device)]
 
 
-def _unit_rows(windows: Sequence[Window], chosen: np.ndarray, row_start: np.ndarray) -> np.ndarray:
-    """Shard row ids of the kept tokens of ``chosen`` windows, in the order :func:`_kept` returns them."""
+def unit_rows(windows: Sequence[Window], chosen: np.ndarray, row_start: np.ndarray) -> np.ndarray:
+    """Row ids of the kept tokens of ``chosen`` windows, in the order :func:`_kept` returns them."""
     return np.concatenate([row_start[w] + np.arange(windows[w].n_units) for w in chosen])
+
+
+def encode_windows(
+    model: LoadedModel,
+    readers: Sequence[tuple[LoadedSAE, HookPoint]],
+    windows: Sequence[Window],
+    settings: HarvestSettings,
+    device: torch.device,
+    progress: ProgressFn = no_progress,
+) -> list[SparseCodes]:
+    """Codes of several SAEs reading one model, from one forward pass per batch.
+
+    Args:
+        model: the model.
+        readers: (SAE, hook) pairs; hooks may repeat or differ.
+        windows: the windows to run.
+        settings: harvest settings (batch size).
+        device: where to run.
+        progress: called as ``progress("encode", units_done, units_total)``.
+
+    Returns:
+        One CSR [n_units, d_sae] per reader, rows in window order.
+    """
+    row_start = np.cumsum([0] + [w.n_units for w in windows])
+    n_rows = int(row_start[-1])
+    coo: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in readers]
+    blocks = sorted({hook.after_block for _, hook in readers})
+    done = 0
+    for chosen, ids, mask in iter_batches(windows, settings.batch_tokens, pad_id(model)):
+        rows = unit_rows(windows, chosen, row_start)
+        acts = forward_capture(model, blocks, ids, mask, device)
+        for i, (sae, hook) in enumerate(readers):
+            r, c, v = encode_sparse(sae, kept_rows(acts[hook.after_block], windows, chosen))
+            coo[i].append((rows[r], c, v))
+        done += len(rows)
+        progress("encode", done, n_rows)
+    out = []
+    for (sae, _), parts in zip(readers, coo, strict=True):
+        r, c, v = (np.concatenate(p) for p in zip(*parts, strict=True))
+        out.append(SparseCodes.from_coo(r, c, v, n_rows, sae.d_sae))
+    return out
 
 
 def collect_activations(
@@ -242,7 +283,7 @@ def collect_activations(
     done = 0
     for chosen, ids, mask in iter_batches(windows, settings.batch_tokens, pad):
         acts = forward_capture(model, [hook.after_block], ids, mask, device)[hook.after_block]
-        rows = _unit_rows(windows, chosen, row_start)
+        rows = unit_rows(windows, chosen, row_start)
         out[rows] = kept_rows(acts, windows, chosen).cpu().numpy()
         done += len(rows)
         progress(f"activations {model.name}", done, len(out))
@@ -401,29 +442,18 @@ def _run_shard(
 ) -> None:
     shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir(parents=True)
-    row_start = np.cumsum([0] + [w.n_units for w in windows])
-    n_rows = int(row_start[-1])
-    coo: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {s: [] for s in SIDES}
+    n_rows = sum(w.n_units for w in windows)
     # sides that read the same model share one forward pass
     groups: dict[int, list[str]] = {}
     for s in SIDES:
         groups.setdefault(id(sides[s].model), []).append(s)
-    pad = pad_id(sides["a"].model)
-    for chosen, ids, mask in iter_batches(windows, settings.batch_tokens, pad):
-        rows = _unit_rows(windows, chosen, row_start)
-        for names in groups.values():
-            model = sides[names[0]].model
-            acts = forward_capture(model, [sides[s].hook.after_block for s in names], ids, mask, device)
-            for s in names:
-                r, c, v = encode_sparse(sides[s].sae, kept_rows(acts[sides[s].hook.after_block], windows, chosen))
-                coo[s].append((rows[r], c, v))
-    moments = {}
+    codes: dict[str, SparseCodes] = {}
+    for names in groups.values():
+        readers = [(sides[s].sae, sides[s].hook) for s in names]
+        codes.update(zip(names, encode_windows(sides[names[0]].model, readers, windows, settings, device), strict=True))
     for s in SIDES:
-        r, c, v = (np.concatenate(parts) for parts in zip(*coo[s], strict=True))
-        codes = SparseCodes.from_coo(r, c, v, n_rows, sides[s].sae.d_sae)
-        codes.save(shard_dir / f"codes_{s}.safetensors")
-        moments[s] = feature_moments(codes)
-        write_tensors_atomic(moments[s], shard_dir / f"moments_{s}.safetensors", {"n_rows": str(n_rows)})
+        codes[s].save(shard_dir / f"codes_{s}.safetensors")
+        write_tensors_atomic(feature_moments(codes[s]), shard_dir / f"moments_{s}.safetensors", {"n_rows": str(n_rows)})
     write_parquet_atomic(units_frame(windows, docs, first_unit), shard_dir / "units.parquet")
     write_json_atomic({"n_rows": n_rows, "first_unit": first_unit}, shard_dir / "summary.json")
 

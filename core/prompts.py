@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from core.bundle import Bundle
-from core.codes import SparseCodes, concat_codes
 from core.discover import DiscoverSettings, DiscoveryResult, TextCodes, discover_from_codes
 from core.errors import UserError
-from core.harvest import HarvestSide, encode_sparse, forward_capture, iter_batches, kept_rows, pad_id, tokenize_windows
+from core.harvest import HarvestSide, encode_windows, tokenize_windows
 from core.loading import LoadedModel, load_model, load_sae
 from core.specs import HarvestSettings, ModelSpec, SAESpec
 
@@ -91,20 +90,11 @@ def encode_text(
     windows = tokenize_windows(tokenizer, [text], settings)
     if not windows:
         raise UserError("The text produced no tokens to analyse; give a longer text.")
-    row_start = np.cumsum([0] + [w.n_units for w in windows])
     offsets = np.concatenate([w.offsets[w.keep] for w in windows])
     tokens = tuple(text[a:b] for a, b in offsets)
     out = {}
     for name, side in sides.items():
-        parts: list[SparseCodes] = []
-        order: list[np.ndarray] = []
-        for chosen, ids, mask in iter_batches(windows, settings.batch_tokens, pad_id(side.model)):
-            acts = forward_capture(side.model, [side.hook.after_block], ids, mask, device)[side.hook.after_block]
-            kept = kept_rows(acts, windows, chosen)
-            r, c, v = encode_sparse(side.sae, kept)
-            parts.append(SparseCodes.from_coo(r, c, v, kept.shape[0], side.sae.d_sae))
-            order.append(np.concatenate([row_start[w] + np.arange(windows[w].n_units) for w in chosen]))
-        codes = concat_codes(parts).take_rows(np.argsort(np.concatenate(order), kind="stable"))
+        (codes,) = encode_windows(side.model, [(side.sae, side.hook)], windows, settings, device)
         out[name] = TextCodes(codes=codes, tokens=tokens, text=text, offsets=offsets)
     return out
 

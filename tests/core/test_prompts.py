@@ -1,0 +1,75 @@
+"""Live text through a bundle's own models: the same codes as the harvest, and the discover CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from core.__main__ import main
+from core.bundle import open_bundle
+from core.compare import ComparisonSpec, build_comparison
+from core.prompts import encode_text, load_sides
+from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("prompts")
+    model = ModelSpec("hf", str(build_bert_folder(root / "bert")))
+    spec = ComparisonSpec(
+        a=SideSpec(
+            model, SAESpec("local", str(build_topk_sae_folder(root / "a", hook_name="blocks.1.hook_resid_post")))
+        ),
+        b=SideSpec(
+            model,
+            SAESpec("local", str(build_topk_sae_folder(root / "b", hook_name="blocks.2.hook_resid_post", seed=4))),
+        ),
+        corpus=CorpusSpec("file", str(write_corpus(root / "c.jsonl"))),
+        harvest=HarvestSettings(max_tokens=800, max_len=32, device="cpu"),
+    )
+    return build_comparison(spec, root / "bundle", stages=("matching", "dashboards"))
+
+
+def test_live_text_is_encoded_exactly_as_the_corpus_was(bundle_path: Path) -> None:
+    bundle = open_bundle(bundle_path)
+    sides = load_sides(bundle)
+    doc = bundle.docs().filter(pl.col("doc") == 3).collect()["text"][0]
+    rows = bundle.units().filter(pl.col("doc") == 3).collect()["unit"].to_numpy()
+    harvest = HarvestSettings(**bundle.manifest["settings"]["harvest"])
+    live = encode_text(sides, doc, harvest)
+    for side in ("a", "b"):
+        np.testing.assert_allclose(
+            live[side].codes.to_dense(), bundle.codes(side).take_rows(rows).to_dense(), atol=1e-5
+        )
+    assert list(live["a"].tokens) == bundle.units().filter(pl.col("doc") == 3).collect()["text"].to_list()
+
+
+def test_discover_cli_single_and_batch(bundle_path: Path, tmp_path: Path, capsys) -> None:
+    assert main(["discover", "--bundle", str(bundle_path), "--text", "the cat sat on a mat", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result, "discovery returns a result object"
+    out_csv = tmp_path / "hits.csv"
+    assert main(["discover", "--bundle", str(bundle_path), "--text", "seven dogs barked", "--out", str(out_csv)]) == 0
+    table = pl.read_csv(out_csv)
+    assert {"feature_id", "side", "score", "partner"} <= set(table.columns)
+    assert set(table["side"].to_list()) <= {"a", "b"} and table.height > 0
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": "time flies like an arrow"}\n{"text": "the mat"}\n')
+    out = tmp_path / "batch.jsonl"
+    assert main(["discover", "--bundle", str(bundle_path), "--prompts-file", str(prompts), "--out", str(out)]) == 0
+    assert len(out.read_text().strip().splitlines()) == 2
+
+
+def test_discover_cli_bad_input(bundle_path: Path, tmp_path: Path, capsys) -> None:
+    assert main(["discover", "--bundle", str(bundle_path)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: Give exactly one of --text or --prompts-file")
+    (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
+    assert main(["discover", "--bundle", str(bundle_path), "--prompts-file", str(tmp_path / "bad.jsonl")]) == 2
+    assert 'no "text" field' in capsys.readouterr().err
+    assert main(["discover", "--bundle", str(bundle_path), "--text", "   "]) == 2
+    assert "empty" in capsys.readouterr().err
