@@ -81,11 +81,18 @@ def compute_doc_counts(codes: SparseCodes, doc_of_unit: np.ndarray, n_docs: int)
     Returns:
         CSC int64 [n_docs, n_features], documents sorted within each column.
     """
-    rows = doc_of_unit[codes.row_ids()]
-    counts = sp.csc_matrix((np.ones(codes.nnz, np.int64), (rows, codes.indices)), shape=(n_docs, codes.n_features))
-    counts.sum_duplicates()
-    counts.sort_indices()
-    return counts
+    total = sp.csc_matrix((n_docs, codes.n_features), dtype=np.int64)
+    # chunked so the COO triplets of a whole corpus (24 bytes per activation) never exist at once
+    for lo in range(0, codes.n_rows, 1 << 18):
+        chunk = codes.row_slice(lo, lo + (1 << 18))
+        rows = doc_of_unit[lo + chunk.row_ids()]
+        total = total + sp.csc_matrix(
+            (np.ones(chunk.nnz, np.int64), (rows, chunk.indices)), shape=(n_docs, codes.n_features)
+        )
+    total = sp.csc_matrix(total)
+    total.sum_duplicates()
+    total.sort_indices()
+    return total
 
 
 @nb.njit(parallel=True, cache=True)
