@@ -3,6 +3,7 @@
     python -m core demo                      build (or reuse) the embedded demo bundle
     python -m core compare --sae-a ... --model-a ... --sae-b ... --model-b ... --out DIR
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
+    python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
     python -m core info BUNDLE               what a bundle holds
 
@@ -173,6 +174,37 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from core.similarity import SimilaritySettings
+    from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
+    from core.sweep import SweepSide, SweepSpec, attach_sweep, build_sweep
+
+    def side(name: str) -> SweepSide:
+        saes = tuple(SAESpec.parse(s) for s in _split(getattr(args, f"saes_{name}")))
+        hooks = tuple(_split(getattr(args, f"hooks_{name}") or ""))
+        return SweepSide(
+            ModelSpec.parse(getattr(args, f"model_{name}"), getattr(args, f"tokenizer_{name}")), saes, hooks
+        )
+
+    spec = SweepSpec(
+        a=side("a"),
+        b=side("b"),
+        corpus=CorpusSpec.parse(args.corpus, text_column=args.text_column),
+        harvest=HarvestSettings(max_tokens=args.max_tokens, device=args.device),
+        similarity=SimilaritySettings(metrics=("svcca", "rsa"), n_null=args.n_null),
+    )
+    with TqdmProgress() as progress:
+        table = build_sweep(spec, args.out, overwrite=args.overwrite, device=args.device, progress=progress)
+        if args.bundle:
+            attach_sweep(args.bundle, table)
+    print(table.select("label_a", "label_b", "metric", "value", "null_mean", "p_adjusted", "n_pairs"))
+    return 0
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     from core.bundle import open_bundle
     from core.device import resolve_device
@@ -311,6 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("bundle")
         stage.add_argument("--device", default="auto")
         stage.set_defaults(func=cmd_stage)
+
+    sweep = sub.add_parser("sweep", help="layer x layer sweep: pair and compare every SAE of A with every SAE of B")
+    for name in ("a", "b"):
+        sweep.add_argument(f"--model-{name}", required=True)
+        sweep.add_argument(f"--saes-{name}", required=True, help="comma-separated SAE folders / specs, one per layer")
+        sweep.add_argument(f"--hooks-{name}", default=None, help="comma-separated hooks (default: each SAE's own)")
+        sweep.add_argument(f"--tokenizer-{name}", default=None)
+    sweep.add_argument("--corpus", default="fortunes")
+    sweep.add_argument("--text-column", default="text")
+    sweep.add_argument("--max-tokens", type=int, default=50_000)
+    sweep.add_argument("--n-null", type=int, default=1000)
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--out", required=True, help="folder for sweep.parquet and sweep.json")
+    sweep.add_argument("--overwrite", action="store_true")
+    sweep.add_argument("--bundle", default=None, help="also attach the sweep to this bundle (the app shows it)")
+    sweep.set_defaults(func=cmd_sweep)
 
     discover = sub.add_parser("discover", help="rank both sides' features on a text or a file of prompts")
     discover.add_argument("--bundle", required=True)
