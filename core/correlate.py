@@ -67,6 +67,7 @@ class FeatureMoments:
 
     @property
     def n_features(self) -> int:
+        """Number of features summarised."""
         return int(self.mean.shape[0])
 
     @property
@@ -174,6 +175,7 @@ class TopK:
 
     @property
     def k(self) -> int:
+        """Partners kept per feature."""
         return int(self.index.shape[1])
 
 

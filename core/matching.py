@@ -116,6 +116,7 @@ class MatchSettings:
 
     @property
     def sparse_unmatched_value(self) -> float:
+        """The sparse 1-1 method's value of an unmatched feature (``unmatched_value`` or ``min_corr``)."""
         return self.min_corr if self.unmatched_value is None else float(self.unmatched_value)
 
     def to_dict(self) -> dict[str, Any]:
