@@ -76,6 +76,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with TqdmProgress() as progress:
         path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
+        if args.sweep:
+            from core.demo import build_demo_sweep
+
+            build_demo_sweep(device=args.device, progress=progress)
     print(path)
     return 0
 
@@ -295,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build (or reuse) the embedded demo bundle and print its path")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
+    demo.add_argument("--sweep", action="store_true", help="also train per-layer SAEs and attach a 3 x 3 layer sweep")
     demo.set_defaults(func=cmd_demo)
 
     compare = sub.add_parser("compare", help="harvest two SAEs on the same text into a bundle")

@@ -36,3 +36,16 @@ def test_demo_bundle_meets_its_targets() -> None:
     # the two MiniLMs share much of their feature space: a real share of features find a partner
     assignment = bundle.assignment().collect()
     assert assignment.filter("kept").height >= 100
+
+
+@pytest.mark.slow
+def test_demo_sweep_fills_the_layer_heatmap() -> None:
+    from core.demo import build_demo_sweep
+
+    bundle = open_bundle(build_demo_sweep())
+    rows = [r for r in bundle.similarity()["sweep"] if r["metric"] == "svcca"]
+    assert len(rows) == 9
+    assert {(r["layer_a"], r["layer_b"]) for r in rows} == {(i, j) for i in range(3) for j in range(3)}
+    for r in rows:
+        assert r["error"] is None and r["n_pairs"] >= 3
+        assert 1 / (r["n_null"] + 1) <= r["p_value"] <= 1
