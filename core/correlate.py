@@ -422,7 +422,7 @@ def compute_coact_block(
     if backend != "torch":
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     # each expanded pair costs about 64 bytes of temporaries; keep them in a quarter of the budget
-    max_pairs = max(1 << 16, int(0.25 * memory_mb * 2**20) // 64)
+    max_pairs = max(1 << 8, int(0.25 * memory_mb * 2**20) // 64)
     for c_lo, c_hi in unit_chunks(codes_a.n_rows, chunk_units):
         _coact_torch(codes_a.row_slice(c_lo, c_hi), codes_b.row_slice(c_lo, c_hi), lo, hi, sums, counts, max_pairs)
     return sums, counts
