@@ -38,6 +38,7 @@ PART_FILES: dict[str, tuple[str, ...]] = {
     "decoders": ("decoder_a.safetensors", "decoder_b.safetensors"),
     "features": ("features_a.parquet", "features_b.parquet"),
     "matches": ("matches.parquet",),
+    "weight_matches": ("weight_matches.parquet",),
     "assignment": ("assignment.parquet",),
     "similarity": ("similarity.json",),
     "examples": ("examples_a.parquet", "examples_b.parquet"),
