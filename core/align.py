@@ -29,8 +29,8 @@ import numpy as np
 
 from core.codes import SparseCodes
 from core.errors import UserError
+from core.specs import POOLINGS
 
-POOLINGS = ("max", "last", "mean", "sum", "first")
 # share of non-space characters a tokenizer's offsets must cover, and of sampled tokens
 # whose text must equal their span (after normalisation), before we trust its offsets
 MIN_COVERAGE = 0.95
@@ -120,8 +120,8 @@ class Alignment:
         unit_end: int64 [U] character end (exclusive).
         token_unit_a: int64 [Ta] unit of each side-A token, ``-1`` when it joins none.
         token_unit_b: int64 [Tb] the same for side B.
-        n_text_a: side A's tokens that carry text (valid, non-empty after trimming).
-        n_text_b: the same for side B.
+        text_a: bool [Ta] side A's tokens that carry text (valid, non-empty after trimming).
+        text_b: bool [Tb] the same for side B.
     """
 
     unit_window: np.ndarray
@@ -129,12 +129,20 @@ class Alignment:
     unit_end: np.ndarray
     token_unit_a: np.ndarray
     token_unit_b: np.ndarray
-    n_text_a: int
-    n_text_b: int
+    text_a: np.ndarray
+    text_b: np.ndarray
 
     @property
     def n_units(self) -> int:
         return int(self.unit_start.shape[0])
+
+    @property
+    def n_text_a(self) -> int:
+        return int(self.text_a.sum())
+
+    @property
+    def n_text_b(self) -> int:
+        return int(self.text_b.sum())
 
     def tokens_per_unit(self, side: str) -> np.ndarray:
         """int64 [U] how many of a side's tokens each unit holds."""
@@ -253,8 +261,8 @@ def compute_alignment(
         unit_end=hi[kept] - bases[unit_window],
         token_unit_a=renumber[token_unit["a"]],
         token_unit_b=renumber[token_unit["b"]],
-        n_text_a=int(trimmed["a"][2].sum()),
-        n_text_b=int(trimmed["b"][2].sum()),
+        text_a=trimmed["a"][2],
+        text_b=trimmed["b"][2],
     )
 
 
@@ -270,15 +278,14 @@ def _token_level(spans_a: TokenSpans, spans_b: TokenSpans) -> Alignment:
     keep = spans_a.valid & spans_b.valid & (spans_a.ends > spans_a.starts)
     token_unit = np.full(spans_a.n_tokens, -1, dtype=np.int64)
     token_unit[keep] = np.arange(int(keep.sum()))
-    n = int(keep.sum())
     return Alignment(
         unit_window=spans_a.window[keep],
         unit_start=spans_a.starts[keep],
         unit_end=spans_a.ends[keep],
         token_unit_a=token_unit,
         token_unit_b=token_unit.copy(),
-        n_text_a=n,
-        n_text_b=n,
+        text_a=keep,
+        text_b=keep.copy(),
     )
 
 
@@ -474,7 +481,7 @@ def sink_token_id(tokenizer: Any) -> int | None:
     return None if eos is None else int(eos)
 
 
-def encode_windows(
+def tokenize_for_alignment(
     tokenizer: Any, texts: Sequence[str], max_length: int, causal: bool = False, validate: bool = True
 ) -> EncodedWindows:
     """Tokenize window texts the way a model reads them, ready to align.

@@ -18,7 +18,15 @@ from core.corpus import load_corpus
 from core.device import resolve_device
 from core.errors import SpecError
 from core.features import compute_feature_frame, top_tokens_per_feature
-from core.harvest import HarvestSide, harvest, hook_sanity, remove_work_dir, tokenize_windows
+from core.harvest import (
+    HarvestSide,
+    harvest,
+    hook_sanity,
+    plan_aligned_windows,
+    remove_work_dir,
+    same_tokenizer,
+    tokenize_windows,
+)
 from core.loading import LoadedModel, load_model, load_sae
 from core.paths import hash_texts
 from core.progress import ProgressFn, no_progress
@@ -138,11 +146,17 @@ def build_comparison(
     sanity_settings = HarvestSettings(
         max_tokens=spec.harvest.sanity_tokens, max_len=spec.harvest.max_len, mask_special=spec.harvest.mask_special
     )
-    sanity_windows = tokenize_windows(sides["a"].model.tokenizer, docs, sanity_settings)
+    if same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer):
+        shared = tokenize_windows(sides["a"].model.tokenizer, docs, sanity_settings)
+        sanity_windows = {name: shared for name in sides}
+    else:
+        # each model's own tokens of the shared windows (a causal model's position 0 left out)
+        planned, _ = plan_aligned_windows(sides, docs, sanity_settings)
+        sanity_windows = {name: [w.sides[name] for w in planned] for name in sides}
     sanity = {}
     for name, side in sides.items():
         progress(f"hook sanity {name}", 0, 0)
-        sanity[name] = hook_sanity(side, sanity_windows, spec.harvest, device)
+        sanity[name] = hook_sanity(side, sanity_windows[name], spec.harvest, device)
     timings["sanity_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -190,7 +204,9 @@ def build_comparison(
         },
         "n_units": units.height,
         "n_tokens": units.height,
-        "unit_kind": "token",
+        "unit_kind": "token" if result.alignment is None else "span",
+        # different tokenizers: units, share of each side's tokens used, share of 1:1 units
+        **({} if result.alignment is None else {"alignment": result.alignment}),
         "settings": {"harvest": spec.harvest.to_dict(), "device": str(device)},
         "versions": package_versions(),
         "timings": {**timings, "tokens_per_s": units.height / max(timings["harvest_s"], 1e-9)},

