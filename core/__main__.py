@@ -1,6 +1,7 @@
 """Command line: build and inspect comparison bundles headless.
 
     python -m core demo                      build (or reuse) the embedded demo bundle
+    python -m core demo --pair family        the cross-family demo (MiniLM vs SmolLM2, aligned spans)
     python -m core compare --sae-a ... --model-a ... --sae-b ... --model-b ... --out DIR
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
@@ -73,6 +74,14 @@ def _quiet_libraries() -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from core.demo import build_demo
+
+    if args.pair == "family":
+        from core.demo_cross import build_cross_demo
+
+        with TqdmProgress() as progress:
+            path = build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild)
+        print(path)
+        return 0
 
     with TqdmProgress() as progress:
         path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
@@ -299,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build (or reuse) the embedded demo bundle and print its path")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
+    demo.add_argument(
+        "--pair",
+        choices=("spine", "family"),
+        default="spine",
+        help="spine: MiniLM-L6 vs MiniLM-L3 (default); family: MiniLM-L6 vs SmolLM2-135M (different tokenizers)",
+    )
     demo.add_argument("--sweep", action="store_true", help="also train per-layer SAEs and attach a 3 x 3 layer sweep")
     demo.set_defaults(func=cmd_demo)
 

@@ -230,6 +230,9 @@ def compute_alignment(
     """
     if identical:
         return _token_level(spans_a, spans_b)
+    for spans in (spans_a, spans_b):
+        if spans.n_tokens and (spans.window.min() < 0 or spans.window.max() >= len(texts)):
+            raise ValueError(f"token windows must lie in [0, {len(texts)}), the number of texts")
     bases, lengths, is_space = _layout(texts)
     n = is_space.shape[0]
     trimmed = {}

@@ -151,7 +151,7 @@ def build_comparison(
         sanity_windows = {name: shared for name in sides}
     else:
         # each model's own tokens of the shared windows (a causal model's position 0 left out)
-        planned, _ = plan_aligned_windows(sides, docs, sanity_settings)
+        planned, _ = plan_aligned_windows({n: side.model for n, side in sides.items()}, docs, sanity_settings)
         sanity_windows = {name: [w.sides[name] for w in planned] for name in sides}
     sanity = {}
     for name, side in sides.items():

@@ -453,7 +453,7 @@ def harvest(
     stats: dict[str, Any] | None = None
     windows: Sequence[Window] | Sequence[AlignedWindow]
     if aligned:
-        windows, stats = plan_aligned_windows(sides, docs, settings)
+        windows, stats = plan_aligned_windows({s: sides[s].model for s in SIDES}, docs, settings)
     else:
         windows = tokenize_windows(sides["a"].model.tokenizer, docs, settings)
     if not windows:
@@ -597,7 +597,7 @@ def cut_char_windows(
 
 
 def plan_aligned_windows(
-    sides: dict[str, HarvestSide], docs: Sequence[str], settings: HarvestSettings
+    models: dict[str, LoadedModel], docs: Sequence[str], settings: HarvestSettings
 ) -> tuple[list[AlignedWindow], dict[str, Any]]:
     """Shared character windows, tokenized per side, aligned, until ``settings.max_tokens`` units.
 
@@ -605,7 +605,7 @@ def plan_aligned_windows(
     is known before any model runs.
 
     Args:
-        sides: the two sides (their models' tokenizers and causal flags are used).
+        models: side -> model (only its tokenizer and causal flag are read).
         docs: the documents.
         settings: max_len (per model window, special tokens included), max_tokens (units).
 
@@ -615,7 +615,7 @@ def plan_aligned_windows(
     """
     budgets = {}
     for name in SIDES:
-        model = sides[name].model
+        model = models[name]
         overhead = (
             len(tokenize_for_alignment(model.tokenizer, ["a"], settings.max_len, model.is_causal).input_ids[0]) - 1
         )
@@ -631,7 +631,7 @@ def plan_aligned_windows(
         texts = [docs[d][lo:hi] for d, lo, hi in cuts]
         encoded: dict[str, EncodedWindows] = {}
         for name in SIDES:
-            model = sides[name].model
+            model = models[name]
             encoded[name] = tokenize_for_alignment(model.tokenizer, texts, settings.max_len, model.is_causal)
             truncated[name] += sum(encoded[name].truncated)
         al = compute_alignment(texts, encoded["a"].spans(), encoded["b"].spans())

@@ -479,3 +479,22 @@ def test_minilm_l6_against_l3_general_path_equals_the_fast_path(minilm: Any) -> 
     for field in ("unit_window", "unit_start", "unit_end", "token_unit_a", "token_unit_b"):
         np.testing.assert_array_equal(getattr(general, field), getattr(fast, field))
     assert general.stats()["share_one_to_one"] == 1.0
+
+
+@pytest.mark.slow
+def test_demo_corpus_uses_nearly_every_token_and_mostly_one_to_one_units(minilm: Any, smollm2: Any) -> None:
+    from types import SimpleNamespace
+
+    from core.corpus import load_corpus
+    from core.harvest import plan_aligned_windows
+    from core.specs import CorpusSpec, HarvestSettings
+
+    models = {
+        "a": SimpleNamespace(tokenizer=minilm, is_causal=False),
+        "b": SimpleNamespace(tokenizer=smollm2, is_causal=True),
+    }
+    docs = load_corpus(CorpusSpec("fortunes"))
+    windows, stats = plan_aligned_windows(models, docs, HarvestSettings(max_tokens=20_000, max_len=128))  # type: ignore[arg-type]
+    assert stats["n_units"] == 20_000 == sum(w.n_units for w in windows)
+    assert stats["share_tokens_used_a"] >= 0.99 and stats["share_tokens_used_b"] >= 0.99
+    assert stats["share_one_to_one"] >= 0.85

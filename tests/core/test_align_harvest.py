@@ -140,7 +140,7 @@ def test_windows_share_characters_and_fit_both_models(tiny: dict[str, Path]) -> 
     docs = load_corpus(CorpusSpec("file", str(tiny["corpus"])))
     sides = _sides(tiny)
     settings = HarvestSettings(max_tokens=100_000, max_len=24)
-    windows, stats = plan_aligned_windows(sides, docs, settings)
+    windows, stats = plan_aligned_windows({s: side.model for s, side in sides.items()}, docs, settings)
     assert stats["n_units"] == sum(w.n_units for w in windows)
     long_doc = max(range(len(docs)), key=lambda d: len(docs[d]))
     mine = [w for w in windows if w.doc == long_doc]
