@@ -174,17 +174,14 @@ def build_umap_figure(
             customdata=_ids(lit, "feature"),
             text=lit["label"].to_list(),
             hovertemplate=hover,
-            marker={
-                "size": 13,
-                "color": "rgba(0,0,0,0)",
-                "symbol": "circle-open",
-                "line": {"width": 2.5, "color": COLOR_HIGHLIGHT},
-            },
+            # an open symbol is drawn in marker.color (marker.line.color is ignored for it)
+            marker={"size": 14, "color": COLOR_HIGHLIGHT, "symbol": "circle-open", "line": {"width": 2.5}},
         )
     )
+    # no dragmode here: Streamlit then picks "pan" with click-to-select; in lasso or box mode it turns
+    # click selection off, and one click is the gesture that links the two maps
     fig.update_layout(
         title=title or f"SAE {side.upper()}: decoder directions (UMAP, cosine)",
-        dragmode="lasso",
         legend={"orientation": "h", "y": -0.12},
     )
     fig.update_xaxes(title_text="UMAP 1", showticklabels=False)
@@ -192,8 +189,38 @@ def build_umap_figure(
     return apply_paper_style(fig)
 
 
+def selected_rows(selection: Any) -> list[tuple[Any, ...]]:
+    """The customdata rows of the selected points of a ``st.plotly_chart`` selection event, in event order.
+
+    Args:
+        selection: the event object or dict returned by ``st.plotly_chart(..., on_select="rerun")``.
+
+    Returns:
+        One tuple per selected point that carries customdata (rows arrive as lists, or, from plotly's
+        typed arrays, as ``{"0": ..., "1": ...}`` dicts; both become tuples).
+    """
+    if not selection:
+        return []
+    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection", {})
+    points = sel.get("points", []) if isinstance(sel, dict) else getattr(sel, "points", [])
+    rows = []
+    for point in points or []:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        if data is None:
+            continue
+        if isinstance(data, dict):
+            data = tuple(data[k] for k in sorted(data, key=lambda k: int(k) if str(k).isdigit() else 0))
+        elif isinstance(data, list | tuple):
+            data = tuple(data)
+        else:
+            data = (data,)
+        if data:
+            rows.append(data)
+    return rows
+
+
 def selected_features(selection: Any) -> list[int]:
-    """Feature ids out of a ``st.plotly_chart`` selection event (reads customdata, not indices).
+    """Feature ids out of a ``st.plotly_chart`` selection event (reads customdata, not point indices).
 
     Args:
         selection: the event object or dict returned by ``st.plotly_chart(..., on_select="rerun")``.
@@ -201,17 +228,7 @@ def selected_features(selection: Any) -> list[int]:
     Returns:
         Sorted unique feature ids (empty when nothing is selected).
     """
-    if not selection:
-        return []
-    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection", {})
-    points = sel.get("points", []) if isinstance(sel, dict) else getattr(sel, "points", [])
-    out = set()
-    for point in points or []:
-        data = point.get("customdata") if isinstance(point, dict) else None
-        if data is None:
-            continue
-        out.add(int(data[0] if isinstance(data, list | tuple) else data))
-    return sorted(out)
+    return sorted({int(row[0]) for row in selected_rows(selection)})
 
 
 # ---------------------------------------------------------------- correlation
@@ -412,7 +429,8 @@ def build_cell_heatmap_figure(
             hovertemplate=f"{row_title} %{{y}} · {col_title} %{{x}}<br>{value} %{{marker.color:.3f}}<extra></extra>",
         )
     )
-    fig.update_layout(title=title, clickmode="event+select")
+    # tall enough that rows are as far apart as the squares are wide
+    fig.update_layout(title=title, clickmode="event+select", height=max(320, int(size * 1.2 * len(rows)) + 150))
     fig.update_xaxes(title_text=col_title, type="category", categoryorder="array", categoryarray=cols)
     fig.update_yaxes(
         title_text=row_title, type="category", categoryorder="array", categoryarray=rows, autorange="reversed"

@@ -63,9 +63,9 @@ if require_parts(bundle, "assignment", what="The global scatter"):
             selection_mode=("points",),
             width="stretch",
         )
-        points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-        if points and points[0].get("customdata"):
-            pa, pb = (int(v) for v in points[0]["customdata"][:2])
+        rows = figures.selected_rows(event)
+        if rows:
+            pa, pb = (int(v) for v in rows[0][:2])
             if (pa, pb) != (fa, fb):
                 state.select("a", pa, partner=pb)
                 st.rerun()

@@ -58,9 +58,9 @@ if feats_a and feats_b:
         block, "feature_a", "feature_b", "corr", "Activation correlation (matches on the diagonal)", "A", "B", -1.0, 1.0
     )
     event = st.plotly_chart(fig, key="hm-block", on_select="rerun", selection_mode=("points",), width="stretch")
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-    if points and points[0].get("customdata"):
-        fa, fb = (int(v) for v in points[0]["customdata"][:2])
+    rows = figures.selected_rows(event)
+    if rows:
+        fa, fb = (int(v) for v in rows[0][:2])
         state.select("a", fa, partner=fb)
         st.success(f"Selected A{fa} ↔ B{fb}.")
         st.page_link("pages/correlation.py", label=f"Open A{fa} ↔ B{fb} in Correlation", icon=":material/show_chart:")
@@ -85,7 +85,7 @@ else:
         selection_mode=("points",),
         width="stretch",
     )
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-    if points and points[0].get("customdata"):
-        la, lb = points[0]["customdata"][:2]
+    rows = figures.selected_rows(event)
+    if rows:
+        la, lb = rows[0][:2]
         st.dataframe(cells.filter((pl.col("layer_a") == la) & (pl.col("layer_b") == lb)), hide_index=True)

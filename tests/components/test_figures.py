@@ -67,6 +67,8 @@ def test_large_maps_use_webgl() -> None:
 def test_selected_features_reads_customdata_not_indices() -> None:
     event = {"selection": {"points": [{"point_index": 0, "customdata": [7]}, {"point_index": 0, "customdata": [3]}]}}
     assert figures.selected_features(event) == [3, 7]
+    typed = {"selection": {"points": [{"customdata": {"0": 11}}, {"customdata": 4}]}}
+    assert figures.selected_features(typed) == [4, 11]
     assert figures.selected_features(None) == []
     assert figures.selected_features({"selection": {"points": []}}) == []
 
