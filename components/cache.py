@@ -33,7 +33,7 @@ def cached_bundle(path: str) -> Bundle:
     return load_bundle(path, bundle_mtime(path))
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner="Reading the UMAP points…", max_entries=16)
 def load_umap_points(path: str, mtime: float, side: str) -> pl.DataFrame:
     """One side's UMAP points with match strength, orphan flag and hover labels."""
     return data.umap_points(load_bundle(path, mtime), side)
@@ -63,13 +63,13 @@ def load_selection_table(path: str, mtime: float, side: str, features: tuple[int
     return data.selection_pair_table(load_bundle(path, mtime), side, list(features))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner="Reading both features' activations…", max_entries=32)
 def load_unit_pair(path: str, mtime: float, feature_a: int, feature_b: int) -> pl.DataFrame:
     """Per-unit activations of a pair (units where either fires), with context."""
     return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner="Correlating the selected features…", max_entries=32)
 def load_correlation_block(
     path: str, mtime: float, features_a: tuple[int, ...], features_b: tuple[int, ...]
 ) -> pl.DataFrame:
@@ -77,7 +77,7 @@ def load_correlation_block(
     return data.correlation_block(load_bundle(path, mtime), list(features_a), list(features_b))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner="Reading the feature's dashboard…", max_entries=64)
 def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
     """A feature's dashboard card (core.search.FeatureCard)."""
     from core.search import search_feature  # imports torch (via core.dashboards): keep it out of module import
@@ -85,7 +85,7 @@ def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
     return search_feature(load_bundle(path, mtime), side, feature)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner="Searching…", max_entries=32)
 def load_search_hits(path: str, mtime: float, query: str) -> pl.DataFrame:
     """Features matching a search text (feature id or token)."""
     return data.search_hits(load_bundle(path, mtime), query)

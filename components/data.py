@@ -183,10 +183,26 @@ def similarity_frame(similarity: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+def _columns(bundle: Bundle, side: str, features: list[int]) -> np.ndarray:
+    """Dense activations of a few features on every unit, float64 [n_units, len(features)].
+
+    Scans the CSR ``indices`` once (vectorised) instead of converting the whole matrix to CSC,
+    which would cost seconds per call on a large bundle.
+    """
+    codes = bundle.codes(side)
+    if not features:
+        return np.zeros((codes.n_rows, 0), np.float64)
+    unique, inverse = np.unique(np.asarray(features, dtype=np.int64), return_inverse=True)
+    out = np.zeros((codes.n_rows, unique.size), np.float64)
+    hit = np.flatnonzero(np.isin(codes.indices, unique))
+    rows = np.searchsorted(codes.indptr, hit, side="right") - 1
+    out[rows, np.searchsorted(unique, codes.indices[hit])] = codes.values[hit]
+    return out[:, inverse]
+
+
 def _column(bundle: Bundle, side: str, feature: int) -> np.ndarray:
     """One feature's activation on every unit (dense float32 [n_units])."""
-    csc = bundle.codes(side).to_scipy().tocsc()
-    return np.asarray(csc[:, int(feature)].toarray()).ravel().astype(np.float32)
+    return _columns(bundle, side, [int(feature)])[:, 0].astype(np.float32)
 
 
 def unit_pair_frame(
@@ -249,10 +265,9 @@ def correlation_block(bundle: Bundle, features_a: list[int], features_b: list[in
     """
     if not features_a or not features_b:
         return pl.DataFrame(schema={"feature_a": pl.Int32, "feature_b": pl.Int32, "corr": pl.Float64})
-    cols = {}
-    for side, feats in (("a", features_a), ("b", features_b)):
-        csc = bundle.codes(side).to_scipy().tocsc()
-        cols[side] = np.asarray(csc[:, [int(f) for f in feats]].toarray(), dtype=np.float64)
+    cols = {
+        side: _columns(bundle, side, [int(f) for f in feats]) for side, feats in (("a", features_a), ("b", features_b))
+    }
     xa, xb = cols["a"] - cols["a"].mean(axis=0), cols["b"] - cols["b"].mean(axis=0)
     na, nb = np.linalg.norm(xa, axis=0), np.linalg.norm(xb, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

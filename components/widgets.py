@@ -192,7 +192,7 @@ def render_feature_card(card: Any, key: str) -> None:
     max_act = float(d.get("max") or 1.0)
     st.markdown("**Top activations**")
     render_examples(card.examples, "top", 10, max_act)
-    with st.expander("Quantile samples (from strongest to weakest activation group)"):
+    with st.expander("Quantile samples (one group per activation quantile)"):
         for kind in sorted(k for k in card.examples["kind"].unique().to_list() if k.startswith("quantile")):
             st.caption(kind.replace("_", " "))
             render_examples(card.examples, kind, 4, max_act)

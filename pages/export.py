@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
@@ -72,7 +73,8 @@ if not available:
 else:
     name = st.selectbox("Figure", list(available), key="ex-figure")
     fig = available[name]()
-    st.plotly_chart(figures.apply_paper_style(fig, size="double"), key="ex-preview")
+    # previewed at the double-column paper size (not stretched), as the export will be
+    st.plotly_chart(figures.apply_paper_style(go.Figure(fig), size="double"), key="ex-preview", width="content")
     render_figure_export(fig, name, key="ex-fig")
 
 st.subheader("Tables")

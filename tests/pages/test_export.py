@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from tests.pages.conftest import no_exception, open_app
 
@@ -36,3 +39,13 @@ def test_export_of_a_spine_bundle_still_offers_tables(spine_bundle: Path) -> Non
     at = open_app("export", bundle_path=str(spine_bundle))
     no_exception(at)
     assert "features-a" in at.selectbox(key="ex-table").options
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="static export needs Debian chromium for kaleido")
+def test_prepare_file_offers_the_static_export(app_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(app_bundle))
+    at.selectbox(key="ex-fig-fmt").set_value("svg").run()
+    at.button(key="ex-fig-prepare").click().run()
+    no_exception(at)
+    labels = [d.proto.label for d in _downloads(at)]
+    assert "Download umap-a-single.svg" in labels, labels
