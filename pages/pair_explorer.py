@@ -9,6 +9,7 @@ from components import figures
 from components.cache import bundle_mtime, load_pairs, load_search_hits, load_selection_table, load_umap_points
 from components.state import get_state, widget_value
 from components.widgets import render_table_downloads, require_bundle, require_parts
+from core.errors import UserError
 
 state = get_state()
 st.title("Pair explorer")
@@ -28,11 +29,12 @@ query = c1.text_input(
 )
 include_dropped = c2.toggle("Link dropped pairs too", value=False, help="Also follow pairs the filters dropped")
 state.search = query
-hits = (
-    load_search_hits(path, mtime, query)
-    if query.strip()
-    else pl.DataFrame(schema={"side": pl.String, "feature": pl.Int32, "why": pl.String})
-)
+hits = pl.DataFrame(schema={"side": pl.String, "feature": pl.Int32, "why": pl.String})
+if query.strip():
+    try:
+        hits = load_search_hits(path, mtime, query)
+    except UserError as exc:  # e.g. a query that is only sub-word markers
+        st.warning(str(exc))
 if query.strip() and hits.height == 0:
     st.warning(f"Nothing matches {query.strip()!r} (no such feature id, and no feature fires on that token).")
 
