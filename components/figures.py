@@ -120,8 +120,8 @@ def build_umap_figure(
         title: figure title.
 
     Returns:
-        Traces in this order: ``matched`` (coloured by corr), ``orphans`` (grey crosses),
-        ``highlight`` (rings, drawn on top, not selectable by accident since it repeats ids).
+        Traces in this order: ``orphans`` (grey crosses, underneath), ``matched`` (coloured by
+        corr), ``highlight`` (rings, drawn on top; it repeats ids, so selecting it is harmless).
         Every trace's customdata is ``[[feature], ...]``.
     """
     if "label" not in frame.columns:
@@ -132,6 +132,25 @@ def build_umap_figure(
     hover = "feature %{customdata[0]}<br>%{text}<extra>" + side.upper() + "</extra>"
     fig = go.Figure()
     trace = _scatter(frame.height)
+    # orphans first, so the coloured matched points are drawn on top of the grey crosses
+    fig.add_trace(
+        trace(
+            name="orphans",
+            x=orphans["x"].to_numpy(),
+            y=orphans["y"].to_numpy(),
+            mode="markers",
+            customdata=_ids(orphans, "feature"),
+            text=orphans["label"].to_list(),
+            hovertemplate=hover,
+            marker={
+                "size": 5,
+                "opacity": 0.6,
+                "color": COLOR_MUTED,
+                "symbol": "x-thin",
+                "line": {"width": 1, "color": COLOR_MUTED},
+            },
+        )
+    )
     fig.add_trace(
         trace(
             name="matched",
@@ -150,18 +169,6 @@ def build_umap_figure(
                 "colorbar": {"title": {"text": "best corr"}, "thickness": 10},
                 "line": {"width": 0},
             },
-        )
-    )
-    fig.add_trace(
-        trace(
-            name="orphans",
-            x=orphans["x"].to_numpy(),
-            y=orphans["y"].to_numpy(),
-            mode="markers",
-            customdata=_ids(orphans, "feature"),
-            text=orphans["label"].to_list(),
-            hovertemplate=hover,
-            marker={"size": 5, "color": COLOR_MUTED, "symbol": "x-thin", "line": {"width": 1, "color": COLOR_MUTED}},
         )
     )
     lit = frame.filter(pl.col("feature").is_in([int(f) for f in highlight]))

@@ -47,8 +47,8 @@ def test_umap_figure_traces_customdata_and_highlight() -> None:
     frame = _points(20)
     fig = figures.build_umap_figure(frame, "a", highlight=[3, 5, 999])
     names = [t.name for t in fig.data]
-    assert names == ["matched", "orphans", "highlight"]
-    matched, orphans, lit = fig.data
+    assert names == ["orphans", "matched", "highlight"]
+    orphans, matched, lit = fig.data
     assert isinstance(matched, go.Scatter)  # small sets stay SVG
     ids = sorted(int(c[0]) for t in (matched, orphans) for c in t.customdata)
     assert ids == list(range(20))
