@@ -70,16 +70,17 @@ st.subheader("Layer x layer sweep")
 sweep = sweep_frame(bundle)
 if sweep is None:
     st.info(
-        "This bundle holds one layer pair, so there is no sweep to show. A sweep comes from "
-        "core.similarity.compute_layer_sweep over several layers (see docs/similarity.md)."
+        "This bundle holds one layer pair, so there is no sweep to show. Attach one with "
+        "core.sweep.build_sweep and core.sweep.attach_sweep (the demo carries a 3 x 3 sweep)."
     )
 else:
-    metric = st.selectbox("Metric", sweep["metric"].unique().sort().to_list(), key="hm-metric")
+    metrics = sweep["metric"].unique().sort().to_list()
+    metric = st.selectbox("Metric", metrics, index=metrics.index("svcca") if "svcca" in metrics else 0, key="hm-metric")
     cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
+    # show the layers by their labels (hook names) when the sweep carries them
+    row, col = ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
     event = st.plotly_chart(
-        figures.build_cell_heatmap_figure(
-            cells, "layer_a", "layer_b", "value", f"{metric} per layer pair", "layer A", "layer B"
-        ),
+        figures.build_cell_heatmap_figure(cells, row, col, "value", f"{metric} per layer pair", "layer A", "layer B"),
         key="hm-sweep",
         on_select="rerun",
         selection_mode=("points",),
@@ -88,4 +89,4 @@ else:
     rows = figures.selected_rows(event)
     if rows:
         la, lb = rows[0][:2]
-        st.dataframe(cells.filter((pl.col("layer_a") == la) & (pl.col("layer_b") == lb)), hide_index=True)
+        st.dataframe(cells.filter((pl.col(row) == la) & (pl.col(col) == lb)), hide_index=True)

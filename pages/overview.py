@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import streamlit as st
 
 from components import figures
@@ -47,7 +48,17 @@ with tabs[2]:
         if sweep is None:
             st.caption("No layer x layer sweep in this bundle (see the Heatmaps page).")
         else:
-            st.page_link("pages/heatmaps.py", label="Layer x layer sweep on the Heatmaps page")
+            metric = "svcca" if "svcca" in sweep["metric"].to_list() else sweep["metric"][0]
+            cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
+            row, col = (
+                ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
+            )
+            st.plotly_chart(
+                figures.build_cell_heatmap_figure(cells, row, col, "value", f"Layer sweep: {metric}", "A", "B"),
+                key="overview-sweep",
+                width="stretch",
+            )
+            st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
 
 with st.expander("Manifest"):
     st.json(m, expanded=False)

@@ -36,3 +36,28 @@ def test_feature_ids_input_and_bad_ids(app_bundle: Path) -> None:
     assert any("does not exist" in e for e in texts(at, "error"))
     at.text_input(key="hm-b").set_value("x, y").run()
     assert any("whole numbers" in e for e in texts(at, "error"))
+
+
+def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from core.bundle import add_parts
+
+    copy = tmp_path / "with-sweep"
+    shutil.copytree(app_bundle, copy)
+    body = open_bundle(copy).similarity()
+    body["sweep"] = [
+        {"layer_a": i, "layer_b": j, "label_a": f"blocks.{i}", "label_b": f"blocks.{j}", "metric": m,
+         "value": (None if (i, j) == (2, 2) else 0.1 * (i + j)), "error": None}
+        for i in range(3) for j in range(3) for m in ("svcca", "rsa")
+    ]  # fmt: skip
+    add_parts(copy, json_files={"similarity.json": body})
+    at = open_app("heatmaps", bundle_path=str(copy))
+    no_exception(at)
+    sweep = charts(at)[-1]
+    assert sweep["layout"]["title"]["text"] == "svcca per layer pair"
+    assert sweep["layout"]["yaxis"]["categoryarray"] == ["blocks.0", "blocks.1", "blocks.2"]
+    at.switch_page("pages/overview.py")
+    at.run()
+    no_exception(at)
+    assert any(f["layout"]["title"]["text"] == "Layer sweep: svcca" for f in charts(at))
