@@ -189,3 +189,94 @@ def test_killed_cross_harvest_resumes_to_identical_codes(tiny: dict[str, Path], 
             np.testing.assert_array_equal(getattr(resumed.codes[s], field), getattr(whole.codes[s], field))
     assert resumed.units.equals(whole.units)
     assert resumed.alignment == whole.alignment
+
+
+# ------------------------------------------------------------------ planted ground truth through the pipeline
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _token_letters(tokenizer: object, vocab_size: int) -> np.ndarray:
+    """bool [vocab, 26]: which ASCII letters each token's text holds (## and space markers ignored)."""
+    out = np.zeros((vocab_size, len(LETTERS)), dtype=bool)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))  # type: ignore[attr-defined]
+    for i, piece in enumerate(pieces):
+        if piece is None:
+            continue
+        # byte-level BPE spells ASCII letters as themselves; a leading space shows as "Ġ"
+        text = piece.removeprefix("##").replace("Ġ", "").lower()
+        for c in set(text) & set(LETTERS):
+            out[i, LETTERS.index(c)] = True
+    return out
+
+
+def _letter_model(folder: Path) -> None:
+    """Make the model's embedding output say which letters each token holds (positions silenced)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    causal = "LlamaForCausalLM" in (AutoConfig.from_pretrained(folder).architectures or [])
+    model = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(folder)
+    emb = model.get_input_embeddings().weight
+    letters = _token_letters(tok, emb.shape[0])
+    with torch.no_grad():
+        emb.zero_()
+        emb[:, : len(LETTERS)] = torch.from_numpy(letters.astype(np.float32))
+        # the last dimension cancels the letters' sum, so BERT's LayerNorm (mean 0 already)
+        # only rescales a token's vector: absent letters stay exactly 0, present ones positive
+        emb[:, -1] = -torch.from_numpy(letters.sum(1).astype(np.float32))
+        embeddings = getattr(model, "embeddings", None)
+        if embeddings is not None:  # BERT: no position or segment signal, identity LayerNorm scale
+            embeddings.position_embeddings.weight.zero_()
+            embeddings.token_type_embeddings.weight.zero_()
+    model.save_pretrained(folder)
+
+
+def _letter_sae(folder: Path, perm: np.ndarray) -> Path:
+    """A TopK SAE whose feature perm[l] reads letter l (positive only where the letter is present)."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    cfg = TopKSAEConfig(d_in=32, d_sae=32, k=26, dtype="float32", device="cpu")
+    cfg.metadata.hook_name = "blocks.0.hook_resid_pre"
+    sae = TopKSAE(cfg)
+    w = torch.zeros(32, 32)
+    for letter, feature in enumerate(perm):
+        w[letter, feature] = 1.0
+    with torch.no_grad():
+        sae.W_enc.copy_(w)
+        sae.W_dec.copy_(w.T)
+        # a small threshold: LayerNorm leaves absent letters at about 1e-7, not exactly 0
+        sae.b_enc.fill_(-0.1)
+        sae.b_dec.zero_()
+    sae.save_model(folder)
+    return folder
+
+
+def test_planted_letter_features_are_recovered_one_to_one_with_max_pooling(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    bert, llama = shutil.copytree(tiny["bert"], tmp_path / "bert"), shutil.copytree(tiny["llama"], tmp_path / "llama")
+    for folder in (bert, llama):
+        _letter_model(folder)
+    rng = np.random.default_rng(0)
+    perm_a, perm_b = rng.permutation(32)[:26], rng.permutation(32)[:26]
+    spec = ComparisonSpec(
+        a=SideSpec(ModelSpec("hf", str(bert)), SAESpec("local", str(_letter_sae(tmp_path / "sae_a", perm_a)))),
+        b=SideSpec(ModelSpec("hf", str(llama)), SAESpec("local", str(_letter_sae(tmp_path / "sae_b", perm_b)))),
+        corpus=CorpusSpec("file", str(tiny["corpus"])),
+        harvest=HarvestSettings(device="cpu", max_tokens=800, max_len=32, sanity_tokens=64),
+    )
+    bundle = open_bundle(build_comparison(spec, tmp_path / "bundle", stages=("matching",)))
+    # the greedy 1-1 pairs (rows it de-duplicated away are kept=False)
+    pairs = bundle.assignment().collect().filter(pl.col("kept"))
+    found = dict(zip(pairs["feature_a"].to_list(), pairs["feature_b"].to_list(), strict=True))
+    texts = [t.lower() for t in bundle.units().collect()["text"].to_list()]
+    # two letters found in exactly the same units are indistinguishable: check the others
+    where = {c: tuple(i for i, t in enumerate(texts) if c in t) for c in LETTERS}
+    distinct = [c for c in LETTERS if where[c] and sum(w == where[c] for w in where.values()) == 1]
+    planted = {int(perm_a[LETTERS.index(c)]): int(perm_b[LETTERS.index(c)]) for c in distinct}
+    assert len(planted) >= 15
+    for fa, fb in planted.items():
+        assert found.get(fa) == fb, f"letter feature {fa} of A should pair with {fb} of B"
