@@ -110,7 +110,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         b=sides["b"],
         corpus=CorpusSpec.parse(args.corpus, text_column=args.text_column, max_docs=args.max_docs),
         harvest=HarvestSettings(
-            max_tokens=args.max_tokens, max_len=args.max_len, batch_tokens=args.batch_tokens, device=args.device
+            max_tokens=args.max_tokens,
+            max_len=args.max_len,
+            batch_tokens=args.batch_tokens,
+            device=args.device,
+            pooling=args.pooling,
         ),
     )
     stages = _parse_stages(args.stages)
@@ -329,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--max-len", type=int, default=128)
     compare.add_argument("--batch-tokens", type=int, default=8192)
     compare.add_argument("--device", default="auto")
+    compare.add_argument(
+        "--pooling",
+        default="max",
+        help="different tokenizers only: how token codes pool per aligned span (max, last, mean, sum, first)",
+    )
     compare.add_argument("--out", required=True, help="bundle folder to write")
     compare.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     compare.add_argument(
