@@ -498,3 +498,16 @@ def test_demo_corpus_uses_nearly_every_token_and_mostly_one_to_one_units(minilm:
     assert stats["n_units"] == 20_000 == sum(w.n_units for w in windows)
     assert stats["share_tokens_used_a"] >= 0.99 and stats["share_tokens_used_b"] >= 0.99
     assert stats["share_one_to_one"] >= 0.85
+
+
+def test_pooling_setting_and_cli_flags() -> None:
+    from core.__main__ import build_parser
+    from core.errors import SpecError
+    from core.specs import HarvestSettings
+
+    with pytest.raises(SpecError, match="pooling"):
+        HarvestSettings(pooling="median")
+    assert build_parser().parse_args(["demo"]).pair == "spine"
+    assert build_parser().parse_args(["demo", "--pair", "family"]).pair == "family"
+    args = ["compare", "--sae-a", "x", "--model-a", "m", "--sae-b", "y", "--model-b", "n", "--out", "o"]
+    assert build_parser().parse_args([*args, "--pooling", "last"]).pooling == "last"
