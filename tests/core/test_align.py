@@ -511,3 +511,25 @@ def test_pooling_setting_and_cli_flags() -> None:
     assert build_parser().parse_args(["demo", "--pair", "family"]).pair == "family"
     args = ["compare", "--sae-a", "x", "--model-a", "m", "--sae-b", "y", "--model-b", "n", "--out", "o"]
     assert build_parser().parse_args([*args, "--pooling", "last"]).pooling == "last"
+
+
+def test_self_alignment_is_the_identity(minilm: Any) -> None:
+    from core.corpus import load_corpus
+    from core.specs import POOLINGS, CorpusSpec
+
+    texts = load_corpus(CorpusSpec("fortunes"))[:100]
+    enc = tokenize_for_alignment(minilm, texts, 128)
+    al = compute_alignment(texts, enc.spans(), enc.spans())
+    # one token per side per unit, the same token on both sides
+    assert (al.tokens_per_unit("a") == 1).all() and (al.tokens_per_unit("b") == 1).all()
+    np.testing.assert_array_equal(al.token_unit_a, al.token_unit_b)
+    rng = np.random.default_rng(3)
+    n_tokens = enc.spans().n_tokens
+    rows = rng.integers(0, n_tokens, size=4 * n_tokens)
+    feats, vals = rng.integers(0, 24, size=len(rows)), rng.random(len(rows))
+    for pooling in POOLINGS:
+        a = compute_pooled_codes(rows, feats, vals, al.token_unit_a, al.n_units, 24, pooling).to_dense()
+        b = compute_pooled_codes(rows, feats, vals, al.token_unit_b, al.n_units, 24, pooling).to_dense()
+        np.testing.assert_array_equal(a, b)
+    corr = np.corrcoef(a.T, b.T)[:24, 24:]
+    np.testing.assert_allclose(np.diag(corr), 1.0, atol=1e-6)
