@@ -39,7 +39,7 @@ class TqdmProgress:
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = tqdm(total=total or None, desc=stage, unit="tok" if total else "it", file=sys.stderr)
+            self._bar = tqdm(total=total or None, desc=stage, file=sys.stderr)
         if total:
             self._bar.total = total
         self._bar.n = done
