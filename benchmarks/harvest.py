@@ -66,10 +66,14 @@ def main() -> None:
         root = Path(tmp)
         sides = {
             "a": HarvestSide(
-                model_a, load_sae(SAESpec("local", str(_random_sae(root / "a", DEMO_HOOK_A)))), model_a.hook(DEMO_HOOK_A)
+                model_a,
+                load_sae(SAESpec("local", str(_random_sae(root / "a", DEMO_HOOK_A)))),
+                model_a.hook(DEMO_HOOK_A),
             ),
             "b": HarvestSide(
-                model_b, load_sae(SAESpec("local", str(_random_sae(root / "b", DEMO_HOOK_B)))), model_b.hook(DEMO_HOOK_B)
+                model_b,
+                load_sae(SAESpec("local", str(_random_sae(root / "b", DEMO_HOOK_B)))),
+                model_b.hook(DEMO_HOOK_B),
             ),
         }
         settings = HarvestSettings(max_tokens=args.tokens, device="cpu")
@@ -80,7 +84,9 @@ def main() -> None:
     base = baseline([model_a, model_b], docs, n_units)
     print(f"threads            {torch.get_num_threads()}")
     print(f"units              {result.units.height:,} (both models, SAE d_sae 2048 k 32 on each)")
-    print(f"ours               {ours:7.1f} s  {n_units / ours:8.0f} tokens/s (both sides, SAE encode and shards included)")
+    print(
+        f"ours               {ours:7.1f} s  {n_units / ours:8.0f} tokens/s (both sides, SAE encode and shards included)"
+    )
     print(f"plain transformers {base:7.1f} s  {n_units / base:8.0f} tokens/s (both full models, no SAE)")
     print(f"ratio              {base / ours:7.2f}x")
 
