@@ -7,8 +7,9 @@ setup:
 demo: setup
 	.venv/bin/python -m core demo
 
-app: demo
-	.venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
+app: setup
+	bundle="$$(.venv/bin/python -m core demo)" && FEATUREBRIDGE_BUNDLE="$$bundle" .venv/bin/streamlit run app.py \
+		--server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
 test: setup
 	.venv/bin/python -m pytest

@@ -8,6 +8,7 @@ the address bar always names the view (``/feature?bundle=...&side=b&feature=12``
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -71,7 +72,12 @@ class AppState:
 def get_state() -> AppState:
     """The session's state, created on first use."""
     if _KEY not in st.session_state:
-        st.session_state[_KEY] = AppState()
+        state = AppState()
+        # `make app` names the demo bundle here, so a new session opens on it
+        start = os.environ.get("FEATUREBRIDGE_BUNDLE")
+        if start:
+            state.open(start)
+        st.session_state[_KEY] = state
     return st.session_state[_KEY]
 
 

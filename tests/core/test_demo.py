@@ -6,10 +6,20 @@ explained variance >= 0.75, hook sanity recorded, and every later part present.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from core.bundle import open_bundle
 from core.demo import build_demo, demo_bundle_path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Build from scratch in an empty cache, so a build cached on this machine proves nothing."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEATUREBRIDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.mark.slow
