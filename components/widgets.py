@@ -349,3 +349,22 @@ def make_progress() -> Any:
             bars[key].progress(fraction, text=label)
 
     return progress
+
+
+def render_alignment(alignment: dict[str, Any] | None) -> None:
+    """How two tokenizers were aligned: units, each side's share of tokens used, share of 1:1 units.
+
+    Same-tokenizer bundles (units are tokens) show nothing.
+    """
+    if not alignment:
+        return
+    st.subheader("Tokenizer alignment")
+    st.caption(
+        "The two models tokenize differently, so units are the character spans between cuts that are token "
+        f"boundaries on both sides; each side's codes are pooled per unit with `{alignment.get('pooling', 'max')}`."
+    )
+    cols = st.columns(4)
+    cols[0].metric("aligned units", f"{alignment.get('n_units', 0):,}")
+    cols[1].metric("A tokens used", f"{alignment.get('share_tokens_used_a', 0):.1%}")
+    cols[2].metric("B tokens used", f"{alignment.get('share_tokens_used_b', 0):.1%}")
+    cols[3].metric("1:1 units", f"{alignment.get('share_one_to_one', 0):.1%}")

@@ -47,6 +47,29 @@ with left:
                 else:
                     st.switch_page("pages/overview.py")
 
+    st.subheader("Cross-family demo")
+    st.caption(
+        "all-MiniLM-L6-v2 (WordPiece) vs SmolLM2-135M (byte-level BPE): different tokenizers, aligned on "
+        "common character cuts."
+    )
+    from core.demo_cross import build_cross_demo, cross_demo_bundle_path
+
+    cross_path = cross_demo_bundle_path()
+    if (cross_path / "manifest.json").is_file():
+        if st.button("Open the cross-family demo", key="open-cross"):
+            state.open(str(cross_path))
+            st.switch_page("pages/overview.py")
+    else:
+        st.info("Not built yet (about 10 minutes on 2 CPU cores, once; or `python -m core demo --pair family`).")
+        if st.button("Build the cross-family demo", key="build-cross"):
+            progress = make_progress()
+            try:
+                state.open(str(build_cross_demo(progress=progress)))
+            except UserError as exc:
+                st.error(str(exc))
+            else:
+                st.switch_page("pages/overview.py")
+
 with right:
     st.header("Open a bundle folder")
     folder = st.text_input("Bundle folder", placeholder="/path/to/bundle (written by python -m core compare)")

@@ -10,6 +10,7 @@ from components.cache import bundle_mtime, load_best_corr, load_similarity
 from components.data import sweep_frame
 from components.state import get_state
 from components.widgets import (
+    render_alignment,
     render_matching_summary,
     render_side_summary,
     render_similarity,
@@ -28,6 +29,7 @@ cols = st.columns(3)
 cols[0].metric("shared units", f"{m.get('n_units', 0):,}")
 cols[1].metric("documents", f"{m.get('corpus', {}).get('n_docs_used', 0):,}")
 cols[2].metric("corpus", m.get("corpus", {}).get("kind", "?"))
+render_alignment(m.get("alignment"))
 tabs = st.tabs(["Sides and hooks", "Matching", "Similarity"])
 with tabs[0]:
     for side in ("a", "b"):

@@ -39,3 +39,26 @@ def test_overview_with_a_vanished_bundle_is_a_clear_error(tmp_path: Path) -> Non
     at = open_app("overview", bundle_path=str(tmp_path / "gone"))
     no_exception(at)
     assert any("does not exist" in e for e in texts(at, "error"))
+
+
+def test_alignment_figures_show_for_span_bundles() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        from components.widgets import render_alignment
+
+        render_alignment(
+            {
+                "pooling": "max",
+                "n_units": 1234,
+                "share_tokens_used_a": 1.0,
+                "share_tokens_used_b": 0.9996,
+                "share_one_to_one": 0.885,
+            }
+        )
+        render_alignment(None)
+
+    at = AppTest.from_function(page).run(timeout=60)
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values == {"aligned units": "1,234", "A tokens used": "100.0%", "B tokens used": "100.0%", "1:1 units": "88.5%"}
