@@ -6,7 +6,8 @@ Each stage reads what the bundle already holds and writes its own parts through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,10 @@ def run_stage(
     if name == "similarity":
         from core.similarity import build_similarity
 
-        return build_similarity(bundle_path, settings, device=device, progress=progress)
+        # its many small eigen-solves and numba loops lose to thread hand-offs on a 2-core box:
+        # on the demo bundle (50 concept nulls) 9 s with one thread against 26 s with two
+        with _single_thread_on_cpu(device):
+            return build_similarity(bundle_path, settings, device=device, progress=progress)
     if name == "dashboards":
         from core.dashboards import build_dashboards
 
@@ -68,6 +72,26 @@ def run_stage(
 
         return build_umap(bundle_path, settings, progress=progress)
     raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
+
+
+@contextmanager
+def _single_thread_on_cpu(device: str) -> Iterator[None]:
+    import torch
+
+    from core.device import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_stages(
