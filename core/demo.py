@@ -229,7 +229,16 @@ def build_demo(
     return build_comparison(spec, bundle, overwrite=True, progress=progress)
 
 
-def _split_rows(windows: list, settings: DemoSettings) -> tuple[np.ndarray, np.ndarray]:
+def split_held_out_rows(windows: list, settings: DemoSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out unit rows, holding out a seeded share of whole documents.
+
+    Args:
+        windows: windows with ``doc`` and ``n_units`` (rows are their units in order).
+        settings: ``holdout_frac`` and ``seed``.
+
+    Returns:
+        (training rows, held-out rows).
+    """
     docs = np.unique([w.doc for w in windows])
     rng = np.random.default_rng(settings.seed)
     held = set(rng.choice(docs, size=max(1, int(len(docs) * settings.holdout_frac)), replace=False).tolist())
@@ -251,21 +260,49 @@ def _train_demo_saes(
         progress(f"loading model {name}", 0, 0)
         models[name] = load_model(model_spec, device)
     windows = tokenize_windows(models["a"].tokenizer, docs, HarvestSettings(max_tokens=settings.n_tokens))
-    train_rows, held_rows = _split_rows(windows, settings)
+    train_rows, held_rows = split_held_out_rows(windows, settings)
     for name, (_, hook_name) in sides.items():
-        model = models[name]
-        acts = collect_activations(model, model.hook(hook_name), windows, HarvestSettings(), device, progress)
-        progress(f"training SAE {name}", 0, 0)
-        side_report = train_topk_sae(
-            acts[train_rows], acts[held_rows], settings, hook_name, model.name, root / f"sae_{name}"
+        rows = (train_rows, held_rows)
+        report[name] = train_side_sae(
+            models[name], hook_name, windows, rows, settings, root / f"sae_{name}", device, progress
         )
-        if side_report["held_out_explained_variance"] < settings.min_explained_variance:
-            raise RuntimeError(
-                f"demo SAE {name} reached held-out EV {side_report['held_out_explained_variance']:.3f} "
-                f"< {settings.min_explained_variance}; training recipe needs attention"
-            )
-        report[name] = side_report
-        progress(f"trained SAE {name}", 1, 1)
+    return report
+
+
+def train_side_sae(
+    model: LoadedModel,
+    hook_name: str,
+    windows: list,
+    rows: tuple[np.ndarray, np.ndarray],
+    settings: DemoSettings,
+    out: Path,
+    device: torch.device,
+    progress: ProgressFn,
+) -> dict[str, Any]:
+    """Collect one model's activations at a hook, train a demo SAE on them, and hold it to its EV floor.
+
+    Args:
+        model: the model.
+        hook_name: where the SAE reads.
+        windows: the windows to collect activations from.
+        rows: (training rows, held-out rows) of the collected activations.
+        settings: the demo recipe (its ``min_explained_variance`` is enforced).
+        out: the SAE folder to write.
+        device: where the model runs.
+        progress: progress callback.
+
+    Returns:
+        The training report of :func:`train_topk_sae`.
+    """
+    acts = collect_activations(model, model.hook(hook_name), windows, HarvestSettings(), device, progress)
+    progress(f"training SAE {model.name} {hook_name}", 0, 0)
+    report = train_topk_sae(acts[rows[0]], acts[rows[1]], settings, hook_name, model.name, out)
+    if report["held_out_explained_variance"] < settings.min_explained_variance:
+        raise RuntimeError(
+            f"demo SAE for {model.name} {hook_name} reached held-out EV {report['held_out_explained_variance']:.3f} "
+            f"< {settings.min_explained_variance}; the training recipe needs attention"
+        )
+    progress(f"trained SAE {model.name} {hook_name}", 1, 1)
     return report
 
 
@@ -309,13 +346,17 @@ def build_demo_sweep(
         for name, model_spec, hooks in (("a", DEMO_MODEL_A, SWEEP_HOOKS_A), ("b", DEMO_MODEL_B, SWEEP_HOOKS_B)):
             model = load_model(model_spec, torch_device)
             windows = tokenize_windows(model.tokenizer, docs, HarvestSettings(max_tokens=settings.n_tokens))
-            train_rows, held_rows = _split_rows(windows, settings)
+            train_rows, held_rows = split_held_out_rows(windows, settings)
             for hook in hooks:
-                acts = collect_activations(model, model.hook(hook), windows, HarvestSettings(), torch_device, progress)
-                progress(f"training sweep SAE {name} {hook}", 0, 0)
-                out = root / f"sae_{name}_{hook}"
-                report[f"{name}:{hook}"] = train_topk_sae(
-                    acts[train_rows], acts[held_rows], settings, hook, model.name, out
+                report[f"{name}:{hook}"] = train_side_sae(
+                    model,
+                    hook,
+                    windows,
+                    (train_rows, held_rows),
+                    settings,
+                    root / f"sae_{name}_{hook}",
+                    torch_device,
+                    progress,
                 )
         write_json_atomic(report, report_path)
     spec = SweepSpec(

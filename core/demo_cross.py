@@ -27,9 +27,9 @@ import torch
 from core.bundle import open_bundle, write_json_atomic
 from core.compare import ComparisonSpec, build_comparison
 from core.corpus import load_corpus
-from core.demo import DEMO_CORPUS, DEMO_HOOK_A, DEMO_MODEL_A, DemoSettings, _split_rows, train_topk_sae
+from core.demo import DEMO_CORPUS, DEMO_HOOK_A, DEMO_MODEL_A, DemoSettings, split_held_out_rows, train_side_sae
 from core.device import resolve_device
-from core.harvest import collect_activations, plan_aligned_windows
+from core.harvest import plan_aligned_windows
 from core.loading import load_model
 from core.paths import cache_dir, hash_json
 from core.progress import ProgressFn, no_progress
@@ -122,17 +122,8 @@ def _train_cross_saes(settings: DemoSettings, root: Path, device: torch.device, 
     for name, (_, hook_name) in specs.items():
         model = models[name]
         side_windows = [w.sides[name] for w in windows]
-        train_rows, held_rows = _split_rows(side_windows, settings)
-        acts = collect_activations(model, model.hook(hook_name), side_windows, HarvestSettings(), device, progress)
-        progress(f"training SAE {name}", 0, 0)
-        side_report = train_topk_sae(
-            acts[train_rows], acts[held_rows], settings, hook_name, model.name, root / f"sae_{name}"
+        train_rows, held_rows = split_held_out_rows(side_windows, settings)
+        report[name] = train_side_sae(
+            model, hook_name, side_windows, (train_rows, held_rows), settings, root / f"sae_{name}", device, progress
         )
-        if side_report["held_out_explained_variance"] < settings.min_explained_variance:
-            raise RuntimeError(
-                f"cross demo SAE {name} reached held-out EV {side_report['held_out_explained_variance']:.3f} "
-                f"< {settings.min_explained_variance}; training recipe needs attention"
-            )
-        report[name] = side_report
-        progress(f"trained SAE {name}", 1, 1)
     return report
