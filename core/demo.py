@@ -184,6 +184,25 @@ def train_topk_sae(
     }
 
 
+def reuse_cached_bundle(bundle: Path, device: str, progress: ProgressFn) -> bool:
+    """Reuse a demo bundle built before, first adding the stages it lacks (an older or interrupted build).
+
+    Args:
+        bundle: the cached bundle folder.
+        device: ``auto``, ``cpu`` or ``cuda`` for missing stages.
+        progress: progress callback.
+
+    Returns:
+        Whether a finished bundle was there to reuse.
+    """
+    if not (bundle / "manifest.json").is_file():
+        return False
+    missing = missing_stages(open_bundle(bundle))
+    if missing:
+        run_stages(bundle, missing, device=device, progress=progress)
+    return True
+
+
 def build_demo(
     settings: DemoSettings | None = None,
     device: str = "auto",
@@ -204,11 +223,7 @@ def build_demo(
     settings = settings or DemoSettings()
     root = demo_dir(settings)
     bundle = root / "bundle"
-    if not rebuild and (bundle / "manifest.json").is_file():
-        # a bundle from an interrupted or older build gets the stages it lacks
-        missing = missing_stages(open_bundle(bundle))
-        if missing:
-            run_stages(bundle, missing, device=device, progress=progress)
+    if not rebuild and reuse_cached_bundle(bundle, device, progress):
         return bundle
     torch_device = resolve_device(device)
     report_path = root / "training.json"

