@@ -61,4 +61,9 @@ def test_alignment_figures_show_for_span_bundles() -> None:
     at = AppTest.from_function(page).run(timeout=60)
     assert not at.exception
     values = {m.label: m.value for m in at.metric}
-    assert values == {"aligned units": "1,234", "A tokens used": "100.0%", "B tokens used": "100.0%", "1:1 units": "88.5%"}
+    assert values == {
+        "aligned units": "1,234",
+        "A tokens used": "100.0%",
+        "B tokens used": "100.0%",
+        "1:1 units": "88.5%",
+    }
