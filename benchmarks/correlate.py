@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.codes import SparseCodes, concat_codes  # noqa: E402
+from core.bundle.codes import SparseCodes, concat_codes  # noqa: E402
 
 
 def make_codes(
@@ -90,7 +90,7 @@ def peak_rss_gb() -> float:
 
 def run_exact(data: Path, units: int, top_k: int, memory_mb: float, device: str) -> dict:
     """Worker: load codes, run the exact method, report time, RSS and the top-k."""
-    from core.correlate import compute_correlation
+    from core.matching.correlate import compute_correlation
 
     codes_a = SparseCodes.load(data / "codes_a.safetensors").row_slice(0, units)
     codes_b = SparseCodes.load(data / "codes_b.safetensors").row_slice(0, units)

@@ -13,7 +13,7 @@ import polars as pl
 import streamlit as st
 
 from components import data
-from core.bundle import Bundle, open_bundle
+from core.bundle.reader import Bundle, open_bundle
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -80,7 +80,7 @@ def load_correlation_block(
 @st.cache_data(show_spinner="Reading the feature's dashboard…", max_entries=64)
 def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
     """A feature's dashboard card (core.search.FeatureCard)."""
-    from core.search import search_feature  # imports torch (via core.dashboards): keep it out of module import
+    from core.explore.search import search_feature  # imports torch (via core.dashboards): keep it out of module import
 
     return search_feature(load_bundle(path, mtime), side, feature)
 
@@ -100,6 +100,6 @@ def load_feature_labels(path: str, mtime: float, side: str) -> pl.DataFrame:
 @st.cache_resource(show_spinner=False, max_entries=1)
 def load_discovery_sides(path: str, mtime: float) -> Any:
     """Both sides' models and SAEs, as the bundle was built from them (loaded once: seconds to minutes)."""
-    from core.prompts import load_sides  # torch: imported on first use only, never by components at import
+    from core.explore.prompts import load_sides  # torch: imported on first use only, never by components at import
 
     return load_sides(load_bundle(path, mtime), "cpu")

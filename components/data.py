@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core.bundle import Bundle
+from core.bundle.reader import Bundle
 
 SIDES = ("a", "b")
 # the "not computed yet" hint for each optional part: what the user runs to add it
@@ -351,8 +351,8 @@ def search_hits(bundle: Bundle, query: str) -> pl.DataFrame:
         fid = int(low)
         rows = [(s, fid, "id") for s in SIDES if fid < n_features(bundle, s)]
         return pl.DataFrame(rows, schema=empty.schema, orient="row")
-    from core.dashboards import has_dashboards
-    from core.search import search_token
+    from core.dashboards.stage import has_dashboards
+    from core.explore.search import search_token
 
     if has_dashboards(bundle):
         found = search_token(bundle, query, limit=50)

@@ -15,7 +15,7 @@ from components import figures
 from components.cache import cached_bundle
 from components.data import PART_HINTS, n_features
 from components.state import AppState
-from core.bundle import Bundle
+from core.bundle.reader import Bundle
 from core.errors import UserError
 
 HOME = "pages/home.py"

@@ -8,7 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+def _assets_dir() -> Path:
+    # an installed wheel carries assets/ inside the core package; a checkout keeps it at the top level
+    here = Path(__file__).resolve().parent
+    packaged = here / "assets"
+    return packaged if packaged.is_dir() else here.parent / "assets"
+
+
+ASSETS = _assets_dir()
 
 
 def cache_dir(*parts: str) -> Path:

@@ -11,8 +11,8 @@ import streamlit as st
 from components.cache import bundle_mtime, load_discovery_sides, load_search_hits
 from components.state import get_state
 from components.widgets import render_table_downloads, require_bundle, require_parts
-from core.discover import DISCOVERY_COLUMNS
 from core.errors import UserError
+from core.explore.discover import DISCOVERY_COLUMNS
 
 
 def find_runner() -> object | None:
@@ -40,7 +40,7 @@ if not text.strip():
 
 runner = find_runner()
 if runner is not None:
-    from core.discover import DiscoverSettings
+    from core.explore.discover import DiscoverSettings
 
     try:
         with st.spinner("Loading both models and SAEs (once), then running them over the text"):

@@ -23,7 +23,7 @@ with left:
     st.header("Embedded demo")
     st.caption("all-MiniLM-L6-v2 vs paraphrase-MiniLM-L3-v2 on the fortunes text, with TopK SAEs trained here.")
     try:
-        from core.demo import build_demo, demo_bundle_path  # imports torch: after the header renders
+        from core.demo.spine import build_demo, demo_bundle_path  # imports torch: after the header renders
     except ImportError as exc:  # a half-installed checkout should still open bundles
         st.warning(f"The demo builder cannot be imported in this install ({exc}); open a bundle folder instead.")
     else:
@@ -52,7 +52,7 @@ with left:
         "all-MiniLM-L6-v2 (WordPiece) vs SmolLM2-135M (byte-level BPE): different tokenizers, aligned on "
         "common character cuts."
     )
-    from core.demo_cross import build_cross_demo, cross_demo_bundle_path
+    from core.demo.family import build_cross_demo, cross_demo_bundle_path
 
     cross_path = cross_demo_bundle_path()
     if (cross_path / "manifest.json").is_file():
@@ -102,8 +102,8 @@ if values:
     st.button("Cancel build", key="cancel-build")  # clicking reruns the page, which interrupts the build
     progress = make_progress()
     try:
-        from core.compare import ComparisonSpec, build_comparison
-        from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+        from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+        from core.pipeline.compare import ComparisonSpec, build_comparison
 
         sides = {
             s: SideSpec(

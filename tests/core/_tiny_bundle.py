@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from core.bundle import BundleWriter, open_bundle
-from core.codes import SparseCodes
+from core.bundle.codes import SparseCodes
+from core.bundle.reader import BundleWriter, open_bundle
 
 WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far")
 

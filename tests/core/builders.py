@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from core.loading import default_bert_tokenizer
+from core.harvest.loading import default_bert_tokenizer
 
 
 def build_bert_folder(path: Path, **overrides: Any) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from core.bundle import BundleWriter, prepare_output_dir
-from core.codes import SparseCodes
+from core.bundle.codes import SparseCodes
+from core.bundle.reader import BundleWriter, prepare_output_dir
 
 
 @dataclass(frozen=True)

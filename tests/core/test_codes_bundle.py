@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.bundle import MANIFEST, SCHEMA_VERSION, BundleWriter, add_parts, open_bundle, prepare_output_dir
-from core.codes import SparseCodes, concat_codes
+from core.bundle.codes import SparseCodes, concat_codes
+from core.bundle.reader import MANIFEST, SCHEMA_VERSION, BundleWriter, add_parts, open_bundle, prepare_output_dir
 from core.errors import BundleError
 
 

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from core.codes import SparseCodes
-from core.correlate import (
+from core.bundle.codes import SparseCodes
+from core.errors import MatchingError, UserError
+from core.matching.correlate import (
     compute_correlation,
     compute_moments,
     compute_moments_chunked,
     compute_pair_stats,
     jaccard,
 )
-from core.errors import MatchingError, UserError
-from core.weights import compute_cosine_topk, compute_pair_cosine, compute_weight_matches
+from core.matching.weights import compute_cosine_topk, compute_pair_cosine, compute_weight_matches
 from tests.core.planted import build_planted_config, dense_pearson, make_planted, random_codes
 
 K = 4

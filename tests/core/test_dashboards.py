@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.bundle import open_bundle
-from core.codes import SparseCodes
-from core.dashboards import (
+from core.bundle.codes import SparseCodes
+from core.bundle.reader import open_bundle
+from core.dashboards.stage import (
     DASHBOARD_COLUMNS,
     EXAMPLE_COLUMNS,
     LOGIT_COLUMNS,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.corpus import load_corpus
-from core.demo import DemoSettings, split_held_out_rows, train_side_sae
-from core.harvest import tokenize_windows
-from core.loading import load_model, load_sae
-from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
+from core.demo.spine import DemoSettings, split_held_out_rows, train_side_sae
+from core.harvest.corpus import load_corpus
+from core.harvest.loading import load_model, load_sae
+from core.harvest.run import tokenize_windows
+from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
 from tests.core.builders import build_bert_folder, write_corpus
 
 

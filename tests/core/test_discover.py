@@ -8,10 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.bundle import open_bundle
-from core.codes import SparseCodes
-from core.dashboards import DashboardSettings, build_dashboards, load_dashboards
-from core.discover import (
+from core.bundle.codes import SparseCodes
+from core.bundle.reader import open_bundle
+from core.dashboards.stage import DashboardSettings, build_dashboards, load_dashboards
+from core.errors import BundleError, DashboardError, SpecError
+from core.explore.discover import (
     DISCOVERY_COLUMNS,
     DRIFT_COLUMNS,
     RANKED_COLUMNS,
@@ -26,7 +27,6 @@ from core.discover import (
     score_features,
     select_tokens,
 )
-from core.errors import BundleError, DashboardError, SpecError
 from tests.core._tiny_bundle import ASSIGNMENT, write_bundle
 from tests.core._tiny_bundle import planted_comet as _planted
 

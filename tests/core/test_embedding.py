@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.embedding import DecoderUMAP, UMAPSettings, _fallback_layout, _unit_rows
+from core.embedding.stage import DecoderUMAP, UMAPSettings, _fallback_layout, _unit_rows
 from core.errors import SpecError
 
 

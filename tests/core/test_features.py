@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.codes import SparseCodes
-from core.features import compute_feature_frame, top_tokens_per_feature
-from core.harvest import feature_moments
+from core.bundle.codes import SparseCodes
+from core.harvest.features import compute_feature_frame, top_tokens_per_feature
+from core.harvest.run import feature_moments
 
 
 def test_feature_frame_on_planted_codes() -> None:

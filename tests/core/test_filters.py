@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.codes import SparseCodes
-from core.correlate import compute_moments
+from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.filters import (
+from core.matching.correlate import compute_moments
+from core.matching.filters import (
     apply_filters,
     compute_side_flags,
     load_nonconcept_tokens,

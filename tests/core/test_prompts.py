@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.__main__ import main
-from core.bundle import open_bundle
-from core.compare import ComparisonSpec, build_comparison
-from core.prompts import encode_text, load_sides
-from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.bundle.reader import open_bundle
+from core.cli.main import main
+from core.explore.prompts import encode_text, load_sides
+from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.pipeline.compare import ComparisonSpec, build_comparison
 from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
 

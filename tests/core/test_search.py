@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.bundle import open_bundle
-from core.dashboards import DashboardSettings, build_dashboards
+from core.bundle.reader import open_bundle
+from core.dashboards.stage import DashboardSettings, build_dashboards
 from core.errors import BundleError, DashboardError
-from core.search import TOKEN_RESULT_COLUMNS, feature_partners, normalize_token, search_feature, search_token
+from core.explore.search import TOKEN_RESULT_COLUMNS, feature_partners, normalize_token, search_feature, search_token
 from tests.core._tiny_bundle import ASSIGNMENT, COMET, write_bundle
 from tests.core._tiny_bundle import planted_comet as _planted
 

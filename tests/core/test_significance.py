@@ -9,9 +9,9 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import hypergeom, poisson
 
-from core.correlate import compute_correlation
 from core.errors import MatchingError
-from core.significance import (
+from core.matching.correlate import compute_correlation
+from core.matching.significance import (
     FLAG_LOW_K,
     benjamini_hochberg_log,
     compute_pair_null,

@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from core.errors import SimilarityError, SpecError, UserError
-from core.similarity import (
+from core.spaces.stage import (
     METRICS,
     SimilaritySettings,
     _gram_metrics_batch,
@@ -24,7 +24,7 @@ from core.similarity import (
     permuted_triangle_dot,
     prepare_pairs,
 )
-from core.simstats import adjust_bh, adjust_bonferroni, permutation_p_value
+from core.spaces.stats import adjust_bh, adjust_bonferroni, permutation_p_value
 
 # ----------------------------------------------------------------------------- references
 

@@ -9,17 +9,12 @@ import polars as pl
 import pytest
 import torch
 
-from core.bundle import BundleWriter, add_parts, open_bundle
-from core.codes import SparseCodes
-from core.concepts import load_concept_groups, normalize_token, select_concept_pairs
+from core.bundle.codes import SparseCodes
+from core.bundle.reader import BundleWriter, add_parts, open_bundle
 from core.errors import BundleError, SimilarityError, SpecError
-from core.similarity import (
-    SimilaritySettings,
-    build_similarity,
-    compute_concept_similarity,
-    compute_layer_sweep,
-)
-from core.simstats import (
+from core.spaces.concepts import load_concept_groups, normalize_token, select_concept_pairs
+from core.spaces.stage import SimilaritySettings, build_similarity, compute_concept_similarity, compute_layer_sweep
+from core.spaces.stats import (
     bootstrap_pair_correlations,
     compute_document_sums,
     compute_pair_correlations,

@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.__main__ import main
-from core.similarity import SimilaritySettings
-from core.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
-from core.sweep import SweepSide, SweepSpec, build_sweep
+from core.cli.main import main
+from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
+from core.pipeline.sweep import SweepSide, SweepSpec, build_sweep
+from core.spaces.stage import SimilaritySettings
 from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
 

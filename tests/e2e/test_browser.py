@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core.bundle import open_bundle
+from core.bundle.reader import open_bundle
 from tests.e2e.browser import Browser, find_chromium, free_port, wait_for_http
 from tests.pages.app_bundle import build_app_bundle
 

@@ -27,7 +27,7 @@ def test_export_offers_figures_tables_and_methods(app_bundle: Path) -> None:
 
 def test_methods_record_names_sides_settings_and_versions(app_bundle: Path) -> None:
     from components.data import methods_record
-    from core.bundle import open_bundle
+    from core.bundle.reader import open_bundle
 
     record = methods_record(open_bundle(app_bundle))
     assert set(record["sides"]) == {"a", "b"} and record["versions"]["torch"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from core.bundle import open_bundle
+from core.bundle.reader import open_bundle
 from tests.pages.conftest import charts, no_exception, open_app, texts
 
 

