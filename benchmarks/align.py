@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from core.demo.spine import DEMO_CORPUS  # noqa: E402
+from core.demo.settings import DEMO_CORPUS  # noqa: E402
 from core.harvest.align import Alignment, TokenSpans, compute_alignment, tokenize_for_alignment  # noqa: E402
 from core.harvest.corpus import load_corpus  # noqa: E402
 

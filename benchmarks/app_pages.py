@@ -55,8 +55,9 @@ def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in:
     import numpy as np
 
     from core.bundle.codes import SparseCodes
-    from core.bundle.reader import BundleWriter, add_parts, prepare_output_dir
-    from core.dashboards.stage import DashboardSettings, build_dashboards
+    from core.bundle.writer import BundleWriter, add_parts, prepare_output_dir
+    from core.dashboards.settings import DashboardSettings
+    from core.dashboards.stage import build_dashboards
 
     rng = np.random.default_rng(seed)
     prepare_output_dir(out, overwrite=True)

@@ -30,7 +30,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.bundle.codes import SparseCodes, concat_codes  # noqa: E402
-from core.dashboards.stage import QUANTILE_PROBS, DashboardSettings, UnitIndex, compute_dashboards  # noqa: E402
+from core.dashboards.compute import UnitIndex, compute_dashboards  # noqa: E402
+from core.dashboards.settings import QUANTILE_PROBS, DashboardSettings  # noqa: E402
 from core.explore.discover import DiscoverSettings, score_features  # noqa: E402
 
 N_VOCAB = 20_000

@@ -22,11 +22,13 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch  # noqa: E402
 
-from core.demo.spine import DEMO_CORPUS, DEMO_HOOK_A, DEMO_HOOK_B, DEMO_MODEL_A, DEMO_MODEL_B  # noqa: E402
+from core.demo.settings import DEMO_CORPUS, DEMO_HOOK_A, DEMO_HOOK_B, DEMO_MODEL_A, DEMO_MODEL_B  # noqa: E402
 from core.harvest.corpus import load_corpus  # noqa: E402
+from core.harvest.encode import HarvestSide  # noqa: E402
 from core.harvest.loading import load_model, load_sae  # noqa: E402
-from core.harvest.run import HarvestSide, harvest, tokenize_windows  # noqa: E402
+from core.harvest.run import harvest  # noqa: E402
 from core.harvest.specs import HarvestSettings, SAESpec  # noqa: E402
+from core.harvest.windows import tokenize_windows  # noqa: E402
 
 
 def _random_sae(folder: Path, hook: str) -> Path:

@@ -25,7 +25,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.device import resolve_device  # noqa: E402
-from core.spaces.stage import compute_permutation_nulls, compute_svcca, prepare_pairs  # noqa: E402
+from core.spaces.metrics import compute_svcca  # noqa: E402
+from core.spaces.nulls import compute_permutation_nulls, prepare_pairs  # noqa: E402
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 
 from core.bundle.reader import Bundle
+from core.sides import SIDES, other_side
 
-SIDES = ("a", "b")
 # the "not computed yet" hint for each optional part: what the user runs to add it
 PART_HINTS: dict[str, str] = {
     "matches": "python -m core match BUNDLE  (or core.matching.build_matching(BUNDLE))",
@@ -24,11 +24,6 @@ PART_HINTS: dict[str, str] = {
     "dashboards": "python -m core dashboards BUNDLE  (or core.dashboards.build_dashboards(BUNDLE))",
     "umap": "python -m core umap BUNDLE  (or core.embedding.build_umap(BUNDLE))",
 }
-
-
-def other(side: str) -> str:
-    """The other side's letter."""
-    return "b" if side == "a" else "a"
 
 
 def n_features(bundle: Bundle, side: str) -> int:
@@ -62,7 +57,7 @@ def best_partner_frame(bundle: Bundle, side: str) -> pl.DataFrame:
         .filter((pl.col("direction") == direction) & (pl.col("rank") == 1))
         .select(
             pl.col(f"feature_{side}").cast(pl.Int32).alias("feature"),
-            pl.col(f"feature_{other(side)}").cast(pl.Int32).alias("partner"),
+            pl.col(f"feature_{other_side(side)}").cast(pl.Int32).alias("partner"),
             pl.col("corr").cast(pl.Float64),
         )
         .collect()
@@ -351,7 +346,7 @@ def search_hits(bundle: Bundle, query: str) -> pl.DataFrame:
         fid = int(low)
         rows = [(s, fid, "id") for s in SIDES if fid < n_features(bundle, s)]
         return pl.DataFrame(rows, schema=empty.schema, orient="row")
-    from core.dashboards.stage import has_dashboards
+    from core.dashboards.read import has_dashboards
     from core.explore.search import search_token
 
     if has_dashboards(bundle):

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+from core.sides import SIDES
+
 _KEY = "featurebridge_state"
-SIDES = ("a", "b")
 
 
 @dataclass

@@ -11,6 +11,10 @@ class UserError(Exception):
     """A problem with the user's input, explained in one sentence."""
 
 
+class SideError(UserError, ValueError):
+    """A side name other than ``a`` or ``b``."""
+
+
 class SpecError(UserError):
     """A configuration value is outside what is allowed."""
 

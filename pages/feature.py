@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from components.cache import bundle_mtime, load_feature_card
-from components.data import n_features, other
+from components.data import n_features, other_side
 from components.state import get_state
 from components.widgets import render_feature_card, render_feature_picker, require_bundle, require_parts
 
@@ -38,7 +38,7 @@ with right:
             require_parts(bundle, "assignment", what="Partners")
     else:
         labels = [
-            f"{other(side).upper()}{r['partner']} · corr {r['corr']:.3f}"
+            f"{other_side(side).upper()}{r['partner']} · corr {r['corr']:.3f}"
             + ("" if r["kept"] else f" · dropped ({r['reason']})")
             for r in partners.iter_rows(named=True)
         ]
@@ -46,8 +46,8 @@ with right:
         partner = int(partners["partner"][chosen])
         if state.partner != partner:
             state.partner = partner
-        st.subheader(f"{other(side).upper()}{partner}")
-        render_feature_card(load_feature_card(path, mtime, other(side), partner), key=f"card-{other(side)}")
+        st.subheader(f"{other_side(side).upper()}{partner}")
+        render_feature_card(load_feature_card(path, mtime, other_side(side), partner), key=f"card-{other_side(side)}")
         with st.expander("All partners"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
         st.page_link("pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")

@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with TqdmProgress() as progress:
         path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
         if args.sweep:
-            from core.demo.spine import build_demo_sweep
+            from core.demo.sweep import build_demo_sweep
 
             build_demo_sweep(device=args.device, progress=progress)
     print(path)
@@ -120,7 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     stages = _parse_stages(args.stages)
     stage_settings: dict[str, Any] = {}
     if "similarity" in stages:
-        from core.spaces.stage import SimilaritySettings
+        from core.spaces.settings import SimilaritySettings
 
         stage_settings["similarity"] = SimilaritySettings(n_null=args.n_null)
     with TqdmProgress() as progress:
@@ -181,7 +181,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
         settings = MatchSettings(top_k=args.top_k, min_corr=args.min_corr, method=args.method, memory_mb=args.memory_mb)
     elif args.command == "similarity":
-        from core.spaces.stage import SimilaritySettings
+        from core.spaces.settings import SimilaritySettings
 
         settings = SimilaritySettings(n_null=args.n_null, seed=args.seed)
     stage = {"match": "matching"}.get(args.command, args.command)
@@ -194,7 +194,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
     from core.pipeline.sweep import SweepSide, SweepSpec, attach_sweep, build_sweep
-    from core.spaces.stage import SimilaritySettings
+    from core.spaces.settings import SimilaritySettings
 
     def side(name: str) -> SweepSide:
         saes = tuple(SAESpec.parse(s) for s in _split(getattr(args, f"saes_{name}")))

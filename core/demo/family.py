@@ -24,21 +24,15 @@ from typing import Any
 
 import torch
 
-from core.bundle.reader import write_json_atomic
-from core.demo.spine import (
-    DEMO_CORPUS,
-    DEMO_HOOK_A,
-    DEMO_MODEL_A,
-    DemoSettings,
-    reuse_cached_bundle,
-    split_held_out_rows,
-    train_side_sae,
-)
+from core.bundle.io import write_json_atomic
+from core.demo.settings import DEMO_CORPUS, DEMO_HOOK_A, DEMO_MODEL_A, DemoSettings
+from core.demo.spine import reuse_cached_bundle
+from core.demo.train import split_held_out_rows, train_side_sae
 from core.device import resolve_device
 from core.harvest.corpus import load_corpus
 from core.harvest.loading import load_model
-from core.harvest.run import plan_aligned_windows
 from core.harvest.specs import HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.harvest.windows import plan_aligned_windows
 from core.paths import cache_dir, hash_json
 from core.pipeline.compare import ComparisonSpec, build_comparison
 from core.progress import ProgressFn, no_progress

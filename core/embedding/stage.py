@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core.bundle.reader import Bundle, add_parts, open_bundle
+from core.bundle.reader import Bundle, open_bundle
+from core.bundle.writer import add_parts
 from core.errors import SpecError
 from core.progress import ProgressFn, no_progress
 

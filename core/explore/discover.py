@@ -33,7 +33,7 @@ from safetensors import safe_open
 
 from core.bundle.codes import SparseCodes
 from core.bundle.reader import Bundle
-from core.dashboards.stage import has_dashboards, load_dashboards, tau_from_quantiles
+from core.dashboards.read import has_dashboards, load_dashboards, tau_from_quantiles
 from core.errors import BundleError, DashboardError, SpecError
 from core.explore.search import feature_partners
 

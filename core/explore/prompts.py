@@ -17,9 +17,10 @@ import torch
 from core.bundle.reader import Bundle
 from core.errors import UserError
 from core.explore.discover import DiscoverSettings, DiscoveryResult, TextCodes, discover_from_codes
+from core.harvest.encode import HarvestSide, encode_windows
 from core.harvest.loading import LoadedModel, load_model, load_sae
-from core.harvest.run import HarvestSide, encode_windows, tokenize_windows
 from core.harvest.specs import HarvestSettings, ModelSpec, SAESpec
+from core.harvest.windows import tokenize_windows
 
 
 def load_sides(bundle: Bundle, device: torch.device | str = "cpu") -> dict[str, HarvestSide]:

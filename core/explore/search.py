@@ -12,9 +12,10 @@ from typing import Any
 
 import polars as pl
 
-from core.bundle.reader import SIDES, Bundle
-from core.dashboards.stage import load_dashboards
+from core.bundle.reader import Bundle
+from core.dashboards.read import load_dashboards
 from core.errors import DashboardError
+from core.sides import SIDES, check_side, other_side
 
 PARTNER_COLUMNS = ("partners", "partner_corr", "partner_kept")
 TOKEN_RESULT_COLUMNS = (
@@ -32,17 +33,6 @@ TOKEN_RESULT_COLUMNS = (
 )
 # sub-word markers of the common tokenizers: GPT-2 BPE, SentencePiece, WordPiece
 _MARKERS = ("Ġ", "▁", "Ċ")
-
-
-def _check_side(side: str) -> str:
-    if side not in SIDES:
-        raise DashboardError(f"Side {side!r} does not exist; choose 'a' or 'b'.")
-    return side
-
-
-def other_side(side: str) -> str:
-    """The side opposite ``side`` (``"a"`` <-> ``"b"``)."""
-    return "b" if _check_side(side) == "a" else "a"
 
 
 def normalize_token(text: str) -> str:
@@ -74,7 +64,7 @@ def feature_partners(bundle: Bundle, side: str) -> pl.DataFrame:
         ``partner_corr`` (list[f64]), ``partner_kept`` (list[bool], survived the filters).
         Empty (same columns) when the bundle has no assignment.
     """
-    _check_side(side)
+    check_side(side)
     schema = {
         "feature": pl.Int32,
         "partners": pl.List(pl.Int32),
@@ -170,7 +160,7 @@ def search_feature(bundle: Bundle, side: str, feature: int) -> FeatureCard:
     Returns:
         Its :class:`FeatureCard`.
     """
-    _check_side(side)
+    check_side(side)
     check_feature_ids(bundle, side, [feature])
     dashboard = load_dashboards(bundle, side).filter(pl.col("feature") == feature).collect().row(0, named=True)
     examples = bundle.examples(side).filter(pl.col("feature") == feature).sort(["kind", "rank"]).collect()
@@ -223,7 +213,7 @@ def search_token(
     if not token or (not exact and not normalize_token(token)):
         raise DashboardError("The search token is empty; type the token to look for.")
     for side in sides:
-        _check_side(side)
+        check_side(side)
     wanted = token if exact else normalize_token(token)
 
     def matches(column: str) -> pl.Expr:

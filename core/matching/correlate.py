@@ -1,34 +1,8 @@
-"""Exact all-pairs Pearson correlation between two SAEs' features, from sparse codes.
-
-For a feature ``a`` of SAE A and ``b`` of SAE B over the same ``N`` units::
-
-    r_ab = (S_ab - N * mean_a * mean_b) / sqrt(M2_a * M2_b)
-
-``S_ab = sum_u x_a(u) x_b(u)`` is non-zero only for pairs that co-fire somewhere, so it is
-accumulated sparsely; the dense part, ``-N mean_a mean_b``, is a rank-1 update applied to a
-whole block of pairs at once, so pairs that never co-fire get their exact (negative)
-correlation as well. ``M2`` is the centred sum of squares, merged across unit chunks with
-Chan's formula, which stays accurate for always-on features whose mean dwarfs their spread.
-Nothing is approximated: the top-k lists are those of the full Fa x Fb matrix.
-
-The work has the shape ARCHITECTURE.md asks for, so an engine can schedule it later:
-:func:`compute_moments` per unit chunk and :meth:`FeatureMoments.merge` (associative,
-float64); :func:`compute_coact_block` for a block of A rows streams every unit chunk into a
-dense accumulator for those rows only; :func:`compute_correlation` is the in-process loop.
-Memory is bounded by ``memory_mb``: the accumulator holds ``block x Fb`` pairs (12 bytes each),
-never the whole Fa x Fb matrix unless it fits.
-
-Backends: on CPU the co-activation sums come from a compiled numba loop (Gustavson's row
-by row product with a dense row accumulator, parallel over A features); on CUDA from torch
-(every co-firing pair expanded and scattered with ``index_add_``). Both feed the same
-torch code for the correlation, the masks and the top-k, so the two agree to float64
-rounding.
-"""
+"""Exact Pearson correlation of every A feature with every B feature, streamed from sparse codes."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numba as nb
@@ -37,126 +11,15 @@ import torch
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
+from core.matching.kernels import _block_csc, _coact_numba, _column_topk_numba, _finalize_numba, _pair_products
+from core.matching.moments import FeatureMoments, compute_moments_chunked, unit_chunks
 from core.progress import ProgressFn, no_progress
 
 BACKENDS = ("auto", "numba", "torch")
+
+
 # bytes per pair held in a block: float64 product sums + int32 co-firing counts
 _BYTES_PER_PAIR = 12
-# a feature whose spread is below this fraction of its mean is constant to float32 precision
-_CONSTANT_RTOL = 1e-6
-
-
-# --------------------------------------------------------------------------- moments
-
-
-@dataclass(frozen=True, eq=False)
-class FeatureMoments:
-    """Per-feature sufficient statistics of one SAE over a set of units.
-
-    Attributes:
-        n_units: number of units (rows) summarised.
-        mean: float64 [F], mean activation over all units (zeros included).
-        m2: float64 [F], centred sum of squares ``sum_u (x(u) - mean)^2``.
-        n_fire: int64 [F], number of units where the feature is non-zero.
-    """
-
-    n_units: int
-    mean: np.ndarray
-    m2: np.ndarray
-    n_fire: np.ndarray
-
-    @property
-    def n_features(self) -> int:
-        """Number of features summarised."""
-        return int(self.mean.shape[0])
-
-    @property
-    def sum(self) -> np.ndarray:
-        """float64 [F]: total activation."""
-        return self.mean * self.n_units
-
-    @property
-    def std(self) -> np.ndarray:
-        """float64 [F]: population standard deviation."""
-        return np.sqrt(self.m2 / max(self.n_units, 1))
-
-    @property
-    def freq(self) -> np.ndarray:
-        """float64 [F]: share of units where the feature fires."""
-        return self.n_fire / max(self.n_units, 1)
-
-    @property
-    def is_dead(self) -> np.ndarray:
-        """bool [F]: zero variance (never fires, or constant): no correlation is defined."""
-        return (self.n_fire == 0) | (self.std <= _CONSTANT_RTOL * np.abs(self.mean))
-
-    def merge(self, other: FeatureMoments) -> FeatureMoments:
-        """Combine the statistics of two disjoint unit sets (Chan et al.; associative).
-
-        Args:
-            other: moments of the same features over other units.
-
-        Returns:
-            The moments over both unit sets.
-        """
-        if other.n_features != self.n_features:
-            raise ValueError("cannot merge moments of different feature counts")
-        n1, n2 = self.n_units, other.n_units
-        n = n1 + n2
-        if n1 == 0 or n2 == 0:
-            return other if n1 == 0 else self
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (n2 / n)
-        m2 = self.m2 + other.m2 + delta * delta * (n1 * n2 / n)
-        return FeatureMoments(n, mean, m2, self.n_fire + other.n_fire)
-
-
-def compute_moments(codes: SparseCodes) -> FeatureMoments:
-    """Per-feature mean, centred sum of squares and firing count of one block of codes.
-
-    Args:
-        codes: CSR codes (one chunk, or a whole corpus).
-
-    Returns:
-        The :class:`FeatureMoments` of those units.
-    """
-    n, f = codes.n_rows, codes.n_features
-    idx = codes.indices
-    vals = codes.values.astype(np.float64)
-    n_fire = np.bincount(idx, minlength=f).astype(np.int64)
-    mean = np.bincount(idx, weights=vals, minlength=f) / max(n, 1)
-    dev = vals - mean[idx]
-    # the units where a feature is zero each add mean^2
-    m2 = np.bincount(idx, weights=dev * dev, minlength=f) + (n - n_fire) * mean * mean
-    return FeatureMoments(n, mean, m2, n_fire)
-
-
-def compute_moments_chunked(codes: SparseCodes, chunk_units: int) -> FeatureMoments:
-    """Moments of all units, computed chunk by chunk and merged (the engine's reference loop).
-
-    Args:
-        codes: CSR codes.
-        chunk_units: units per chunk.
-
-    Returns:
-        The merged :class:`FeatureMoments`.
-    """
-    total: FeatureMoments | None = None
-    for lo, hi in unit_chunks(codes.n_rows, chunk_units):
-        part = compute_moments(codes.row_slice(lo, hi))
-        total = part if total is None else total.merge(part)
-    assert total is not None
-    return total
-
-
-def unit_chunks(n_units: int, chunk_units: int) -> Iterator[tuple[int, int]]:
-    """Yield ``(lo, hi)`` unit ranges of at most ``chunk_units`` rows covering ``n_units``."""
-    step = max(1, int(chunk_units))
-    for lo in range(0, max(n_units, 1), step):
-        yield lo, min(lo + step, n_units)
-
-
-# --------------------------------------------------------------------------- top-k containers
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,154 +64,6 @@ class CorrelationResult:
     dense: np.ndarray | None
     backend: str
     n_blocks: int
-
-
-# --------------------------------------------------------------------------- numba kernels
-
-
-@nb.njit(cache=True)
-def _block_csc(indptr, indices, values, lo, hi):  # pragma: no cover - compiled
-    """Column-major copy of the entries of features [lo, hi), units ascending within a column."""
-    width = hi - lo
-    colptr = np.zeros(width + 1, np.int64)
-    for p in range(indices.shape[0]):
-        f = indices[p]
-        if f >= lo and f < hi:
-            colptr[f - lo + 1] += 1
-    for j in range(width):
-        colptr[j + 1] += colptr[j]
-    fill = colptr[:-1].copy()
-    units = np.empty(colptr[width], np.int64)
-    vals = np.empty(colptr[width], np.float32)
-    for u in range(indptr.shape[0] - 1):
-        for p in range(indptr[u], indptr[u + 1]):
-            f = indices[p]
-            if f >= lo and f < hi:
-                q = fill[f - lo]
-                units[q] = u
-                vals[q] = values[p]
-                fill[f - lo] = q + 1
-    return colptr, units, vals
-
-
-@nb.njit(parallel=True, cache=True)
-def _coact_numba(
-    colptr, units, vals, b_indptr, b_indices, b_values, order, n_workers, sums, counts
-):  # pragma: no cover
-    # Gustavson, one A feature at a time: every unit it fires on scatters that unit's B entries
-    # into a worker-local dense row (L2-resident), which is then added to the block row in one
-    # sequential sweep. Scattering straight into the block row was slower (cold lines for the
-    # many rare features); scipy's A^T B (single-threaded, sparse output) slower still.
-    n_b = sums.shape[1]
-    for w in nb.prange(n_workers):
-        acc = np.zeros(n_b, np.float64)
-        cnt = np.zeros(n_b, np.int32)
-        for i in range(w, order.shape[0], n_workers):
-            j = order[i]
-            if colptr[j] == colptr[j + 1]:
-                continue
-            for p in range(colptr[j], colptr[j + 1]):
-                u = units[p]
-                va = np.float64(vals[p])
-                for q in range(b_indptr[u], b_indptr[u + 1]):
-                    b = b_indices[q]
-                    acc[b] += va * b_values[q]
-                    cnt[b] += 1
-            for b in range(n_b):
-                sums[j, b] += acc[b]
-                counts[j, b] += cnt[b]
-                acc[b] = 0.0
-                cnt[b] = 0
-
-
-@nb.njit(parallel=True, cache=True)
-def _pair_products(a_colptr, a_rows, a_vals, b_colptr, b_rows, b_vals, pa, pb, out_s, out_k):  # pragma: no cover
-    # merge-intersection of two sorted unit lists per pair
-    for i in nb.prange(pa.shape[0]):
-        p, pe = a_colptr[pa[i]], a_colptr[pa[i] + 1]
-        q, qe = b_colptr[pb[i]], b_colptr[pb[i] + 1]
-        s = 0.0
-        k = 0
-        while p < pe and q < qe:
-            ra = a_rows[p]
-            rb = b_rows[q]
-            if ra == rb:
-                s += np.float64(a_vals[p]) * np.float64(b_vals[q])
-                k += 1
-                p += 1
-                q += 1
-            elif ra < rb:
-                p += 1
-            else:
-                q += 1
-        out_s[i] = s
-        out_k[i] = k
-
-
-@nb.njit(parallel=True, cache=True)
-def _finalize_numba(
-    sums, counts, lo, n_units, mean_a, mean_b, inv_a, inv_b, live_a, live_b, row_v, row_i, row_c
-):  # pragma: no cover
-    # turns the block's sums into correlations in place and keeps each row's top-k; one pass,
-    # rows in parallel (torch's top-k on CPU was 2-5x slower here and needs the r block copied)
-    height, n_b = sums.shape
-    k = row_v.shape[1]
-    for j in nb.prange(height):
-        a = lo + j
-        for t in range(k):
-            row_v[a, t] = -np.inf
-            row_i[a, t] = -1
-            row_c[a, t] = 0
-        if not live_a[a]:
-            for b in range(n_b):
-                sums[j, b] = -np.inf
-            continue
-        na = n_units * mean_a[a]
-        for b in range(n_b):
-            if not live_b[b]:
-                sums[j, b] = -np.inf
-                continue
-            v = (sums[j, b] - na * mean_b[b]) * inv_a[a] * inv_b[b]
-            v = min(1.0, max(-1.0, v))
-            sums[j, b] = v
-            if v > row_v[a, k - 1]:
-                pos = k - 1
-                while pos > 0 and row_v[a, pos - 1] < v:
-                    row_v[a, pos] = row_v[a, pos - 1]
-                    row_i[a, pos] = row_i[a, pos - 1]
-                    row_c[a, pos] = row_c[a, pos - 1]
-                    pos -= 1
-                row_v[a, pos] = v
-                row_i[a, pos] = b
-                row_c[a, pos] = counts[j, b]
-
-
-@nb.njit(parallel=True, cache=True)
-def _column_topk_numba(r, counts, lo, tile, col_v, col_i, col_c):  # pragma: no cover
-    # merges a finalised block into the running per-B-feature top-k; tiles of columns run in
-    # parallel and walk the block row by row, so reads stay contiguous
-    height, n_b = r.shape
-    k = col_v.shape[1]
-    n_tiles = (n_b + tile - 1) // tile
-    for t in nb.prange(n_tiles):
-        c0 = t * tile
-        c1 = min(n_b, c0 + tile)
-        for j in range(height):
-            for b in range(c0, c1):
-                v = r[j, b]
-                if v > col_v[b, k - 1]:
-                    pos = k - 1
-                    while pos > 0 and col_v[b, pos - 1] < v:
-                        col_v[b, pos] = col_v[b, pos - 1]
-                        col_i[b, pos] = col_i[b, pos - 1]
-                        col_c[b, pos] = col_c[b, pos - 1]
-                        pos -= 1
-                    col_v[b, pos] = v
-                    col_i[b, pos] = lo + j
-                    col_c[b, pos] = counts[j, b]
-
-
-# --------------------------------------------------------------------------- co-activation block
 
 
 def block_rows(n_features_b: int, memory_mb: float, n_features_a: int) -> int:
@@ -462,9 +177,6 @@ def _coact_torch(
             flat_sums.index_add_(0, flat, a_val[entry] * b_val[q])
             flat_counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
         start = stop
-
-
-# --------------------------------------------------------------------------- main loop
 
 
 def check_codes(codes_a: SparseCodes, codes_b: SparseCodes) -> None:
@@ -633,9 +345,6 @@ def _to_topk(score: np.ndarray, index: np.ndarray, count: np.ndarray) -> TopK:
     index = np.where(absent, -1, index).astype(np.int64)
     count = np.where(absent, 0, count).astype(np.int64)
     return TopK(np.ascontiguousarray(index), np.ascontiguousarray(score), np.ascontiguousarray(count))
-
-
-# --------------------------------------------------------------------------- arbitrary pairs
 
 
 def compute_pair_stats(

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from core.errors import MatchingError
-from core.matching.correlate import FeatureMoments
+from core.matching.moments import FeatureMoments
 from core.paths import ASSETS
 
 DEFAULT_TOKEN_FILE = ASSETS / "nonconcept_tokens.txt"

@@ -36,7 +36,8 @@ from scipy.special import gammainc, gammaln
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.matching.correlate import CorrelationResult, FeatureMoments
+from core.matching.correlate import CorrelationResult
+from core.matching.moments import FeatureMoments
 
 FLAG_LOW_K = "k <= 2: indistinguishable from chance"
 FLAG_FILLING = "document-filling: token-level test uninformative"

@@ -29,8 +29,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from core.bundle import reader as bundle_mod
-from core.bundle.reader import Bundle, add_parts, open_bundle
+from core.bundle import schema as bundle_schema
+from core.bundle.reader import Bundle, open_bundle
+from core.bundle.writer import add_parts
 from core.device import resolve_device
 from core.errors import MatchingError, SpecError
 from core.matching.assign import (
@@ -231,7 +232,7 @@ def build_matching(
         "n_orphans_b": int((orphans["side"] == "b").sum()),
     }
     frames = {"matches.parquet": matches, "assignment.parquet": assignment}
-    known = {f for files in bundle_mod.PART_FILES.values() for f in files}
+    known = {f for files in bundle_schema.PART_FILES.values() for f in files}
     if same_space and "weight_matches.parquet" in known:
         # written once the bundle contract lists the part (see docs/matching.md)
         frames["weight_matches.parquet"] = compute_weight_matches(

@@ -13,22 +13,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core.bundle.reader import BundleWriter, prepare_output_dir
+from core.bundle.writer import BundleWriter, prepare_output_dir
 from core.device import resolve_device
 from core.errors import SpecError
 from core.harvest.corpus import load_corpus
+from core.harvest.encode import HarvestSide
 from core.harvest.features import compute_feature_frame, top_tokens_per_feature
 from core.harvest.loading import LoadedModel, load_model, load_sae
-from core.harvest.run import (
-    HarvestSide,
-    harvest,
-    hook_sanity,
-    plan_aligned_windows,
-    remove_work_dir,
-    same_tokenizer,
-    tokenize_windows,
-)
+from core.harvest.run import harvest, remove_work_dir
+from core.harvest.sanity import hook_sanity
 from core.harvest.specs import CorpusSpec, HarvestSettings, SideSpec
+from core.harvest.windows import plan_aligned_windows, same_tokenizer, tokenize_windows
 from core.paths import hash_texts
 from core.pipeline.stages import STAGES, run_stages
 from core.progress import ProgressFn, no_progress
@@ -222,7 +217,7 @@ def build_comparison(
 
 def _unembedding(model: LoadedModel) -> Any:
     """The model's unembedding with a token string per row (rows past the tokenizer get a placeholder)."""
-    from core.dashboards.stage import Unembedding
+    from core.dashboards.logits import Unembedding
 
     w_u = model.unembedding()
     tokens = model.tokenizer.convert_ids_to_tokens(list(range(w_u.shape[0])))

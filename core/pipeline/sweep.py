@@ -17,20 +17,24 @@ import polars as pl
 import torch
 
 from core.bundle.codes import SparseCodes
-from core.bundle.reader import add_parts, open_bundle, prepare_output_dir, write_json_atomic, write_parquet_atomic
+from core.bundle.io import write_json_atomic, write_parquet_atomic
+from core.bundle.reader import open_bundle
+from core.bundle.writer import add_parts, prepare_output_dir
 from core.device import resolve_device
 from core.errors import BundleError, SpecError
 from core.harvest.corpus import load_corpus
+from core.harvest.encode import encode_windows
 from core.harvest.features import top_tokens_per_feature
 from core.harvest.loading import check_sae_fits, load_model, load_sae
-from core.harvest.run import check_same_tokenizer, encode_windows, tokenize_windows, units_frame
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
+from core.harvest.windows import check_same_tokenizer, tokenize_windows, units_frame
 from core.matching.assign import compute_assignment, greedy_one_to_one
 from core.matching.correlate import compute_correlation
 from core.matching.filters import apply_filters, compute_side_flags, load_nonconcept_tokens
 from core.pipeline.compare import package_versions
 from core.progress import ProgressFn, no_progress
-from core.spaces.stage import SimilaritySettings, compute_layer_sweep
+from core.spaces.settings import SimilaritySettings
+from core.spaces.sweep import compute_layer_sweep
 
 
 @dataclass(frozen=True)

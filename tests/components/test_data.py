@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from components import data
-from core.bundle.reader import add_parts, open_bundle
+from core.bundle.reader import open_bundle
+from core.bundle.writer import add_parts
 from tests.core._tiny_bundle import ASSIGNMENT, planted_comet, write_bundle
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 
 from core.bundle.codes import SparseCodes
-from core.bundle.reader import BundleWriter, open_bundle
+from core.bundle.reader import open_bundle
+from core.bundle.writer import BundleWriter
 
 WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far")
 

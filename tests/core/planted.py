@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from core.bundle.codes import SparseCodes
-from core.bundle.reader import BundleWriter, prepare_output_dir
+from core.bundle.writer import BundleWriter, prepare_output_dir
 
 
 @dataclass(frozen=True)

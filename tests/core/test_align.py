@@ -486,8 +486,8 @@ def test_demo_corpus_uses_nearly_every_token_and_mostly_one_to_one_units(minilm:
     from types import SimpleNamespace
 
     from core.harvest.corpus import load_corpus
-    from core.harvest.run import plan_aligned_windows
     from core.harvest.specs import CorpusSpec, HarvestSettings
+    from core.harvest.windows import plan_aligned_windows
 
     models = {
         "a": SimpleNamespace(tokenizer=minilm, is_causal=False),

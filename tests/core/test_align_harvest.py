@@ -17,9 +17,11 @@ import torch
 from core.bundle.reader import open_bundle
 from core.harvest.align import compute_alignment, compute_pooled_codes, tokenize_for_alignment
 from core.harvest.corpus import load_corpus
+from core.harvest.encode import HarvestSide
 from core.harvest.loading import load_model, load_sae
-from core.harvest.run import HarvestSide, harvest, plan_aligned_windows
+from core.harvest.run import harvest
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.harvest.windows import plan_aligned_windows
 from core.pipeline.compare import ComparisonSpec, build_comparison
 from tests.core.builders import build_bert_folder, build_topk_sae_folder
 

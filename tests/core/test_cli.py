@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle.reader import MANIFEST, open_bundle
+from core.bundle.reader import open_bundle
+from core.bundle.schema import MANIFEST
 from core.cli.main import main
 from tests.core.builders import build_bert_folder, build_sparsify_folder, build_topk_sae_folder, write_corpus
 

@@ -10,7 +10,9 @@ import polars as pl
 import pytest
 
 from core.bundle.codes import SparseCodes, concat_codes
-from core.bundle.reader import MANIFEST, SCHEMA_VERSION, BundleWriter, add_parts, open_bundle, prepare_output_dir
+from core.bundle.reader import open_bundle
+from core.bundle.schema import MANIFEST, SCHEMA_VERSION
+from core.bundle.writer import BundleWriter, add_parts, prepare_output_dir
 from core.errors import BundleError
 
 

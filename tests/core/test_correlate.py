@@ -8,13 +8,8 @@ import torch
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError, UserError
-from core.matching.correlate import (
-    compute_correlation,
-    compute_moments,
-    compute_moments_chunked,
-    compute_pair_stats,
-    jaccard,
-)
+from core.matching.correlate import compute_correlation, compute_pair_stats, jaccard
+from core.matching.moments import compute_moments, compute_moments_chunked
 from core.matching.weights import compute_cosine_topk, compute_pair_cosine, compute_weight_matches
 from tests.core.planted import build_planted_config, dense_pearson, make_planted, random_codes
 

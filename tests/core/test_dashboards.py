@@ -10,21 +10,17 @@ import pytest
 
 from core.bundle.codes import SparseCodes
 from core.bundle.reader import open_bundle
-from core.dashboards.stage import (
+from core.dashboards.compute import UnitIndex, compute_side_dashboards, lookup_codes
+from core.dashboards.logits import Unembedding, compute_logit_effect
+from core.dashboards.read import load_dashboards, tau_from_quantiles
+from core.dashboards.settings import (
     DASHBOARD_COLUMNS,
     EXAMPLE_COLUMNS,
     LOGIT_COLUMNS,
     QUANTILE_PROBS,
     DashboardSettings,
-    Unembedding,
-    UnitIndex,
-    build_dashboards,
-    compute_logit_effect,
-    compute_side_dashboards,
-    load_dashboards,
-    lookup_codes,
-    tau_from_quantiles,
 )
+from core.dashboards.stage import build_dashboards
 from core.errors import BundleError, DashboardError, SpecError, UserError
 from tests.core._tiny_bundle import WORDS, random_codes, units_frame, write_bundle
 

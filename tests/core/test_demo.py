@@ -50,7 +50,7 @@ def test_demo_bundle_meets_its_targets() -> None:
 
 @pytest.mark.slow
 def test_demo_sweep_fills_the_layer_heatmap() -> None:
-    from core.demo.spine import build_demo_sweep
+    from core.demo.sweep import build_demo_sweep
 
     bundle = open_bundle(build_demo_sweep())
     rows = [r for r in bundle.similarity()["sweep"] if r["metric"] == "svcca"]

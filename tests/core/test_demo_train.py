@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.demo.spine import DemoSettings, split_held_out_rows, train_side_sae
+from core.demo.settings import DemoSettings
+from core.demo.train import split_held_out_rows, train_side_sae
 from core.harvest.corpus import load_corpus
 from core.harvest.loading import load_model, load_sae
-from core.harvest.run import tokenize_windows
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
+from core.harvest.windows import tokenize_windows
 from tests.core.builders import build_bert_folder, write_corpus
 
 

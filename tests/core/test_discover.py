@@ -10,7 +10,9 @@ import pytest
 
 from core.bundle.codes import SparseCodes
 from core.bundle.reader import open_bundle
-from core.dashboards.stage import DashboardSettings, build_dashboards, load_dashboards
+from core.dashboards.read import load_dashboards
+from core.dashboards.settings import DashboardSettings
+from core.dashboards.stage import build_dashboards
 from core.errors import BundleError, DashboardError, SpecError
 from core.explore.discover import (
     DISCOVERY_COLUMNS,

@@ -8,7 +8,6 @@ import pytest
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.matching.correlate import compute_moments
 from core.matching.filters import (
     apply_filters,
     compute_side_flags,
@@ -17,6 +16,7 @@ from core.matching.filters import (
     parse_token_line,
     top_token_sets,
 )
+from core.matching.moments import compute_moments
 
 
 def test_default_list_holds_the_issue_tokens():

@@ -11,9 +11,11 @@ import torch
 
 from core.bundle.reader import open_bundle
 from core.harvest.corpus import load_corpus
+from core.harvest.encode import HarvestSide
 from core.harvest.loading import load_model, load_sae
-from core.harvest.run import HarvestSide, harvest, tokenize_windows
+from core.harvest.run import harvest
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+from core.harvest.windows import tokenize_windows
 from core.pipeline.compare import ComparisonSpec, build_comparison
 from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
@@ -173,7 +175,8 @@ def _pca_sae(folder: Path, acts: np.ndarray, n_components: int, hook: str) -> Pa
 
 
 def test_hook_sanity_exposes_an_off_by_one_hook(tiny: dict[str, Path], tmp_path: Path) -> None:
-    from core.harvest.run import collect_activations, hook_sanity
+    from core.harvest.encode import collect_activations
+    from core.harvest.sanity import hook_sanity
     from core.pipeline.compare import sanity_verdict
 
     docs = load_corpus(CorpusSpec("file", str(tiny["corpus"])))

@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 
 from core.bundle.reader import open_bundle
-from core.dashboards.stage import DashboardSettings, build_dashboards
-from core.errors import BundleError, DashboardError
+from core.dashboards.settings import DashboardSettings
+from core.dashboards.stage import build_dashboards
+from core.errors import BundleError, DashboardError, SideError
 from core.explore.search import TOKEN_RESULT_COLUMNS, feature_partners, normalize_token, search_feature, search_token
 from tests.core._tiny_bundle import ASSIGNMENT, COMET, write_bundle
 from tests.core._tiny_bundle import planted_comet as _planted
@@ -85,7 +86,7 @@ def test_bad_searches_raise_user_errors(bundle, tmp_path):
         search_feature(bundle, "a", 6)
     with pytest.raises(DashboardError, match="does not exist on side b"):
         search_feature(bundle, "b", -1)
-    with pytest.raises(DashboardError, match="Side 'c'"):
+    with pytest.raises(SideError, match="Side 'c'"):
         search_feature(bundle, "c", 0)
     with pytest.raises(DashboardError, match="empty"):
         search_token(bundle, "  ")

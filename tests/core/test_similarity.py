@@ -9,21 +9,18 @@ import torch
 from scipy import stats
 
 from core.errors import SimilarityError, SpecError, UserError
-from core.spaces.stage import (
-    METRICS,
-    SimilaritySettings,
-    _gram_metrics_batch,
+from core.spaces.compute import compute_similarity
+from core.spaces.metrics import (
     check_pair_indices,
     compute_linear_cka,
     compute_metric,
     compute_procrustes,
     compute_rsa,
-    compute_similarity,
     compute_svcca,
     count_components,
-    permuted_triangle_dot,
-    prepare_pairs,
 )
+from core.spaces.nulls import _gram_metrics_batch, permuted_triangle_dot, prepare_pairs
+from core.spaces.settings import METRICS, SimilaritySettings
 from core.spaces.stats import adjust_bh, adjust_bonferroni, permutation_p_value
 
 # ----------------------------------------------------------------------------- references

@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from core.bundle.codes import SparseCodes
-from core.bundle.reader import BundleWriter, add_parts, open_bundle
+from core.bundle.reader import open_bundle
+from core.bundle.writer import BundleWriter, add_parts
 from core.errors import BundleError, SimilarityError, SpecError
+from core.spaces.compute import compute_concept_similarity
 from core.spaces.concepts import load_concept_groups, normalize_token, select_concept_pairs
-from core.spaces.stage import SimilaritySettings, build_similarity, compute_concept_similarity, compute_layer_sweep
+from core.spaces.settings import SimilaritySettings
+from core.spaces.stage import build_similarity
 from core.spaces.stats import (
     bootstrap_pair_correlations,
     compute_document_sums,
@@ -21,6 +24,7 @@ from core.spaces.stats import (
     draw_document_weights,
     percentile_interval,
 )
+from core.spaces.sweep import compute_layer_sweep
 
 N_UNITS, N_DOCS = 400, 20
 D_SAE_A, D_SAE_B, D_IN_A, D_IN_B = 40, 50, 8, 10

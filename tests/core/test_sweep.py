@@ -11,7 +11,7 @@ import pytest
 from core.cli.main import main
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
 from core.pipeline.sweep import SweepSide, SweepSpec, build_sweep
-from core.spaces.stage import SimilaritySettings
+from core.spaces.settings import SimilaritySettings
 from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
 

@@ -20,13 +20,13 @@ def build_app_bundle(root: Path) -> Path:
     Returns:
         The bundle folder.
     """
-    from core.dashboards.stage import DashboardSettings
+    from core.dashboards.settings import DashboardSettings
     from core.embedding.stage import UMAPSettings
     from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
     from core.matching.stage import MatchSettings
     from core.pipeline.compare import ComparisonSpec, build_comparison
     from core.pipeline.stages import STAGES
-    from core.spaces.stage import SimilaritySettings
+    from core.spaces.settings import SimilaritySettings
     from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
     out = root / "bundle"
@@ -65,7 +65,7 @@ def build_spine_bundle(root: Path) -> Path:
     import json
     import shutil
 
-    from core.bundle.reader import PART_FILES, REQUIRED_PARTS
+    from core.bundle.schema import PART_FILES, REQUIRED_PARTS
 
     full = build_app_bundle(root)
     out = root / "spine"

@@ -41,7 +41,7 @@ def test_feature_ids_input_and_bad_ids(app_bundle: Path) -> None:
 def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: Path, tmp_path: Path) -> None:
     import shutil
 
-    from core.bundle.reader import add_parts
+    from core.bundle.writer import add_parts
 
     copy = tmp_path / "with-sweep"
     shutil.copytree(app_bundle, copy)
