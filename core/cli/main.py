@@ -177,7 +177,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     settings: Any = None
     if args.command == "match":
-        from core.matching.stage import MatchSettings
+        from core.matching.settings import MatchSettings
 
         settings = MatchSettings(top_k=args.top_k, min_corr=args.min_corr, method=args.method, memory_mb=args.memory_mb)
     elif args.command == "similarity":

@@ -16,6 +16,7 @@ from core.bundle.reader import Bundle
 from core.dashboards.read import load_dashboards
 from core.errors import DashboardError
 from core.sides import SIDES, check_side, other_side
+from core.tokens import normalize_token, normalize_token_expr
 
 PARTNER_COLUMNS = ("partners", "partner_corr", "partner_kept")
 TOKEN_RESULT_COLUMNS = (
@@ -31,25 +32,6 @@ TOKEN_RESULT_COLUMNS = (
     "in_top_examples",
     *PARTNER_COLUMNS,
 )
-# sub-word markers of the common tokenizers: GPT-2 BPE, SentencePiece, WordPiece
-_MARKERS = ("Ġ", "▁", "Ċ")
-
-
-def normalize_token(text: str) -> str:
-    """A token's comparable form: no sub-word markers (``Ġ``, ``▁``, ``##``), no outer space, casefolded."""
-    for marker in _MARKERS:
-        text = text.replace(marker, " ")
-    text = text.strip()
-    if text.startswith("##"):
-        text = text[2:]
-    return text.casefold()
-
-
-def _normalize_expr(column: str) -> pl.Expr:
-    expr = pl.col(column)
-    for marker in _MARKERS:
-        expr = expr.str.replace_all(marker, " ", literal=True)
-    return expr.str.strip_chars().str.strip_prefix("##").str.to_lowercase()
 
 
 def feature_partners(bundle: Bundle, side: str) -> pl.DataFrame:
@@ -217,7 +199,7 @@ def search_token(
     wanted = token if exact else normalize_token(token)
 
     def matches(column: str) -> pl.Expr:
-        return (pl.col(column) if exact else _normalize_expr(column)) == wanted
+        return (pl.col(column) if exact else normalize_token_expr(column)) == wanted
 
     occurrences = bundle.units().filter(matches("text")).group_by("text").agg(pl.len().alias("occ")).collect()
     n_occ = int(occurrences["occ"].sum()) if occurrences.height else 0

@@ -30,6 +30,7 @@ import numpy as np
 from core.bundle.codes import SparseCodes
 from core.errors import UserError
 from core.harvest.specs import POOLINGS
+from core.tokens import normalize_token
 
 # share of non-space characters a tokenizer's offsets must cover, and of sampled tokens
 # whose text must equal their span (after normalisation), before we trust its offsets
@@ -352,10 +353,9 @@ def compute_pooled_codes(
 
 
 def _normalise(text: str) -> str:
-    """NFKD, no combining marks, casefolded, no ``##`` / leading-space markers or whitespace."""
+    """A token compared with its offsets' text: NFKD without combining marks, :func:`normalize_token`, no whitespace."""
     text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    text = text.removeprefix("##").replace("▁", "").replace("Ġ", "")
+    text = normalize_token("".join(c for c in text if not unicodedata.combining(c)))
     return "".join(text.split())
 
 

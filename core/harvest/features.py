@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from core.bundle.codes import SparseCodes
-from core.matching.filters import load_nonconcept_tokens, normalize_token
+from core.tokens import load_nonconcept_tokens, normalize_token
 
 TOP_TOKENS = 5
 # a feature firing on at least this share of units is "dense" (always-on)

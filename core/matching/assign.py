@@ -32,8 +32,8 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from core.errors import MatchingError
 from core.matching.correlate import TopK
+from core.matching.settings import ASSIGN_METHODS
 
-ASSIGN_METHODS = ("many_to_1_ab", "many_to_1_ba", "mutual", "greedy", "hungarian", "sparse")
 _PAIR_SCHEMA = {"feature_a": pl.Int64, "feature_b": pl.Int64, "corr": pl.Float64}
 
 

@@ -11,7 +11,7 @@ import torch
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.matching.kernels import _block_csc, _coact_numba, _column_topk_numba, _finalize_numba, _pair_products
+from core.matching.kernels import block_csc, coact_numba, column_topk_numba, finalize_numba, pair_products
 from core.matching.moments import FeatureMoments, compute_moments_chunked, unit_chunks
 from core.progress import ProgressFn, no_progress
 
@@ -131,8 +131,8 @@ def compute_coact_block(
         n_workers = 4 * nb.get_num_threads()
         for c_lo, c_hi in unit_chunks(codes_a.n_rows, chunk_units):
             ca, cb = codes_a.row_slice(c_lo, c_hi), codes_b.row_slice(c_lo, c_hi)
-            colptr, units, vals = _block_csc(ca.indptr, ca.indices, ca.values, lo, hi)
-            _coact_numba(colptr, units, vals, cb.indptr, cb.indices, cb.values, order, n_workers, sums_np, counts_np)
+            colptr, units, vals = block_csc(ca.indptr, ca.indices, ca.values, lo, hi)
+            coact_numba(colptr, units, vals, cb.indptr, cb.indices, cb.values, order, n_workers, sums_np, counts_np)
         return sums, counts
     if backend != "torch":
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -312,8 +312,8 @@ def compute_correlation(
         )
         if col_np is not None:
             r_np, c_np = sums.numpy(), counts.numpy()
-            _finalize_numba(r_np, c_np, lo, float(n), *inputs, row_v, row_i, row_c)
-            _column_topk_numba(r_np, c_np, lo, 256, *col_np)
+            finalize_numba(r_np, c_np, lo, float(n), *inputs, row_v, row_i, row_c)
+            column_topk_numba(r_np, c_np, lo, 256, *col_np)
         else:
             r = sums  # finalised in place: the block is the largest thing held
             r.addr_(mean_a[lo:hi], mean_b, alpha=-float(n))
@@ -380,7 +380,7 @@ def compute_pair_stats(
         csc_b = codes_b.to_scipy().tocsc()
         csc_a.sort_indices()
         csc_b.sort_indices()
-        _pair_products(
+        pair_products(
             csc_a.indptr.astype(np.int64),
             csc_a.indices,
             csc_a.data,

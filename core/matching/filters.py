@@ -15,16 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from core.errors import MatchingError
 from core.matching.moments import FeatureMoments
-from core.paths import ASSETS
+from core.tokens import normalize_token
 
-DEFAULT_TOKEN_FILE = ASSETS / "nonconcept_tokens.txt"
 REASONS = (
     "dead_a",
     "dead_b",
@@ -36,64 +34,6 @@ REASONS = (
     "no_shared_token",
     "not_significant",
 )
-_ESCAPES = {"\\n": "\n", "\\t": "\t"}
-EMPTY_MARK = "<empty>"
-
-
-def normalize_token(token: str) -> str:
-    """The form in which tokens are compared: surrounding whitespace and WordPiece ``##`` removed.
-
-    Args:
-        token: a token's text as a feature's top-token list holds it.
-
-    Returns:
-        The normalised text (whitespace-only tokens become the empty string).
-    """
-    text = token.strip()
-    if text.startswith("##"):
-        text = text[2:].strip()
-    return text
-
-
-def parse_token_line(line: str) -> str | None:
-    """One line of the token list file as a token, or None for a comment or blank line.
-
-    ``\\n`` and ``\\t`` stand for newline and tab, ``<empty>`` for the empty string, and a
-    line starting with ``"# "`` is a comment (a lone ``#`` is the token ``#``).
-
-    Args:
-        line: the line, without its line ending.
-
-    Returns:
-        The token (not yet normalised), or None.
-    """
-    if line.startswith("# ") or line.strip() == "":
-        return None
-    text = line.strip()
-    if text == EMPTY_MARK:
-        return ""
-    for escape, char in _ESCAPES.items():
-        text = text.replace(escape, char)
-    return text
-
-
-def load_nonconcept_tokens(path: str | Path | None = None) -> frozenset[str]:
-    """Read the editable non-concept token list (default ``assets/nonconcept_tokens.txt``).
-
-    Args:
-        path: the list file; None for the shipped default.
-
-    Returns:
-        The normalised tokens (see :func:`normalize_token`).
-    """
-    path = Path(path) if path is not None else DEFAULT_TOKEN_FILE
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MatchingError(
-            f"The non-concept token list {path} cannot be read ({exc}); fix the path or restore the file."
-        ) from exc
-    return frozenset(normalize_token(tok) for tok in map(parse_token_line, lines) if tok is not None)
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+from numba import njit, prange
 
 
-@nb.njit(cache=True)
-def _block_csc(indptr, indices, values, lo, hi):  # pragma: no cover - compiled
+@njit(cache=True)
+def block_csc(indptr, indices, values, lo, hi):  # pragma: no cover - compiled
     """Column-major copy of the entries of features [lo, hi), units ascending within a column."""
     width = hi - lo
     colptr = np.zeros(width + 1, np.int64)
@@ -31,16 +31,14 @@ def _block_csc(indptr, indices, values, lo, hi):  # pragma: no cover - compiled
     return colptr, units, vals
 
 
-@nb.njit(parallel=True, cache=True)
-def _coact_numba(
-    colptr, units, vals, b_indptr, b_indices, b_values, order, n_workers, sums, counts
-):  # pragma: no cover
+@njit(parallel=True, cache=True)
+def coact_numba(colptr, units, vals, b_indptr, b_indices, b_values, order, n_workers, sums, counts):  # pragma: no cover
     # Gustavson, one A feature at a time: every unit it fires on scatters that unit's B entries
     # into a worker-local dense row (L2-resident), which is then added to the block row in one
     # sequential sweep. Scattering straight into the block row was slower (cold lines for the
     # many rare features); scipy's A^T B (single-threaded, sparse output) slower still.
     n_b = sums.shape[1]
-    for w in nb.prange(n_workers):
+    for w in prange(n_workers):
         acc = np.zeros(n_b, np.float64)
         cnt = np.zeros(n_b, np.int32)
         for i in range(w, order.shape[0], n_workers):
@@ -61,10 +59,10 @@ def _coact_numba(
                 cnt[b] = 0
 
 
-@nb.njit(parallel=True, cache=True)
-def _pair_products(a_colptr, a_rows, a_vals, b_colptr, b_rows, b_vals, pa, pb, out_s, out_k):  # pragma: no cover
+@njit(parallel=True, cache=True)
+def pair_products(a_colptr, a_rows, a_vals, b_colptr, b_rows, b_vals, pa, pb, out_s, out_k):  # pragma: no cover
     # merge-intersection of two sorted unit lists per pair
-    for i in nb.prange(pa.shape[0]):
+    for i in prange(pa.shape[0]):
         p, pe = a_colptr[pa[i]], a_colptr[pa[i] + 1]
         q, qe = b_colptr[pb[i]], b_colptr[pb[i] + 1]
         s = 0.0
@@ -85,15 +83,15 @@ def _pair_products(a_colptr, a_rows, a_vals, b_colptr, b_rows, b_vals, pa, pb, o
         out_k[i] = k
 
 
-@nb.njit(parallel=True, cache=True)
-def _finalize_numba(
+@njit(parallel=True, cache=True)
+def finalize_numba(
     sums, counts, lo, n_units, mean_a, mean_b, inv_a, inv_b, live_a, live_b, row_v, row_i, row_c
 ):  # pragma: no cover
     # turns the block's sums into correlations in place and keeps each row's top-k; one pass,
     # rows in parallel (torch's top-k on CPU was 2-5x slower here and needs the r block copied)
     height, n_b = sums.shape
     k = row_v.shape[1]
-    for j in nb.prange(height):
+    for j in prange(height):
         a = lo + j
         for t in range(k):
             row_v[a, t] = -np.inf
@@ -123,14 +121,14 @@ def _finalize_numba(
                 row_c[a, pos] = counts[j, b]
 
 
-@nb.njit(parallel=True, cache=True)
-def _column_topk_numba(r, counts, lo, tile, col_v, col_i, col_c):  # pragma: no cover
+@njit(parallel=True, cache=True)
+def column_topk_numba(r, counts, lo, tile, col_v, col_i, col_c):  # pragma: no cover
     # merges a finalised block into the running per-B-feature top-k; tiles of columns run in
     # parallel and walk the block row by row, so reads stay contiguous
     height, n_b = r.shape
     k = col_v.shape[1]
     n_tiles = (n_b + tile - 1) // tile
-    for t in nb.prange(n_tiles):
+    for t in prange(n_tiles):
         c0 = t * tile
         c1 = min(n_b, c0 + tile)
         for j in range(height):

@@ -30,11 +30,12 @@ from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
 from core.harvest.windows import check_same_tokenizer, tokenize_windows, units_frame
 from core.matching.assign import compute_assignment, greedy_one_to_one
 from core.matching.correlate import compute_correlation
-from core.matching.filters import apply_filters, compute_side_flags, load_nonconcept_tokens
+from core.matching.filters import apply_filters, compute_side_flags
 from core.pipeline.compare import package_versions
 from core.progress import ProgressFn, no_progress
 from core.spaces.settings import SimilaritySettings
 from core.spaces.sweep import compute_layer_sweep
+from core.tokens import load_nonconcept_tokens
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ as ``assets/concepts.json``, which users may edit or replace.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,25 +16,13 @@ import numpy as np
 
 from core.errors import SpecError
 from core.paths import ASSETS
+from core.tokens import normalize_token
 
 DEFAULT_CONCEPTS_PATH = ASSETS / "concepts.json"
 CONCEPT_MATCH = ("either", "both", "a", "b")
 
 # tokenizer marks that carry no meaning for a keyword match: GPT-2/Llama space marks,
 # SentencePiece's space mark, WordPiece continuation marks
-_MARKS = re.compile(r"^(?:Ġ|▁|##)+")
-
-
-def normalize_token(token: str) -> str:
-    """Normalise a token or keyword for matching: drop space/continuation marks, trim, lowercase.
-
-    Args:
-        token: a decoded token (``" Monday"``, ``"Ġmonday"``, ``"##day"``) or a keyword.
-
-    Returns:
-        The bare lowercase word (``"monday"``).
-    """
-    return _MARKS.sub("", token.strip()).strip().lower()
 
 
 def load_concept_groups(path: str | Path | None = None) -> dict[str, tuple[str, ...]]:

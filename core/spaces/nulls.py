@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ import torch
 from core.device import resolve_device
 from core.errors import SimilarityError
 from core.progress import ProgressFn, no_progress
+from core.spaces import kernels
 from core.spaces.metrics import _center, _centered_triangle_ranks, check_paired_rows, compute_metric, count_components
 from core.spaces.settings import METRICS
 
@@ -125,36 +126,6 @@ def prepare_pairs(
     )
 
 
-_NUMBA_KERNEL: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
-
-
-def _permuted_triangle_dot_numba() -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-    # numba comes with umap-learn; compiled lazily so importing core stays fast
-    global _NUMBA_KERNEL
-    if _NUMBA_KERNEL is None:
-        import numba
-
-        @numba.njit(parallel=True, cache=True)
-        def kernel(ra: np.ndarray, rb: np.ndarray, perms: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-            n_perm, n = perms.shape
-            out = np.zeros(n_perm)
-            for b in numba.prange(n_perm):
-                p = perms[b]
-                acc = 0.0
-                for i in range(n - 1):
-                    row_a = ra[i]
-                    row_b = rb[p[i]]
-                    s = 0.0
-                    for j in range(i + 1, n):
-                        s += row_a[j] * row_b[p[j]]
-                    acc += s
-                out[b] = acc
-            return out
-
-        _NUMBA_KERNEL = kernel
-    return _NUMBA_KERNEL
-
-
 def permuted_triangle_dot(rank_a: Any, rank_b: Any, perms: np.ndarray) -> np.ndarray:
     """``sum_{i<j} A[i, j] * B[p_i, p_j]`` for each permutation ``p`` (symmetric A, B).
 
@@ -174,7 +145,7 @@ def permuted_triangle_dot(rank_a: Any, rank_b: Any, perms: np.ndarray) -> np.nda
             # full sum counts each off-diagonal pair twice; the diagonals are zero
             out[i] = 0.5 * float(torch.sum(rank_a * permuted, dtype=torch.float64))
         return out
-    return _permuted_triangle_dot_numba()(rank_a, rank_b, np.ascontiguousarray(perms, dtype=np.int64))
+    return kernels.permuted_triangle_dot(rank_a, rank_b, np.ascontiguousarray(perms, dtype=np.int64))
 
 
 def _singular_values(g: torch.Tensor) -> torch.Tensor:

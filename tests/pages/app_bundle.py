@@ -21,9 +21,9 @@ def build_app_bundle(root: Path) -> Path:
         The bundle folder.
     """
     from core.dashboards.settings import DashboardSettings
-    from core.embedding.stage import UMAPSettings
+    from core.embedding.settings import UMAPSettings
     from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
-    from core.matching.stage import MatchSettings
+    from core.matching.settings import MatchSettings
     from core.pipeline.compare import ComparisonSpec, build_comparison
     from core.pipeline.stages import STAGES
     from core.spaces.settings import SimilaritySettings

@@ -14,7 +14,7 @@ from core.bundle.reader import open_bundle
 from core.bundle.writer import BundleWriter, add_parts
 from core.errors import BundleError, SimilarityError, SpecError
 from core.spaces.compute import compute_concept_similarity
-from core.spaces.concepts import load_concept_groups, normalize_token, select_concept_pairs
+from core.spaces.concepts import load_concept_groups, select_concept_pairs
 from core.spaces.settings import SimilaritySettings
 from core.spaces.stage import build_similarity
 from core.spaces.stats import (
@@ -25,6 +25,7 @@ from core.spaces.stats import (
     percentile_interval,
 )
 from core.spaces.sweep import compute_layer_sweep
+from core.tokens import normalize_token
 
 N_UNITS, N_DOCS = 400, 20
 D_SAE_A, D_SAE_B, D_IN_A, D_IN_B = 40, 50, 8, 10

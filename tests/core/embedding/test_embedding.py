@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.embedding.stage import DecoderUMAP, UMAPSettings, _fallback_layout, _unit_rows
+from core.embedding.layout import DecoderUMAP, _fallback_layout, _unit_rows
+from core.embedding.settings import UMAPSettings
 from core.errors import SpecError
 
 

@@ -24,7 +24,8 @@ from core.matching.assign import (
     summarize_pairs,
 )
 from core.matching.correlate import TopK, compute_correlation
-from core.matching.stage import MatchSettings, build_matching
+from core.matching.settings import MatchSettings
+from core.matching.stage import build_matching
 from tests.core.planted import build_planted_config, make_planted, write_bundle
 
 

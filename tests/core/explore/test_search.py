@@ -10,7 +10,8 @@ from core.bundle.reader import open_bundle
 from core.dashboards.settings import DashboardSettings
 from core.dashboards.stage import build_dashboards
 from core.errors import BundleError, DashboardError, SideError
-from core.explore.search import TOKEN_RESULT_COLUMNS, feature_partners, normalize_token, search_feature, search_token
+from core.explore.search import TOKEN_RESULT_COLUMNS, feature_partners, search_feature, search_token
+from core.tokens import normalize_token
 from tests.core._tiny_bundle import ASSIGNMENT, COMET, write_bundle
 from tests.core._tiny_bundle import planted_comet as _planted
 
