@@ -4,7 +4,7 @@ Makes realistic codes (power-law feature frequencies, L0 about 64, a share of B 
 planted as noisy copies of A features), saves them, then runs each method in its own
 subprocess so that its peak RSS is its own (loading the codes included):
 
-- ``exact``: :func:`core.correlate.compute_correlation` on all units;
+- ``exact``: :func:`core.matching.correlate.compute_correlation` on all units;
 - ``exact-subset``: the same on the first ``--dense-units`` units;
 - ``dense``: the baseline on those ``--dense-units`` units: dense float32 chunks, one GEMM
   per chunk accumulated in float64, then the r matrix and top-k both ways with torch.

@@ -79,8 +79,8 @@ def load_correlation_block(
 
 @st.cache_data(show_spinner="Reading the feature's dashboard…", max_entries=64)
 def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
-    """A feature's dashboard card (core.search.FeatureCard)."""
-    from core.explore.search import search_feature  # imports torch (via core.dashboards): keep it out of module import
+    """A feature's dashboard card (core.explore.search.FeatureCard)."""
+    from core.explore.search import search_feature
 
     return search_feature(load_bundle(path, mtime), side, feature)
 

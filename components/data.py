@@ -2,7 +2,7 @@
 
 components/cache.py wraps these in ``st.cache_data`` keyed by (bundle path, manifest mtime);
 keeping them plain makes them testable without a running app. Modules that pull in torch
-(core.search, core.dashboards) are imported inside the functions that need them.
+(core.explore.search, core.dashboards.read) are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from core.sides import SIDES, other_side
 PART_HINTS: dict[str, str] = {
     "matches": "python -m core match BUNDLE  (or core.matching.build_matching(BUNDLE))",
     "assignment": "python -m core match BUNDLE  (or core.matching.build_matching(BUNDLE))",
-    "similarity": "python -m core similarity BUNDLE  (or core.similarity.build_similarity(BUNDLE))",
-    "examples": "python -m core dashboards BUNDLE  (or core.dashboards.build_dashboards(BUNDLE))",
-    "dashboards": "python -m core dashboards BUNDLE  (or core.dashboards.build_dashboards(BUNDLE))",
-    "umap": "python -m core umap BUNDLE  (or core.embedding.build_umap(BUNDLE))",
+    "similarity": "python -m core similarity BUNDLE  (or core.spaces.stage.build_similarity(BUNDLE))",
+    "examples": "python -m core dashboards BUNDLE  (or core.dashboards.stage.build_dashboards(BUNDLE))",
+    "dashboards": "python -m core dashboards BUNDLE  (or core.dashboards.stage.build_dashboards(BUNDLE))",
+    "umap": "python -m core umap BUNDLE  (or core.embedding.stage.build_umap(BUNDLE))",
 }
 
 

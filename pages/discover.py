@@ -16,10 +16,10 @@ from core.explore.discover import DISCOVERY_COLUMNS
 
 
 def find_runner() -> object | None:
-    """core.prompts.run_discovery (the model-running glue) when this install has it, else None."""
-    if importlib.util.find_spec("core.prompts") is None:
+    """core.explore.prompts.run_discovery (the model-running glue) when this install has it, else None."""
+    if importlib.util.find_spec("core.explore.prompts") is None:
         return None
-    return getattr(importlib.import_module("core.prompts"), "run_discovery", None)
+    return getattr(importlib.import_module("core.explore.prompts"), "run_discovery", None)
 
 
 state = get_state()
@@ -66,7 +66,7 @@ if runner is not None:
     st.stop()
 
 st.warning(
-    "Running the models on new text needs core.prompts (the discovery runner), which this install lacks. Showing the corpus approximation instead: features that fire on each word of "
+    "Running the models on new text needs core.explore.prompts (the discovery runner), which this install lacks. Showing the corpus approximation instead: features that fire on each word of "
     "your text somewhere in the corpus."
 )
 words = [w for w in dict.fromkeys(text.replace(",", " ").replace(".", " ").split()) if w.strip()]

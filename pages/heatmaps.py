@@ -71,7 +71,7 @@ sweep = sweep_frame(bundle)
 if sweep is None:
     st.info(
         "This bundle holds one layer pair, so there is no sweep to show. Attach one with "
-        "core.sweep.build_sweep and core.sweep.attach_sweep (the demo carries a 3 x 3 sweep)."
+        "core.pipeline.sweep.build_sweep and core.pipeline.sweep.attach_sweep (the demo carries a 3 x 3 sweep)."
     )
 else:
     metrics = sweep["metric"].unique().sort().to_list()

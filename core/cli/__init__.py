@@ -1,0 +1,1 @@
+"""The command line, ``python -m core`` / ``featurebridge``: a thin layer over the Python API."""
