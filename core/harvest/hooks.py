@@ -143,7 +143,7 @@ def capture(blocks: nn.ModuleList, after_blocks: list[int]) -> Iterator[dict[int
     for index in sorted(i for i in set(after_blocks) if i >= 0):
 
         def post_hook(module: nn.Module, args: tuple, output: object, index: int = index) -> None:
-            store[index] = output[0] if isinstance(output, tuple) else output
+            store[index] = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
             if index == deepest:
                 raise _StopForward
 

@@ -49,8 +49,9 @@ class LoadedModel:
     """
 
     spec: ModelSpec
-    model: nn.Module
-    base: nn.Module
+    # transformers models: their methods (generate, get_output_embeddings, ...) are not nn.Module's
+    model: Any
+    base: Any
     tokenizer: Any
     blocks: nn.ModuleList
     d_model: int
@@ -261,6 +262,7 @@ def load_model(spec: ModelSpec, device: torch.device | str = "cpu") -> LoadedMod
     Returns:
         The model in eval mode, float32, with its block list located.
     """
+    folder: str | Path
     if spec.kind == "hf":
         folder, name = spec.source, spec.source
     elif spec.kind == "hf-package":
@@ -288,7 +290,8 @@ def _load_hf(spec: ModelSpec, source: str, name: str, device: torch.device) -> L
         raise ModelLoadError(f"The tokenizer of {source!r} is not a fast tokenizer; character offsets need one.")
     is_causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     cls = AutoModelForCausalLM if is_causal else AutoModel
-    model = cls.from_pretrained(source, dtype=torch.float32).to(device).eval()
+    model: Any = cls.from_pretrained(source, dtype=torch.float32)
+    model = model.to(device).eval()
     base = model.base_model if is_causal else model
     blocks = find_blocks(base)
     return LoadedModel(spec, model, base, tokenizer, blocks, int(config.hidden_size), is_causal, name)
@@ -317,7 +320,7 @@ def _gguf_to_hf_folder(path: Path) -> Path:
     return out
 
 
-def _save_folder(out: Path, model: nn.Module, tokenizer: Any) -> None:
+def _save_folder(out: Path, model: Any, tokenizer: Any) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -86,21 +86,24 @@ def harvest(
     """
     aligned = not same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
     stats: dict[str, Any] | None = None
-    windows: Sequence[Window] | Sequence[AlignedWindow]
+    # AlignedWindow for two tokenizers, Window for one; both carry n_units
+    windows: Sequence[Any]
     if aligned:
-        windows, stats = plan_aligned_windows({s: sides[s].model for s in SIDES}, docs, settings)
+        aligned_windows, stats = plan_aligned_windows({s: sides[s].model for s in SIDES}, docs, settings)
+        windows = cast(Sequence[Any], aligned_windows)
     else:
-        windows = tokenize_windows(sides["a"].model.tokenizer, docs, settings)
+        windows = cast(Sequence[Any], tokenize_windows(sides["a"].model.tokenizer, docs, settings))
     if not windows:
         raise UserError("The corpus produced no tokens to harvest; give a corpus with some text.")
     shards = plan_shards(windows, settings.shard_units)
+    total = sum(w.n_units for w in windows)
     work_dir = Path(work_dir)
     identity = {
         "sides": {s: _side_identity(sides[s]) for s in SIDES},
         "docs": len(docs),
         "first_doc": docs[0][:200],
         "windows": len(windows),
-        "units": sum(w.n_units for w in windows),
+        "units": total,
         "settings": {k: v for k, v in settings.to_dict().items() if k not in ("device", "batch_tokens")},
     }
     if aligned:
@@ -112,7 +115,6 @@ def harvest(
     work_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"key": key, "identity": identity, "n_shards": len(shards)}, plan_file)
 
-    total = identity["units"]
     done_units, resumed = 0, 0
     for number, (lo, hi) in enumerate(shards):
         shard_dir = work_dir / f"shard_{number:05d}"

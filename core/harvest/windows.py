@@ -375,7 +375,11 @@ def aligned_units_frame(windows: Sequence[AlignedWindow], docs: Sequence[str], f
 
 def units_frame(windows: Sequence[Window], docs: Sequence[str], first_unit: int = 0) -> pl.DataFrame:
     """The units table of some windows: unit, doc, pos, text, char_start, char_end."""
-    doc_col, pos_col, start_col, end_col, text_col = [], [], [], [], []
+    doc_col: list[np.ndarray] = []
+    pos_col: list[np.ndarray] = []
+    start_col: list[np.ndarray] = []
+    end_col: list[np.ndarray] = []
+    text_col: list[str] = []
     for w in windows:
         spans = w.offsets[w.keep]
         doc_col.append(np.full(len(spans), w.doc, dtype=np.int64))

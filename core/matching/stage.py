@@ -228,7 +228,9 @@ def build_matches_frame(
                     "direction": [direction] * fa.size,
                     "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[keep],
                     "corr": topk.score.reshape(-1)[keep],
-                    "cos": (compute_pair_cosine(dec_a, dec_b, fa, fb) if dec_a is not None else None),
+                    "cos": (
+                        compute_pair_cosine(dec_a, dec_b, fa, fb) if dec_a is not None and dec_b is not None else None
+                    ),
                     "jaccard": jaccard(count, n_fire_a, n_fire_b),
                     "n_coactive": count,
                     "is_mutual": (best_ab[fa] == fb) & (best_ba[fb] == fa),

@@ -122,13 +122,13 @@ def build_comparison(
     device = resolve_device(spec.harvest.device)
     models: dict[Any, LoadedModel] = {}
     sides: dict[str, HarvestSide] = {}
-    for name, side in (("a", spec.a), ("b", spec.b)):
+    for name, side_spec in (("a", spec.a), ("b", spec.b)):
         progress(f"loading side {name}", 0, 0)
-        if side.model not in models:
-            models[side.model] = load_model(side.model, device)
-        model = models[side.model]
-        sae = load_sae(side.sae, device)
-        hook_name = side.hook or sae.hook_name
+        if side_spec.model not in models:
+            models[side_spec.model] = load_model(side_spec.model, device)
+        model = models[side_spec.model]
+        sae = load_sae(side_spec.sae, device)
+        hook_name = side_spec.hook or sae.hook_name
         if not hook_name:
             raise SpecError(
                 f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post)."
@@ -220,5 +220,7 @@ def _unembedding(model: LoadedModel) -> Any:
     from core.dashboards.logits import Unembedding
 
     w_u = model.unembedding()
+    if w_u is None:
+        raise ValueError(f"{model.name} has no unembedding (only causal LMs do)")
     tokens = model.tokenizer.convert_ids_to_tokens(list(range(w_u.shape[0])))
     return Unembedding(w_u, tuple(t if t is not None else f"<id {i}>" for i, t in enumerate(tokens)))

@@ -179,7 +179,11 @@ def build_sweep(
     )
     kept = pl.DataFrame(
         [
-            {"layer_a": i, "layer_b": j, "mean_matched_corr": float(p.filter("kept")["corr"].mean() or 0.0)}
+            {
+                "layer_a": i,
+                "layer_b": j,
+                "mean_matched_corr": float(p.filter("kept").select(pl.col("corr").mean()).item() or 0.0),
+            }
             for i, row in enumerate(pairing)
             for j, p in enumerate(row)
         ]

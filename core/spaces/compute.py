@@ -192,6 +192,7 @@ def compute_similarity(
             details[m] = _svcca_details(res.k_a, res.k_b, settings.variance, rule, n)
         elif m == "rsa":
             values[m] = prep.rsa_value
+            assert prep.rsa_rows is not None
             n_rsa = len(prep.rsa_rows)
             details[m] = {
                 "inner": "pearson correlation between rows",
@@ -224,8 +225,7 @@ def compute_similarity(
         for m in metrics:
             nulls[m].append(NullResult.from_samples("random_subset", samples[m], values[m], settings.seed))
     return {
-        m: MetricResult(m, values[m], len(prep.rsa_rows) if m == "rsa" else n, details[m], tuple(nulls[m]))
-        for m in metrics
+        m: MetricResult(m, values[m], prep.n_rsa if m == "rsa" else n, details[m], tuple(nulls[m])) for m in metrics
     }
 
 
@@ -294,7 +294,7 @@ def compute_concept_similarity(
         for m in metrics + (["matched_corr"] if pair_corr is not None else []):
             row: dict[str, Any] = {"concept": name, "metric": m, "n_pairs": m_pairs, "tested": tested}
             if m == "matched_corr":
-                value = float(np.mean(pair_corr[idx])) if m_pairs else float("nan")
+                value = float(np.mean(pair_corr[idx])) if m_pairs and pair_corr is not None else float("nan")
                 prim = None
             else:
                 value = results[m].value if m in results else float("nan")

@@ -55,6 +55,11 @@ class PreparedPairs:
     rsa_value: float
     device: torch.device
 
+    @property
+    def n_rsa(self) -> int:
+        """How many pairs RSA uses (0 when RSA was not prepared)."""
+        return 0 if self.rsa_rows is None else len(self.rsa_rows)
+
 
 def _dtype(name: str) -> torch.dtype:
     return torch.float32 if name == "float32" else torch.float64
@@ -99,7 +104,10 @@ def prepare_pairs(
     x, y = check_paired_rows(x, y, need_row_variance="rsa" in metrics)
     n = x.shape[0]
     dtype = _dtype(null_dtype)
-    u_a = s_a = u_b = s_b = None
+    u_a: torch.Tensor | None = None
+    s_a: torch.Tensor | None = None
+    u_b: torch.Tensor | None = None
+    s_b: torch.Tensor | None = None
     k_a = k_b = kp_a = kp_b = 0
     if any(m in metrics for m in _GRAM_METRICS):
         ua, sa, _ = torch.linalg.svd(torch.from_numpy(_center(x)).to(device), full_matrices=False)
@@ -108,7 +116,9 @@ def prepare_pairs(
         k_a, k_b = count_components(sa_np, variance), count_components(sb_np, variance)
         kp_a, kp_b = count_components(sa_np, variance, "paper"), count_components(sb_np, variance, "paper")
         u_a, s_a, u_b, s_b = ua.to(dtype), sa.to(dtype), ub.to(dtype), sb.to(dtype)
-    rank_a = rank_b = rsa_rows = None
+    rank_a: Any = None
+    rank_b: Any = None
+    rsa_rows: np.ndarray | None = None
     rank_scale = rsa_value = float("nan")
     if "rsa" in metrics:
         rsa_rows = np.arange(n)
@@ -166,6 +176,8 @@ def _gather_rows(u: torch.Tensor, perms: np.ndarray) -> torch.Tensor:
 
 
 def _gram_metrics_batch(prep: PreparedPairs, metrics: Sequence[str], perms: np.ndarray) -> dict[str, torch.Tensor]:
+    # prepare_pairs computed the SVD parts because a Gram metric was asked for
+    assert prep.u_a is not None and prep.u_b is not None and prep.s_a is not None and prep.s_b is not None
     # columns of U each metric needs: SVCCA only its kept directions, CKA/Procrustes all
     need_full = any(m in metrics for m in ("cka", "procrustes"))
     ra = (
@@ -248,6 +260,7 @@ def compute_permutation_nulls(
             progress("null", done, total)
     if "rsa" in metrics:
         rng_rsa = np.random.default_rng([seed, 2])
+        assert prep.rsa_rows is not None
         n_rsa = len(prep.rsa_rows)
         step = max(chunk, 32)
         for start in range(0, n_null, step):

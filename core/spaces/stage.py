@@ -209,11 +209,12 @@ def _bootstrap_metric_intervals(
     # each draw keeps the pairs whose resampled correlation still passes the threshold, so the
     # interval reflects which pairs the corpus supports; the pairing itself is not re-derived
     metrics = [m for m in settings.decoder_metrics if m in results]
-    draws = {m: [] for m in metrics}
+    draws: dict[str, list[float]] = {m: [] for m in metrics}
     for b, row in enumerate(boot_corr):
         keep = np.flatnonzero(np.nan_to_num(row, nan=-np.inf) > settings.boot_min_corr)
         if keep.size >= 3:
             sx, sy = x[keep], y[keep]
+            sub: np.ndarray | slice
             if "rsa" in metrics and keep.size > settings.rsa_max_pairs:
                 sub = np.sort(
                     np.random.default_rng([settings.seed, 6, b]).choice(
