@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from core.cli.app import add_app_command
 from core.errors import UserError
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -402,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--device", default="auto")
     discover.set_defaults(func=cmd_discover)
 
+    add_app_command(sub)
+
     info = sub.add_parser("info", help="summarise a bundle")
     info.add_argument("bundle")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
@@ -416,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         _set_threads(args.threads)
     try:
-        if args.command != "info":
+        if args.command not in ("info", "app"):
             _quiet_libraries()
         return func(args)
     except UserError as exc:
