@@ -1,5 +1,5 @@
 # The README's two commands: `make app` (demo in the app) and `make test` (the test suite).
-.PHONY: setup app test demo lint
+.PHONY: setup app test test-fast demo lint
 
 setup:
 	bash scripts/setup.sh
@@ -11,8 +11,15 @@ app: setup
 	bundle="$$(.venv/bin/python -m core demo)" && FEATUREBRIDGE_BUNDLE="$$bundle" .venv/bin/streamlit run app.py \
 		--server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
-test: setup
+# the whole suite, after lint, format and types (CI runs exactly this)
+test: lint
 	.venv/bin/python -m pytest
+
+# the fast lane: every module, no real-model end-to-end runs, no browser (under 2 minutes on 2 cores)
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not slow and not e2e"
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy

@@ -45,6 +45,9 @@ class DecoderUMAP:
         aligned: when :meth:`fit` gets a relation, fit AlignedUMAP so related points sit together.
         alignment_regularisation: AlignedUMAP's alignment strength.
         random_state: seed.
+        method: ``umap``, or ``pca`` (each side's top two principal directions; with a relation,
+            the later maps are rotated onto the first through the related rows by orthogonal
+            Procrustes, so partners sit near each other).
 
     Attributes:
         embeddings_: one float32 [n_i, 2] array per fitted decoder.
@@ -60,6 +63,7 @@ class DecoderUMAP:
         aligned: bool = True,
         alignment_regularisation: float = 0.01,
         random_state: int = 0,
+        method: str = "umap",
     ) -> None:
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
@@ -67,6 +71,7 @@ class DecoderUMAP:
         self.aligned = aligned
         self.alignment_regularisation = alignment_regularisation
         self.random_state = random_state
+        self.method = method
 
     def _kwargs(self, n_rows: int) -> dict[str, Any]:
         return {
@@ -90,16 +95,19 @@ class DecoderUMAP:
         Returns:
             self, with ``embeddings_`` set.
         """
-        import umap  # deferred: importing umap-learn costs seconds, and only builds need it
-
         xs = [_unit_rows(d) for d in decoders]
         if not xs:
             raise ValueError("DecoderUMAP.fit needs at least one decoder")
         self.n_features_in_ = [int(x.shape[1]) for x in xs]
+        if self.method == "pca":
+            return self._fit_pca(xs, relations)
         small = any(x.shape[0] < _MIN_UMAP_ROWS for x in xs)
         use_aligned = bool(
             self.aligned and relations is not None and len(xs) > 1 and not small and any(len(r) for r in relations)
         )
+        if not all(x.shape[0] < _MIN_UMAP_ROWS for x in xs):
+            # deferred, and skipped when every input is tiny: importing umap-learn compiles for seconds
+            import umap
         with warnings.catch_warnings():
             # umap warns that a fixed random_state disables parallelism: that is the point here
             warnings.filterwarnings("ignore", message=".*n_jobs.*")
@@ -121,6 +129,24 @@ class DecoderUMAP:
                         embeddings.append(np.asarray(emb, dtype=np.float32))
         self.embeddings_ = embeddings
         self.aligned_ = use_aligned
+        return self
+
+    def _fit_pca(self, xs: list[np.ndarray], relations: Sequence[dict[int, int]] | None) -> DecoderUMAP:
+        from scipy.linalg import orthogonal_procrustes
+
+        embeddings = [_fallback_layout(x, self.random_state) for x in xs]
+        rotated = False
+        for i, relation in enumerate(relations or []):
+            pairs = np.array(sorted(relation.items()), dtype=np.int64).reshape(-1, 2)
+            if not self.aligned or len(pairs) < 2:
+                continue
+            # rotate map i + 1 so its related rows land on their partners in map i
+            prev, nxt = embeddings[i][pairs[:, 0]], embeddings[i + 1][pairs[:, 1]]
+            rotation, _ = orthogonal_procrustes(nxt - nxt.mean(0), prev - prev.mean(0))
+            embeddings[i + 1] = ((embeddings[i + 1] - nxt.mean(0)) @ rotation + prev.mean(0)).astype(np.float32)
+            rotated = True
+        self.embeddings_ = embeddings
+        self.aligned_ = rotated
         return self
 
     def fit_transform(

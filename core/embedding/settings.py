@@ -8,6 +8,7 @@ from typing import Any
 from core.errors import SpecError
 
 RELATION_SOURCES = ("assignment", "mutual", "none")
+LAYOUT_METHODS = ("umap", "pca")
 
 
 UMAP_COLUMNS = ("feature", "x", "y")
@@ -26,6 +27,9 @@ class UMAPSettings:
             assignment.parquet), ``mutual`` (mutual best matches of matches.parquet) or ``none``.
         alignment_regularisation: AlignedUMAP's pull between related points.
         seed: random state (a fixed seed also makes umap-learn single-threaded, hence reproducible).
+        method: ``umap`` (default), or ``pca``: a linear preview in seconds (each side's top two
+            principal directions, B rotated onto A through the relation), for dictionaries where
+            UMAP takes too long and for quick looks.
     """
 
     n_neighbors: int = 15
@@ -35,6 +39,7 @@ class UMAPSettings:
     relation: str = "assignment"
     alignment_regularisation: float = 0.01
     seed: int = 0
+    method: str = "umap"
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_neighbors, int) or self.n_neighbors < 2:
@@ -45,6 +50,8 @@ class UMAPSettings:
             raise SpecError(f"UMAP n_epochs must be None or a positive integer, got {self.n_epochs!r}.")
         if self.relation not in RELATION_SOURCES:
             raise SpecError(f"UMAP relation {self.relation!r} is unknown; choose one of {', '.join(RELATION_SOURCES)}.")
+        if self.method not in LAYOUT_METHODS:
+            raise SpecError(f"Map layout method {self.method!r} is unknown; choose one of {', '.join(LAYOUT_METHODS)}.")
         if self.alignment_regularisation < 0:
             raise SpecError("UMAP alignment_regularisation must be >= 0.")
 

@@ -78,6 +78,7 @@ def compute_umap_frames(
         aligned=settings.aligned,
         alignment_regularisation=settings.alignment_regularisation,
         random_state=settings.seed,
+        method=settings.method,
     )
     emb_a, emb_b = model.fit_transform([decoder_a, decoder_b], [relation] if relation else None)
     frames = tuple(

@@ -54,7 +54,8 @@ def build_app_bundle(root: Path) -> Path:
             "matching": MatchSettings(),
             "similarity": SimilaritySettings(n_null=20, n_boot=20, n_null_concepts=10),
             "dashboards": DashboardSettings(chunk_units=256, threads=1),
-            "umap": UMAPSettings(n_neighbors=8, n_epochs=30),
+            # the linear layout: real UMAP (seconds of numba compilation) is tested in tests/core/embedding
+            "umap": UMAPSettings(method="pca"),
         },
     )
     return out

@@ -65,7 +65,7 @@ def _direct_codes(tiny: dict[str, Path], text: str, sae_folder: Path, hidden_ind
 
 
 def test_codes_equal_direct_forward_and_encode(tiny: dict[str, Path], tmp_path: Path) -> None:
-    out = build_comparison(_spec(tiny), tmp_path / "bundle")
+    out = build_comparison(_spec(tiny), tmp_path / "bundle", stages=())
     bundle = open_bundle(out)
     units = bundle.units().collect()
     docs = bundle.docs().collect()
@@ -139,7 +139,7 @@ def test_killed_harvest_resumes_to_identical_codes(tiny: dict[str, Path], tmp_pa
 
 
 def test_feature_stats_match_dense_reference(tiny: dict[str, Path], tmp_path: Path) -> None:
-    bundle = open_bundle(build_comparison(_spec(tiny), tmp_path / "bundle"))
+    bundle = open_bundle(build_comparison(_spec(tiny), tmp_path / "bundle", stages=()))
     dense = bundle.codes("b").to_dense().astype(np.float64)
     feats = bundle.features("b").collect().sort("feature")
     np.testing.assert_allclose(feats["freq"].to_numpy(), (dense > 0).mean(0))
