@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import _delete_guard
+
+# before any test module is imported: no test may delete a system folder, a home or an ancestor
+_delete_guard.install()
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
