@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # bottom to top; a name imports only names of its own or a lower layer
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "progress", "paths", "sides", "device"),
+    ("errors", "boundary", "progress", "paths", "sides", "device"),
     ("tokens",),
     ("bundle",),
     ("harvest",),

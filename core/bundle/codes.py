@@ -8,7 +8,6 @@ are sorted within each row and every stored value is non-zero.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
+from core.bundle.io import write_tensors_atomic
 from core.errors import BundleError
 
 _FORMAT = "sparse-codes-csr-v1"
@@ -173,14 +173,11 @@ class SparseCodes:
 
     def save(self, path: str | Path) -> None:
         """Write the codes to a safetensors file atomically (temp name, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
+        write_tensors_atomic(
             {"indptr": self.indptr, "indices": self.indices, "values": self.values},
-            str(tmp),
-            metadata={"format": _FORMAT, "n_features": str(self.n_features)},
+            path,
+            {"format": _FORMAT, "n_features": str(self.n_features)},
         )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> SparseCodes:

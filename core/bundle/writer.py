@@ -1,18 +1,37 @@
-"""Write a new bundle (parts first, manifest last) and add parts to an existing one."""
+"""Write a new bundle (parts first, manifest last) and change an existing one, each as one unit.
+
+New bundles are built beside their target and swapped in (:class:`OutputBuild`); stage parts
+are committed with their manifest entry in one swap (:func:`add_parts`). The rules of what may
+be replaced are in :mod:`core.bundle.safety`.
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
 
+from core.boundary import describe_os_error
 from core.bundle.codes import SparseCodes
-from core.bundle.io import write_json_atomic, write_parquet_atomic, write_tensors_atomic
+from core.bundle.io import BundleWriteError, write_json_atomic, write_parquet_atomic, write_tensors_atomic
+from core.bundle.lock import bundle_lock
 from core.bundle.reader import Bundle, open_bundle
+from core.bundle.safety import (
+    BUILD_MARKER,
+    BUNDLE_OUTPUT,
+    OutputKind,
+    check_output,
+    copy_for_change,
+    discard,
+    open_staging,
+    replace_folder,
+)
 from core.bundle.schema import (
     BUNDLE_KIND,
     FEATURE_COLUMNS,
@@ -21,45 +40,86 @@ from core.bundle.schema import (
     REQUIRED_PARTS,
     SCHEMA_VERSION,
     UNITS_COLUMNS,
-    WORK_DIRS,
     _present_parts,
 )
-from core.errors import BundleError
 from core.sides import check_side
 
+T = TypeVar("T")
 
-def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Make sure ``path`` may receive a new bundle.
 
-    An absent or empty folder is fine, and so is one holding only an interrupted build's
-    work folder (which a resumed build reuses). Anything else is refused unless
-    ``overwrite``, in which case the manifest goes first (so the folder stops being a
-    bundle at once) and then the rest.
+class OutputBuild:
+    """A new folder built beside its target and swapped in whole: the deletion policy in one object.
+
+    The output is checked at once (:func:`~core.bundle.safety.check_output`, which deletes
+    nothing), so a caller can refuse a bad ``--out`` before loading anything. Entering the
+    ``with`` takes the target's write lock, checks again and opens the staging folder
+    (``.<name>.partial``, keeping an interrupted build's work folder); :meth:`commit` swaps the
+    finished staging folder in and only then deletes the old target. Leaving the ``with``
+    without a commit keeps the target untouched and the staging folder for a resume.
 
     Args:
-        path: the output folder.
-        overwrite: replace whatever the folder holds.
-
-    Returns:
-        The folder, created.
+        out: the output path as the user gave it.
+        overwrite: whether a finished folder of ours may be replaced.
+        kind: the kind of folder being built.
+        inputs: (what, path) of the run's local inputs, which the output may never hold.
+        flag: how the user named the output, for messages.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise BundleError(f"Output path {path} is a file, not a folder; choose another --out.")
-    if path.is_dir():
-        foreign = [p for p in path.iterdir() if p.name not in WORK_DIRS]
-        if foreign and not overwrite:
-            what = "a comparison bundle" if (path / MANIFEST).exists() else f"{len(foreign)} other file(s)"
-            raise BundleError(f"Output folder {path} already holds {what}; choose an empty folder or pass --overwrite.")
-        if foreign:
-            (path / MANIFEST).unlink(missing_ok=True)
-            for item in foreign:
-                if item.is_dir() and not item.is_symlink():
-                    shutil.rmtree(item)
-                else:
-                    item.unlink(missing_ok=True)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+
+    def __init__(
+        self,
+        out: str | Path | None,
+        overwrite: bool = False,
+        kind: OutputKind = BUNDLE_OUTPUT,
+        inputs: Iterable[tuple[str, str | Path]] = (),
+        flag: str = "--out",
+    ) -> None:
+        self.overwrite = overwrite
+        self.kind = kind
+        self.inputs = list(inputs)
+        self.flag = flag
+        self.target = check_output(out, overwrite, kind, self.inputs, flag)
+        self._staging: Path | None = None
+        self._lock: ExitStack | None = None
+
+    @property
+    def staging(self) -> Path:
+        """The folder to write into (only inside the ``with``)."""
+        if self._staging is None:
+            raise RuntimeError("OutputBuild.staging is only available inside its with block")
+        return self._staging
+
+    def __enter__(self) -> OutputBuild:
+        stack = ExitStack()
+        stack.enter_context(bundle_lock(self.target))
+        try:
+            # the folder may have changed since the first check (another run finished meanwhile)
+            check_output(self.target, self.overwrite, self.kind, self.inputs, self.flag)
+            self._staging = _guard_io(lambda: open_staging(self.target, self.kind), self.target)
+        except BaseException:
+            stack.close()
+            raise
+        self._lock = stack
+        return self
+
+    def commit(self) -> Path:
+        """Swap the finished staging folder in place of the target, then delete the old target.
+
+        Returns:
+            The target folder.
+        """
+        staging = self.staging
+        _guard_io(lambda: replace_folder(staging, self.target, self.kind), self.target)
+        self._staging = None
+        return self.target
+
+    def __exit__(self, *exc: object) -> None:
+        staging, self._staging = self._staging, None
+        if staging is not None and not _holds_work(staging, self.kind):
+            # a run that failed before any resumable work leaves nothing beside the target
+            discard(staging, self.kind)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 class BundleWriter:
@@ -134,7 +194,12 @@ def add_parts(
     json_files: dict[str, Any] | None = None,
     manifest_updates: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Add (or replace) parts of an existing bundle, then rewrite its manifest.
+    """Add (or replace) parts of an existing bundle and its manifest entry as one unit.
+
+    The parts and the new manifest are written into a hard-linked copy of the bundle beside it,
+    which is then swapped in by one rename (see :mod:`core.bundle.safety`): a kill or a full disk
+    at any point leaves the old bundle or the new one, never new parts with an old manifest.
+    The bundle's write lock is held throughout.
 
     Args:
         path: the bundle folder.
@@ -150,12 +215,41 @@ def add_parts(
     for name in [*(frames or {}), *(json_files or {})]:
         if name not in known:
             raise ValueError(f"{name} is not a bundle file; known: {sorted(known)}")
-    for name, frame in (frames or {}).items():
-        write_parquet_atomic(frame, bundle.path / name)
-    for name, obj in (json_files or {}).items():
-        write_json_atomic(obj, bundle.path / name)
-    manifest = dict(bundle.manifest)
-    manifest.update(manifest_updates or {})
-    manifest["parts"] = _present_parts(bundle.path)
-    write_json_atomic(manifest, bundle.path / MANIFEST)
-    return open_bundle(bundle.path)
+    target = Path(os.path.abspath(bundle.path))
+    with bundle_lock(target):
+        bundle = open_bundle(target)  # the state to change is the one under the lock
+        rewritten = [*(frames or {}), *(json_files or {}), MANIFEST]
+        staging = _guard_io(lambda: copy_for_change(target, rewritten), target)
+        current = staging / MANIFEST
+        try:
+            for name, frame in (frames or {}).items():
+                current = staging / name
+                write_parquet_atomic(frame, current)
+            for name, obj in (json_files or {}).items():
+                current = staging / name
+                write_json_atomic(obj, current)
+            manifest = dict(bundle.manifest)
+            manifest.update(manifest_updates or {})
+            manifest["parts"] = _present_parts(staging)
+            current = staging / MANIFEST
+            write_json_atomic(manifest, current)
+            replace_folder(staging, target, keep_marker=(target / BUILD_MARKER).is_file())
+        except OSError as exc:
+            discard(staging)
+            raise BundleWriteError(describe_os_error(exc, target / current.name)) from exc
+        except BaseException:
+            discard(staging)
+            raise
+    return open_bundle(target)
+
+
+def _holds_work(folder: Path, kind: OutputKind) -> bool:
+    return any((folder / name).is_dir() and any((folder / name).iterdir()) for name in kind.dirs)
+
+
+def _guard_io(action: Callable[[], T], where: Path) -> T:
+    """Run a folder operation, restating an OS error as one sentence naming the file."""
+    try:
+        return action()
+    except OSError as exc:
+        raise BundleWriteError(describe_os_error(exc, where)) from exc

@@ -8,7 +8,8 @@
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
     python -m core info BUNDLE               what a bundle holds
 
-A user error prints one sentence and exits 2; anything else is a bug and keeps its traceback.
+Every failure ends as one line on stderr (core.cli.boundary): a user error or a known failure
+class exits 2, a bug exits 1 with its traceback in a log file, never on the terminal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.cli.app import add_app_command
-from core.errors import UserError
+from core.cli.boundary import (
+    OneLineParser,
+    correlation,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,7 +118,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = ComparisonSpec(
         a=sides["a"],
         b=sides["b"],
-        corpus=CorpusSpec.parse(args.corpus, text_column=args.text_column, max_docs=args.max_docs),
+        corpus=CorpusSpec.parse(
+            args.corpus,
+            text_column=args.text_column,
+            max_docs=args.max_docs,
+            bad_rows="skip" if args.skip_bad_rows else "refuse",
+        ),
         harvest=HarvestSettings(
             max_tokens=args.max_tokens,
             max_len=args.max_len,
@@ -133,18 +147,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _parse_stages(text: str) -> tuple[str, ...]:
-    from core.errors import SpecError
-    from core.pipeline.stages import STAGES
+    from core.pipeline.stages import STAGES, check_stage_names
 
     if text in ("", "none"):
         return ()
     if text == "all":
         return STAGES
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [n for n in names if n not in STAGES]
-    if unknown:
-        raise SpecError(f"Unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}, all or none.")
-    return names
+    return check_stage_names([t.strip() for t in text.split(",") if t.strip()])
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -156,21 +165,39 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(m, indent=2, sort_keys=True))
         return 0
     print(f"bundle   {bundle.path}  (schema {m['schema_version']}, created {m.get('created_at', '?')})")
-    print(f"units    {m['n_units']:,} ({m.get('unit_kind', 'token')}s) from {m['corpus'].get('n_docs_used', '?')} docs")
+    corpus = m.get("corpus") or {}
+    dropped = corpus.get("dropped") or {}
+    left_out = f"; left out: {', '.join(f'{n:,} {why}' for why, n in dropped.items())}" if dropped else ""
+    print(
+        f"units    {m['n_units']:,} ({m.get('unit_kind', 'token')}s) from {corpus.get('n_docs_used', '?')} docs{left_out}"
+    )
     for side in ("a", "b"):
         s = m["sides"][side]
         verdict = s.get("hook_sanity_verdict", {})
         print(
-            f"side {side}   {s['label']}: d_in {s['d_in']}, d_sae {s['d_sae']} ({s['architecture']}), "
+            f"side {side}   {s.get('label', side.upper())}: d_in {s.get('d_in', '?')}, d_sae {s.get('d_sae', '?')} "
+            f"({s.get('architecture', '?')}), "
             f"{s.get('alive_features', '?')} alive; hook {s['hook']} -> {verdict.get('message', '')}"
         )
         for row in s.get("hook_sanity", []):
-            mark = "*" if row["configured"] else " "
-            print(f"         {mark} {row['hook']:<28} EV {row['explained_variance']:.3f}  MSE {row['mse']:.4g}")
-    present = [p for p, ok in m["parts"].items() if ok]
+            mark = "*" if row.get("configured") else " "
+            print(
+                f"         {mark} {row.get('hook', '?'):<28} EV {row.get('explained_variance', float('nan')):.3f}  "
+                f"MSE {row.get('mse', float('nan')):.4g}"
+            )
+    present = [p for p, ok in bundle.parts.items() if ok]
     absent = [p for p, ok in m["parts"].items() if not ok]
     print(f"parts    {', '.join(present)}" + (f"  (not yet: {', '.join(absent)})" if absent else ""))
-    return 0
+    damaged = dict(bundle.broken)
+    if args.check:
+        from core.bundle.check import check_parts
+
+        damaged.update(check_parts(bundle))
+    for part, reason in damaged.items():
+        print(f"damaged  {part}: {reason}; rebuild it with `{bundle.repair_hint(part)}`")
+    if args.check and not damaged:
+        print("check    every listed part reads in full")
+    return 3 if damaged else 0
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -207,7 +234,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = SweepSpec(
         a=side("a"),
         b=side("b"),
-        corpus=CorpusSpec.parse(args.corpus, text_column=args.text_column),
+        corpus=CorpusSpec.parse(
+            args.corpus, text_column=args.text_column, bad_rows="skip" if args.skip_bad_rows else "refuse"
+        ),
         harvest=HarvestSettings(max_tokens=args.max_tokens, device=args.device),
         similarity=SimilaritySettings(metrics=("svcca", "rsa"), n_null=args.n_null),
     )
@@ -226,12 +255,12 @@ def _split(text: str) -> list[str]:
 def cmd_discover(args: argparse.Namespace) -> int:
     from core.bundle.reader import open_bundle
     from core.device import resolve_device
-    from core.errors import UserError as _UserError
+    from core.errors import UserError
     from core.explore.discover import DiscoverSettings
     from core.explore.prompts import load_sides, run_discovery
 
     if bool(args.text) == bool(args.prompts_file):
-        raise _UserError("Give exactly one of --text or --prompts-file.")
+        raise UserError("Give exactly one of --text or --prompts-file.")
     bundle = open_bundle(args.bundle)
     device = resolve_device(args.device)
     sides = load_sides(bundle, device)
@@ -263,12 +292,15 @@ def _read_prompts(path: str) -> list[str]:
     from pathlib import Path
 
     from core.errors import CorpusError
+    from core.harvest.corpus import read_text_file
 
     file = Path(path)
+    if file.is_dir():
+        raise CorpusError(f"Prompts file {file} is a folder, not a file; name the .jsonl file.")
     if not file.is_file():
         raise CorpusError(f"Prompts file {file} does not exist; check the path.")
     prompts = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(file).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -276,9 +308,9 @@ def _read_prompts(path: str) -> list[str]:
         except json.JSONDecodeError as exc:
             raise CorpusError(f'{file} line {number} is not JSON; write one {{"text": ...}} object per line.') from exc
         text = row.get("text") if isinstance(row, dict) else row if isinstance(row, str) else None
-        if not text:
-            raise CorpusError(f'{file} line {number} has no "text" field; write one {{"text": ...}} object per line.')
-        prompts.append(str(text))
+        if not isinstance(text, str) or not text.strip():
+            raise CorpusError(f'{file} line {number} has no "text" string; write one {{"text": ...}} object per line.')
+        prompts.append(text)
     if not prompts:
         raise CorpusError(f'{file} holds no prompts; write one {{"text": ...}} object per line.')
     return prompts
@@ -301,10 +333,10 @@ def _add_side_args(parser: argparse.ArgumentParser, name: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m core`` argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m core", description="Compare the features of two SAEs.")
+    parser = OneLineParser(prog="python -m core", description="Compare the features of two SAEs.")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="CPU threads for torch/numpy (default: all cores; 1 helps on a busy box)",
     )
@@ -329,10 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus", default="fortunes", help="fortunes, kjv, file:PATH (.txt/.jsonl/.parquet) or hf:NAME"
     )
     compare.add_argument("--text-column", default="text")
-    compare.add_argument("--max-docs", type=int, default=None)
-    compare.add_argument("--max-tokens", type=int, default=250_000)
-    compare.add_argument("--max-len", type=int, default=128)
-    compare.add_argument("--batch-tokens", type=int, default=8192)
+    compare.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="leave out corpus rows whose text is not a string (null, number, list) instead of refusing; counted in the manifest",
+    )
+    compare.add_argument("--max-docs", type=positive_int, default=None)
+    compare.add_argument("--max-tokens", type=positive_int, default=250_000)
+    compare.add_argument("--max-len", type=positive_int, default=128)
+    compare.add_argument("--batch-tokens", type=positive_int, default=8192)
     compare.add_argument("--device", default="auto")
     compare.add_argument(
         "--pooling",
@@ -340,28 +377,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="different tokenizers only: how token codes pool per aligned span (max, last, mean, sum, first)",
     )
     compare.add_argument("--out", required=True, help="bundle folder to write")
-    compare.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    compare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a bundle this tool wrote at --out (never a folder holding anything else); the old one "
+        "stays whole until the new one is finished",
+    )
     compare.add_argument(
         "--stages", default="all", help="later stages to run: all (default), none, or a list like matching,similarity"
     )
-    compare.add_argument("--n-null", type=int, default=1000, help="null samples for the similarity stage")
+    compare.add_argument("--n-null", type=non_negative_int, default=1000, help="null samples for the similarity stage")
     compare.set_defaults(func=cmd_compare)
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")
     match.add_argument("bundle")
-    match.add_argument("--top-k", type=int, default=10)
-    match.add_argument("--min-corr", type=float, default=0.1)
+    match.add_argument("--top-k", type=positive_int, default=10)
+    match.add_argument("--min-corr", type=correlation, default=0.1)
     match.add_argument(
         "--method", default="greedy", help="greedy (default), mutual, many_to_1_ab, many_to_1_ba, hungarian or sparse"
     )
-    match.add_argument("--memory-mb", type=float, default=1024.0)
+    match.add_argument("--memory-mb", type=positive_float, default=1024.0)
     match.add_argument("--device", default="auto")
     match.set_defaults(func=cmd_stage)
 
     similarity = sub.add_parser("similarity", help="(re)compute similarity.json (SVCCA, RSA, CKA, Procrustes + nulls)")
     similarity.add_argument("bundle")
-    similarity.add_argument("--n-null", type=int, default=1000)
-    similarity.add_argument("--seed", type=int, default=0)
+    similarity.add_argument("--n-null", type=non_negative_int, default=1000)
+    similarity.add_argument("--seed", type=non_negative_int, default=0)
     similarity.add_argument("--device", default="auto")
     similarity.set_defaults(func=cmd_stage)
 
@@ -382,11 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         sweep.add_argument(f"--tokenizer-{name}", default=None)
     sweep.add_argument("--corpus", default="fortunes")
     sweep.add_argument("--text-column", default="text")
-    sweep.add_argument("--max-tokens", type=int, default=50_000)
-    sweep.add_argument("--n-null", type=int, default=1000)
+    sweep.add_argument("--skip-bad-rows", action="store_true", help="leave out corpus rows whose text is not a string")
+    sweep.add_argument("--max-tokens", type=positive_int, default=50_000)
+    sweep.add_argument("--n-null", type=non_negative_int, default=1000)
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--out", required=True, help="folder for sweep.parquet and sweep.json")
-    sweep.add_argument("--overwrite", action="store_true")
+    sweep.add_argument("--overwrite", action="store_true", help="replace a sweep folder this tool wrote at --out")
     sweep.add_argument("--bundle", default=None, help="also attach the sweep to this bundle (the app shows it)")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -396,10 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--prompts-file", default=None, help='JSONL, one {"text": ...} per line (batch mode)')
     discover.add_argument("--out", default=None, help="results.json or results.csv (batch: a .jsonl file)")
     discover.add_argument("--score", default="mean_x_coverage", help="mean, max, mean_x_coverage or selectivity")
-    discover.add_argument("--top", type=int, default=20)
-    discover.add_argument("--min-coverage", type=float, default=0.0)
-    discover.add_argument("--gen-tokens", type=int, default=0, help="continue the prompt first (causal LMs)")
-    discover.add_argument("--seed", type=int, default=0)
+    discover.add_argument("--top", type=positive_int, default=20)
+    discover.add_argument("--min-coverage", type=fraction, default=0.0)
+    discover.add_argument(
+        "--gen-tokens", type=non_negative_int, default=0, help="continue the prompt first (causal LMs)"
+    )
+    discover.add_argument("--seed", type=non_negative_int, default=0)
     discover.add_argument("--device", default="auto")
     discover.set_defaults(func=cmd_discover)
 
@@ -408,26 +453,26 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="summarise a bundle")
     info.add_argument("bundle")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
+    info.add_argument(
+        "--check", action="store_true", help="read every listed part in full and report those that fail (exit 3)"
+    )
     info.set_defaults(func=cmd_info)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2 for a user error)."""
+    """Run the CLI inside its error boundary; returns the exit status (2 user error, 1 bug, 130 Ctrl-C)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     if args.threads:
         _set_threads(args.threads)
-    try:
-        if args.command not in ("info", "app"):
-            _quiet_libraries()
-        return func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; run the same command again to resume.", file=sys.stderr)
-        return 130
+    if args.command not in ("info", "app"):
+        _quiet_libraries()
+    return func(args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,10 @@ def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
     if spec.kind == "release":
         return _load_release(spec, device)
     folder = Path(spec.source).expanduser()
+    if folder.is_file():
+        raise SAELoadError(
+            f"SAE path {folder} is a file, not a folder; pass the folder that holds {SAE_CFG} and the weights."
+        )
     if not folder.is_dir():
         raise SAELoadError(f"SAE folder {folder} does not exist; check the path.")
     cfg = _read_cfg(folder)
@@ -170,6 +175,7 @@ def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
             raise SAELoadError(
                 f"{folder / SAE_CFG} lacks the sparsify key(s) {missing}; it is not a sparsify SAE config."
             )
+        _check_cfg_values(cfg, folder / SAE_CFG, ("d_in", "k", "num_latents", "expansion_factor"))
         converter = _sparsify_converter
     else:
         weights = folder / SAE_LENS_WEIGHTS
@@ -178,17 +184,76 @@ def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
             raise SAELoadError(
                 f"{folder / SAE_CFG} lacks the key(s) {missing}; re-save the SAE with sae-lens save_model."
             )
+        _check_cfg_values(cfg, folder / SAE_CFG, ("d_in", "d_sae", "k"))
+        if not isinstance(cfg["architecture"], str):
+            raise SAELoadError(
+                f"{folder / SAE_CFG} key 'architecture' is {cfg['architecture']!r}, not a name such as 'topk'; fix it."
+            )
         converter = None
     if not weights.is_file():
+        if _pickle_files(folder):
+            raise SAELoadError(_pickle_refusal(folder))
         raise SAELoadError(f"{folder} has no {weights.name}; it is not a complete {spec.kind} SAE folder.")
     try:
         kwargs = {"converter": converter} if converter else {}
         sae = sae_lens.SAE.load_from_disk(folder, device=device, dtype="float32", **kwargs)
     except SafetensorError as exc:
         raise SAELoadError(f"{weights} is not readable safetensors ({exc}); the file is corrupt, re-save it.") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SAELoadError(f"{folder} could not be read as a {spec.kind} SAE ({exc}); check its cfg.json.") from exc
+    except RuntimeError as exc:
+        # torch's load_state_dict: a tensor of the wrong shape, or one missing or unexpected
+        raise SAELoadError(
+            f"{weights} does not fit {folder / SAE_CFG} ({_state_dict_problem(exc)}); re-save the SAE so its "
+            "weights and config agree."
+        ) from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SAELoadError(
+            f"{folder / SAE_CFG} could not be read as a {spec.kind} SAE config ({_one_line(exc)}); fix that key "
+            "or re-save the SAE."
+        ) from exc
+    except pickle.UnpicklingError as exc:
+        raise SAELoadError(_pickle_refusal(folder)) from exc
     return _wrap(sae, spec)
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return f"sae-lens knows no {exc.args[0]!r}"
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    line = lines[0] if lines else exc.__class__.__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _state_dict_problem(exc: RuntimeError) -> str:
+    """The first concrete problem in torch's load_state_dict message ("size mismatch for W_enc: ...")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines[1:] if line), lines[0] if lines else "state dict mismatch")
+    detail = detail.replace("copying a param with shape", "the file has").replace(
+        "from checkpoint, the shape in current model is", "where the config implies"
+    )
+    return detail if len(detail) <= 200 else detail[:197] + "..."
+
+
+def _pickle_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+
+
+def _pickle_refusal(folder: Path) -> str:
+    pickles = _pickle_files(folder)
+    named = folder / pickles[0] if pickles else folder
+    return (
+        f"{named} needs unpickling, which this tool refuses because unpickling can run code; convert it to "
+        "safetensors (safetensors.torch.save_file) and point at the converted folder."
+    )
+
+
+def _check_cfg_values(cfg: dict[str, Any], cfg_path: Path, keys: tuple[str, ...]) -> None:
+    """Refuse a size key that is present but not a positive whole number (sae-lens would build garbage or crash)."""
+    for key in keys:
+        if key not in cfg or (cfg[key] is None and key not in ("d_in", "d_sae")):
+            continue
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SAELoadError(f"{cfg_path} key {key!r} is {value!r}, not a positive whole number; fix it.")
 
 
 def _sparsify_converter(
@@ -277,8 +342,15 @@ def load_model(spec: ModelSpec, device: torch.device | str = "cpu") -> LoadedMod
 
 
 def _load_hf(spec: ModelSpec, source: str, name: str, device: torch.device) -> LoadedModel:
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    folder = Path(source).expanduser()
+    if folder.is_file():
+        raise ModelLoadError(
+            f"Model path {folder} is a file, not a folder; pass the folder holding config.json (or gguf:FILE / "
+            "onnx-bert:FILE for a single-file model)."
+        )
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or source)
@@ -290,8 +362,26 @@ def _load_hf(spec: ModelSpec, source: str, name: str, device: torch.device) -> L
         raise ModelLoadError(f"The tokenizer of {source!r} is not a fast tokenizer; character offsets need one.")
     is_causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     cls = AutoModelForCausalLM if is_causal else AutoModel
-    model: Any = cls.from_pretrained(source, dtype=torch.float32)
-    model = model.to(device).eval()
+    try:
+        model: Any = cls.from_pretrained(source, dtype=torch.float32)
+        model = model.to(device).eval()
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(_pickle_refusal(folder)) from exc
+    except SafetensorError as exc:
+        raise ModelLoadError(
+            f"The weights of model {source} are corrupt or truncated ({_one_line(exc)}); re-download or re-save them."
+        ) from exc
+    except OSError as exc:
+        if folder.is_dir():
+            raise ModelLoadError(
+                f"Model folder {folder} holds no weights this tool can read ({_one_line(exc)}); it needs "
+                "model.safetensors (or a sharded safetensors index) beside config.json."
+            ) from exc
+        raise ModelLoadError(f"Could not load the weights of model {source!r}: {_one_line(exc)}") from exc
+    except (RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"The weights of model {source} do not fit its config.json ({_one_line(exc)}); re-save the model."
+        ) from exc
     base = model.base_model if is_causal else model
     blocks = find_blocks(base)
     return LoadedModel(spec, model, base, tokenizer, blocks, int(config.hidden_size), is_causal, name)
@@ -352,37 +442,51 @@ def _onnx_bert_to_hf_folder(path: Path, tokenizer_source: str | None) -> Path:
         return out
     import numpy as np
     import onnx
+    from google.protobuf.message import DecodeError
     from onnx import numpy_helper
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    graph = onnx.load(str(path)).graph
-    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    state: dict[str, torch.Tensor] = {}
-    for name, array in weights.items():
-        if name.startswith("model.0.auto_model."):
-            state[name.removeprefix("model.0.auto_model.")] = torch.from_numpy(np.array(array))
-    for node in graph.node:
-        if node.op_type != "MatMul":
-            continue
-        for inp in node.input:
-            if inp in weights and not inp.startswith("model."):
-                # '/model/model.0/auto_model/encoder/layer.0/attention/self/query/MatMul'
-                module = node.name.split("/auto_model/", 1)[1].rsplit("/", 1)[0].replace("/", ".")
-                state[f"{module}.weight"] = torch.from_numpy(np.array(weights[inp]).T.copy())
-    n_layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
-    hidden = state["embeddings.word_embeddings.weight"].shape[1]
-    intermediate = state["encoder.layer.0.intermediate.dense.weight"].shape[0]
-    config = BertConfig(
-        vocab_size=state["embeddings.word_embeddings.weight"].shape[0],
-        hidden_size=hidden,
-        num_hidden_layers=n_layers,
-        num_attention_heads=max(1, hidden // 32),
-        intermediate_size=intermediate,
-        max_position_embeddings=state["embeddings.position_embeddings.weight"].shape[0],
-        type_vocab_size=state["embeddings.token_type_embeddings.weight"].shape[0],
-    )
-    model = BertModel(config, add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        graph = onnx.load(str(path)).graph
+    except (DecodeError, ValueError, OSError) as exc:
+        raise ModelLoadError(
+            f"ONNX file {path} is corrupt or not an ONNX model ({_one_line(exc)}); re-download or re-export it."
+        ) from exc
+    if not graph.initializer:
+        raise ModelLoadError(f"ONNX file {path} holds no weights; it is not an exported BERT model.")
+    try:
+        weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        state: dict[str, torch.Tensor] = {}
+        for name, array in weights.items():
+            if name.startswith("model.0.auto_model."):
+                state[name.removeprefix("model.0.auto_model.")] = torch.from_numpy(np.array(array))
+        for node in graph.node:
+            if node.op_type != "MatMul":
+                continue
+            for inp in node.input:
+                if inp in weights and not inp.startswith("model."):
+                    # '/model/model.0/auto_model/encoder/layer.0/attention/self/query/MatMul'
+                    module = node.name.split("/auto_model/", 1)[1].rsplit("/", 1)[0].replace("/", ".")
+                    state[f"{module}.weight"] = torch.from_numpy(np.array(weights[inp]).T.copy())
+        n_layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
+        hidden = state["embeddings.word_embeddings.weight"].shape[1]
+        intermediate = state["encoder.layer.0.intermediate.dense.weight"].shape[0]
+        config = BertConfig(
+            vocab_size=state["embeddings.word_embeddings.weight"].shape[0],
+            hidden_size=hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=max(1, hidden // 32),
+            intermediate_size=intermediate,
+            max_position_embeddings=state["embeddings.position_embeddings.weight"].shape[0],
+            type_vocab_size=state["embeddings.token_type_embeddings.weight"].shape[0],
+        )
+        model = BertModel(config, add_pooling_layer=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (KeyError, IndexError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"ONNX file {path} does not look like a sentence-transformers BERT export ({_one_line(exc)}); "
+            "only those convert (onnx-bert:FILE)."
+        ) from exc
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ModelLoadError(f"ONNX file {path} does not look like a BERT export (missing {missing[:3]}).")

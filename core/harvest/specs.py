@@ -25,6 +25,8 @@ SAE_KINDS = ("local", "sparsify", "release")
 CORPUS_KINDS = ("fortunes", "kjv", "file", "hf")
 # how token codes pool into an aligned unit (core.align.compute_pooled_codes)
 POOLINGS = ("max", "last", "mean", "sum", "first")
+# what the corpus reader does with a row whose text is not a string
+BAD_ROWS = ("refuse", "skip")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class CorpusSpec:
         text_column: the column (parquet, jsonl, datasets) holding the text.
         split: datasets split (hf kind).
         max_docs: keep at most this many documents (``None``: all).
+        bad_rows: what to do with a row whose text is not a string (null, number, list) or
+            not encodable: ``refuse`` (the default: one sentence naming the row) or ``skip``
+            (leave it out; the manifest counts it).
     """
 
     kind: str
@@ -141,6 +146,7 @@ class CorpusSpec:
     text_column: str = "text"
     split: str = "train"
     max_docs: int | None = None
+    bad_rows: str = "refuse"
 
     def __post_init__(self) -> None:
         if self.kind not in CORPUS_KINDS:
@@ -149,16 +155,20 @@ class CorpusSpec:
             raise SpecError(f"A {self.kind} corpus needs a source: write {self.kind}:<path or name>.")
         if self.max_docs is not None and self.max_docs <= 0:
             raise SpecError("max_docs must be a positive number of documents.")
+        if self.bad_rows not in BAD_ROWS:
+            raise SpecError(f"Unknown bad_rows {self.bad_rows!r}; choose one of {', '.join(BAD_ROWS)}.")
 
     @classmethod
-    def parse(cls, text: str, text_column: str = "text", max_docs: int | None = None) -> CorpusSpec:
+    def parse(
+        cls, text: str, text_column: str = "text", max_docs: int | None = None, bad_rows: str = "refuse"
+    ) -> CorpusSpec:
         """Parse ``fortunes``, ``kjv``, ``file:<path>`` or ``hf:<name>`` (a bare path means a file)."""
         kind, sep, rest = text.partition(":")
         if text in ("fortunes", "kjv"):
-            return cls(text, None, text_column, max_docs=max_docs)
+            return cls(text, None, text_column, max_docs=max_docs, bad_rows=bad_rows)
         if sep and kind in CORPUS_KINDS:
-            return cls(kind, rest, text_column, max_docs=max_docs)
-        return cls("file", text, text_column, max_docs=max_docs)
+            return cls(kind, rest, text_column, max_docs=max_docs, bad_rows=bad_rows)
+        return cls("file", text, text_column, max_docs=max_docs, bad_rows=bad_rows)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core.bundle.writer import BundleWriter, prepare_output_dir
+from core.bundle.safety import inputs_of
+from core.bundle.schema import WORK_DIRS
+from core.bundle.writer import BundleWriter, OutputBuild
 from core.device import resolve_device
 from core.errors import SpecError
-from core.harvest.corpus import load_corpus
+from core.harvest.corpus import read_corpus
 from core.harvest.encode import HarvestSide
 from core.harvest.features import compute_feature_frame, top_tokens_per_feature
 from core.harvest.loading import LoadedModel, load_model, load_sae
@@ -25,12 +27,16 @@ from core.harvest.sanity import hook_sanity
 from core.harvest.specs import CorpusSpec, HarvestSettings, SideSpec
 from core.harvest.windows import plan_aligned_windows, same_tokenizer, tokenize_windows
 from core.paths import hash_texts
-from core.pipeline.stages import STAGES, run_stages
+from core.pipeline.costs import check_stage_costs
+from core.pipeline.stages import STAGES, check_stage_names, run_stages
 from core.progress import ProgressFn, no_progress
+from core.sides import SIDES
 
 VERSIONED = ("featurebridge", "torch", "transformers", "sae-lens", "numpy", "polars", "scipy", "safetensors")
 # a neighbouring hook that reconstructs this much better than the configured one is flagged
 SANITY_MARGIN = 0.05
+# the harvest's resumable shards, inside the staging folder while the bundle is built
+WORK_DIR = WORK_DIRS[0]
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,44 @@ def _describe_model(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def local_inputs(spec: ComparisonSpec) -> list[tuple[str, str]]:
+    """The run's inputs that are files or folders here (the output may never hold one).
+
+    Args:
+        spec: the comparison.
+
+    Returns:
+        (what, path) pairs, for example ``("the SAE of side A", "/data/sae")``.
+    """
+    found: list[tuple[str, str | None]] = []
+    for name in SIDES:
+        side: SideSpec = getattr(spec, name)
+        if side.sae.kind != "release":
+            found.append((f"the SAE of side {name.upper()}", side.sae.source))
+        if side.model.kind in ("hf", "gguf", "onnx-bert"):
+            found.append((f"the model of side {name.upper()}", side.model.source))
+        found.append((f"the tokenizer of side {name.upper()}", side.model.tokenizer))
+    if spec.corpus.kind == "file":
+        found.append(("the corpus", spec.corpus.source))
+    return [(what, str(path)) for what, path in inputs_of(found)]
+
+
+def check_positions(model: LoadedModel, max_len: int, side: str) -> None:
+    """Refuse windows longer than the model has positions for (an index error deep in its embedding otherwise).
+
+    Args:
+        model: the loaded model.
+        max_len: tokens per window, special tokens included.
+        side: ``a`` or ``b``, for the message.
+    """
+    limit = getattr(model.model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < max_len:
+        raise SpecError(
+            f"--max-len {max_len} is beyond the {limit} positions of model {model.name} (side {side.upper()}); "
+            f"pass --max-len {limit} or less."
+        )
+
+
 def build_comparison(
     spec: ComparisonSpec,
     out: str | Path,
@@ -104,13 +148,18 @@ def build_comparison(
 ) -> Path:
     """Load both sides, harvest their codes on the same text, write the bundle, run the stages.
 
+    Every input is checked and every model and SAE loaded before anything is written; the
+    bundle is built beside ``out`` and swapped in whole at the end (an old bundle there stays
+    whole until then, and stays untouched when the run fails). See ``core.bundle.safety`` for
+    what ``overwrite`` may replace.
+
     Args:
         spec: what to compare.
-        out: the bundle folder (must be empty, hold only an interrupted build, or
-            ``overwrite`` must be set).
-        overwrite: replace what the folder holds.
+        out: the bundle folder (absent, empty, an interrupted build of ours, or, with
+            ``overwrite``, a bundle this tool wrote).
+        overwrite: replace a bundle this tool wrote at ``out``.
         progress: progress callback.
-        stages: the later stages to run on the new bundle (see ``core.stages``).
+        stages: the later stages to run on the new bundle (see ``core.pipeline.stages``).
         stage_settings: stage name -> settings object.
 
     Returns:
@@ -118,7 +167,8 @@ def build_comparison(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    out = prepare_output_dir(out, overwrite)
+    build = OutputBuild(out, overwrite, inputs=local_inputs(spec))
+    stages = check_stage_names(stages)
     device = resolve_device(spec.harvest.device)
     models: dict[Any, LoadedModel] = {}
     sides: dict[str, HarvestSide] = {}
@@ -127,6 +177,7 @@ def build_comparison(
         if side_spec.model not in models:
             models[side_spec.model] = load_model(side_spec.model, device)
         model = models[side_spec.model]
+        check_positions(model, spec.harvest.max_len, name)
         sae = load_sae(side_spec.sae, device)
         hook_name = side_spec.hook or sae.hook_name
         if not hook_name:
@@ -135,11 +186,92 @@ def build_comparison(
             )
         sides[name] = HarvestSide(model, sae, model.hook(hook_name))
     timings["load_s"] = time.perf_counter() - t0
+    corpus = read_corpus(spec.corpus)
+    docs = corpus.docs
+    # a stage setting that cannot fit is refused now, not after the harvest
+    check_stage_costs(
+        {name: (stage_settings or {}).get(name) for name in stages}, sides["a"].sae.d_sae, sides["b"].sae.d_sae
+    )
 
-    t1 = time.perf_counter()
-    docs = load_corpus(spec.corpus)
+    with build:
+        staging = build.staging
+        t1 = time.perf_counter()
+        sanity = _hook_sanity(sides, docs, spec.harvest, device, progress)
+        timings["sanity_s"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        result = harvest(sides, docs, spec.harvest, staging / WORK_DIR, device, progress)
+        timings["harvest_s"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        writer = BundleWriter(staging)
+        units = result.units
+        writer.write_units(units)
+        used_docs = np.unique(units["doc"].to_numpy())
+        writer.write_docs(pl.DataFrame({"doc": used_docs, "text": [docs[int(d)] for d in used_docs]}))
+        unit_text = units["text"].to_list()
+        for name, side in sides.items():
+            progress(f"features {name}", 0, 0)
+            writer.write_codes(name, result.codes[name])
+            writer.write_decoder(name, side.sae.decoder().numpy())
+            tops = top_tokens_per_feature(result.codes[name], unit_text)
+            writer.write_features(name, compute_feature_frame(result.moments[name], units.height, tops))
+        timings["write_s"] = time.perf_counter() - t3
+        timings["total_s"] = time.perf_counter() - t0
+
+        manifest = {
+            "sides": {
+                name: {
+                    "label": getattr(spec, name).label or f"{side.model.name} {side.hook.name}",
+                    "model": _describe_model(side.model),
+                    "sae": side.sae.describe(),
+                    "hook": side.hook.name,
+                    "hidden_states_index": side.hook.hidden_states_index,
+                    "d_in": side.sae.d_in,
+                    "d_sae": side.sae.d_sae,
+                    "architecture": side.sae.architecture,
+                    "hook_sanity": sanity[name],
+                    "hook_sanity_verdict": sanity_verdict(sanity[name]),
+                    "alive_features": int((result.moments[name]["count"] > 0).sum()),
+                }
+                for name, side in sides.items()
+            },
+            "corpus": {
+                **spec.corpus.to_dict(),
+                "content_hash": hash_texts(docs),
+                "n_docs": len(docs),
+                "n_docs_used": int(len(used_docs)),
+                # documents read, kept, and left out per reason (empty, not text, beyond max_docs, ...)
+                **corpus.to_dict(),
+            },
+            "n_units": units.height,
+            "n_tokens": units.height,
+            "unit_kind": "token" if result.alignment is None else "span",
+            # different tokenizers: units, share of each side's tokens used, share of 1:1 units
+            **({} if result.alignment is None else {"alignment": result.alignment}),
+            "settings": {"harvest": spec.harvest.to_dict(), "device": str(device)},
+            "versions": package_versions(),
+            "timings": {**timings, "tokens_per_s": units.height / max(timings["harvest_s"], 1e-9)},
+            "harvest": {"n_shards": result.n_shards, "resumed_shards": result.resumed_shards},
+            **dict(spec.extra),
+        }
+        writer.finalize(manifest)
+        unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
+        # the stages run on the staging copy too: a failing stage leaves the old bundle whole
+        run_stages(staging, stages, stage_settings, str(device), progress, unembeddings)
+        remove_work_dir(staging / WORK_DIR)
+        return build.commit()
+
+
+def _hook_sanity(
+    sides: dict[str, HarvestSide],
+    docs: list[str],
+    settings: HarvestSettings,
+    device: Any,
+    progress: ProgressFn,
+) -> dict[str, list[dict[str, Any]]]:
     sanity_settings = HarvestSettings(
-        max_tokens=spec.harvest.sanity_tokens, max_len=spec.harvest.max_len, mask_special=spec.harvest.mask_special
+        max_tokens=settings.sanity_tokens, max_len=settings.max_len, mask_special=settings.mask_special
     )
     if same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer):
         shared = tokenize_windows(sides["a"].model.tokenizer, docs, sanity_settings)
@@ -151,68 +283,8 @@ def build_comparison(
     sanity = {}
     for name, side in sides.items():
         progress(f"hook sanity {name}", 0, 0)
-        sanity[name] = hook_sanity(side, sanity_windows[name], spec.harvest, device)
-    timings["sanity_s"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    result = harvest(sides, docs, spec.harvest, out / ".work", device, progress)
-    timings["harvest_s"] = time.perf_counter() - t2
-
-    t3 = time.perf_counter()
-    writer = BundleWriter(out)
-    units = result.units
-    writer.write_units(units)
-    used_docs = np.unique(units["doc"].to_numpy())
-    writer.write_docs(pl.DataFrame({"doc": used_docs, "text": [docs[int(d)] for d in used_docs]}))
-    unit_text = units["text"].to_list()
-    for name, side in sides.items():
-        progress(f"features {name}", 0, 0)
-        writer.write_codes(name, result.codes[name])
-        writer.write_decoder(name, side.sae.decoder().numpy())
-        tops = top_tokens_per_feature(result.codes[name], unit_text)
-        writer.write_features(name, compute_feature_frame(result.moments[name], units.height, tops))
-    timings["write_s"] = time.perf_counter() - t3
-    timings["total_s"] = time.perf_counter() - t0
-
-    manifest = {
-        "sides": {
-            name: {
-                "label": getattr(spec, name).label or f"{side.model.name} {side.hook.name}",
-                "model": _describe_model(side.model),
-                "sae": side.sae.describe(),
-                "hook": side.hook.name,
-                "hidden_states_index": side.hook.hidden_states_index,
-                "d_in": side.sae.d_in,
-                "d_sae": side.sae.d_sae,
-                "architecture": side.sae.architecture,
-                "hook_sanity": sanity[name],
-                "hook_sanity_verdict": sanity_verdict(sanity[name]),
-                "alive_features": int((result.moments[name]["count"] > 0).sum()),
-            }
-            for name, side in sides.items()
-        },
-        "corpus": {
-            **spec.corpus.to_dict(),
-            "content_hash": hash_texts(docs),
-            "n_docs": len(docs),
-            "n_docs_used": int(len(used_docs)),
-        },
-        "n_units": units.height,
-        "n_tokens": units.height,
-        "unit_kind": "token" if result.alignment is None else "span",
-        # different tokenizers: units, share of each side's tokens used, share of 1:1 units
-        **({} if result.alignment is None else {"alignment": result.alignment}),
-        "settings": {"harvest": spec.harvest.to_dict(), "device": str(device)},
-        "versions": package_versions(),
-        "timings": {**timings, "tokens_per_s": units.height / max(timings["harvest_s"], 1e-9)},
-        "harvest": {"n_shards": result.n_shards, "resumed_shards": result.resumed_shards},
-        **dict(spec.extra),
-    }
-    writer.finalize(manifest)
-    remove_work_dir(out / ".work")
-    unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
-    run_stages(out, stages, stage_settings, str(device), progress, unembeddings)
-    return out
+        sanity[name] = hook_sanity(side, sanity_windows[name], settings, device)
+    return sanity
 
 
 def _unembedding(model: LoadedModel) -> Any:

@@ -1,7 +1,11 @@
 """The stages that add parts to a harvested bundle, in the order a full build runs them.
 
 Each stage reads what the bundle already holds and writes its own parts through
-``core.bundle.add_parts``; ``python -m core <stage> BUNDLE`` reruns one with new settings.
+``core.bundle.add_parts`` (parts and manifest entry committed as one unit);
+``python -m core <stage> BUNDLE`` reruns one with new settings. A stage holds the bundle's
+write lock while it runs, refuses settings whose memory cannot fit before it starts, and
+announces itself when its measured rate projects more than a few minutes. It never needs its
+own parts, so rerunning it rebuilds them when they are missing or damaged.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from core.bundle.lock import bundle_lock
 from core.bundle.reader import Bundle, open_bundle
+from core.errors import SpecError
+from core.pipeline.costs import CostWatcher, check_stage_costs
 from core.progress import ProgressFn, no_progress
 
 STAGES = ("matching", "similarity", "dashboards", "umap")
@@ -22,6 +29,28 @@ STAGE_PARTS = {"matching": "assignment", "similarity": "similarity", "dashboards
 def missing_stages(bundle: Bundle) -> list[str]:
     """The stages whose parts a bundle does not hold yet, in run order."""
     return [name for name in STAGES if not bundle.has(STAGE_PARTS[name])]
+
+
+def check_stage_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The stage names in run order, refusing an unknown one.
+
+    Args:
+        names: stage names.
+
+    Returns:
+        The names, sorted in ``STAGES`` order.
+    """
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise SpecError(f"Unknown stage(s) {', '.join(map(str, unknown))}; choose from {', '.join(STAGES)}.")
+    return tuple(sorted(dict.fromkeys(names), key=STAGES.index))
+
+
+def _widths(bundle: Bundle) -> tuple[int, int] | None:
+    widths = [bundle.side(s).get("d_sae") for s in ("a", "b")]
+    if all(isinstance(w, int) and w > 0 for w in widths):
+        return widths[0], widths[1]
+    return None
 
 
 def run_stage(
@@ -45,6 +74,23 @@ def run_stage(
     Returns:
         The reopened bundle.
     """
+    check_stage_names([name])
+    bundle = open_bundle(bundle_path)
+    with bundle_lock(bundle.path):
+        widths = _widths(bundle)
+        if widths is not None:
+            check_stage_costs({name: settings}, *widths)
+        return _run_stage(name, bundle.path, settings, device, CostWatcher(progress), unembeddings)
+
+
+def _run_stage(
+    name: str,
+    bundle_path: Path,
+    settings: Any,
+    device: str,
+    progress: ProgressFn,
+    unembeddings: dict[str, Any] | None,
+) -> Bundle:
     if name == "matching":
         from core.matching.stage import build_matching
 
@@ -71,7 +117,7 @@ def run_stage(
         from core.embedding.stage import build_umap
 
         return build_umap(bundle_path, settings, progress=progress)
-    raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
+    raise AssertionError(f"stage {name!r} passed check_stage_names but has no runner")
 
 
 @contextmanager
@@ -117,6 +163,7 @@ def run_stages(
     """
     settings = settings or {}
     bundle = open_bundle(bundle_path)
-    for name in sorted(names, key=STAGES.index):
-        bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings)
+    with bundle_lock(bundle.path):
+        for name in check_stage_names(names):
+            bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings)
     return bundle

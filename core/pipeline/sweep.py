@@ -19,7 +19,8 @@ import torch
 from core.bundle.codes import SparseCodes
 from core.bundle.io import write_json_atomic, write_parquet_atomic
 from core.bundle.reader import open_bundle
-from core.bundle.writer import add_parts, prepare_output_dir
+from core.bundle.safety import OutputKind, inputs_of
+from core.bundle.writer import OutputBuild, add_parts
 from core.device import resolve_device
 from core.errors import BundleError, SpecError
 from core.harvest.corpus import load_corpus
@@ -36,6 +37,10 @@ from core.progress import ProgressFn, no_progress
 from core.spaces.settings import SimilaritySettings
 from core.spaces.sweep import compute_layer_sweep
 from core.tokens import load_nonconcept_tokens
+
+SWEEP_KIND = "featurebridge-sweep"
+# a sweep folder: the table and its record, nothing else (the deletion policy's notion of "ours")
+SWEEP_OUTPUT = OutputKind("sweep folder", "sweep.json", SWEEP_KIND, frozenset({"sweep.json", "sweep.parquet"}))
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,9 @@ def build_sweep(
 
     Args:
         spec: the sweep.
-        out: output folder (empty, or ``overwrite``).
-        overwrite: replace what the folder holds.
+        out: output folder (absent, empty, or with ``overwrite`` a sweep folder this tool wrote;
+            written beside and swapped in whole, see ``core.bundle.safety``).
+        overwrite: replace a sweep folder this tool wrote.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress callback.
 
@@ -141,7 +147,11 @@ def build_sweep(
         The sweep table (one row per layer pair and metric).
     """
     t0 = time.perf_counter()
-    out = prepare_output_dir(out, overwrite)
+    found = [(f"an SAE of side {n.upper()}", sae.source) for n in ("a", "b") for sae in getattr(spec, n).saes]
+    found += [(f"the model of side {n.upper()}", getattr(spec, n).model.source) for n in ("a", "b")]
+    if spec.corpus.kind == "file":
+        found.append(("the corpus", spec.corpus.source))
+    build = OutputBuild(out, overwrite, SWEEP_OUTPUT, inputs_of(found))
     torch_device = resolve_device(device)
     docs = load_corpus(spec.corpus)
     models = {"a": load_model(spec.a.model, torch_device)}
@@ -189,17 +199,19 @@ def build_sweep(
         ]
     )
     table = table.join(kept, on=["layer_a", "layer_b"], how="left")
-    write_parquet_atomic(table, out / "sweep.parquet")
-    write_json_atomic(
-        {
-            "kind": "featurebridge-sweep",
-            "spec": asdict(spec),
-            "n_units": len(unit_text),
-            "versions": package_versions(),
-            "timings": {"total_s": time.perf_counter() - t0},
-        },
-        out / "sweep.json",
-    )
+    with build:
+        write_parquet_atomic(table, build.staging / "sweep.parquet")
+        write_json_atomic(
+            {
+                "kind": SWEEP_KIND,
+                "spec": asdict(spec),
+                "n_units": len(unit_text),
+                "versions": package_versions(),
+                "timings": {"total_s": time.perf_counter() - t0},
+            },
+            build.staging / "sweep.json",
+        )
+        build.commit()
     return table
 
 

@@ -12,7 +12,7 @@ import pytest
 from core.bundle.codes import SparseCodes, concat_codes
 from core.bundle.reader import open_bundle
 from core.bundle.schema import MANIFEST, SCHEMA_VERSION
-from core.bundle.writer import BundleWriter, add_parts, prepare_output_dir
+from core.bundle.writer import BundleWriter, add_parts
 from core.errors import BundleError
 
 
@@ -55,7 +55,7 @@ def test_codes_safetensors_round_trip_and_corruption(tmp_path: Path) -> None:
 
 
 def _write_minimal(path: Path) -> Path:
-    writer = BundleWriter(prepare_output_dir(path))
+    writer = BundleWriter(path)
     dense = _random_dense(rows=6, feats=4)
     units = pl.DataFrame(
         {
@@ -119,17 +119,3 @@ def test_open_refuses_incomplete_unknown_and_missing(tmp_path: Path) -> None:
     (path / MANIFEST).write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         open_bundle(path)
-
-
-def test_prepare_output_dir_keeps_resumable_work_and_refuses_the_rest(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    (out / ".work").mkdir(parents=True)
-    assert prepare_output_dir(out) == out and (out / ".work").is_dir()
-    (out / "x.txt").write_text("user file")
-    with pytest.raises(BundleError, match="--overwrite"):
-        prepare_output_dir(out)
-    path = _write_minimal(tmp_path / "b")
-    with pytest.raises(BundleError, match="already holds a comparison bundle"):
-        prepare_output_dir(path)
-    prepare_output_dir(path, overwrite=True)
-    assert list(path.iterdir()) == []

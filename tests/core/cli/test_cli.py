@@ -72,15 +72,15 @@ def test_compare_with_a_sparsify_folder(folders: dict[str, Path], tmp_path: Path
     assert side_b["hook"] == "blocks.2.hook_resid_post" and side_b["sae"]["spec"]["kind"] == "sparsify"
 
 
-def test_output_folder_with_other_files_is_refused_unless_overwrite(folders, tmp_path: Path, capsys) -> None:
+def test_output_folder_with_other_files_is_refused_even_with_overwrite(folders, tmp_path: Path, capsys) -> None:
     out = tmp_path / "busy"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert main(_compare(folders, out)) == 2
-    _one_sentence_error(capsys, "--overwrite")
-    assert (out / "notes.txt").read_text() == "mine"
-    assert main(_compare(folders, out, "--overwrite")) == 0
-    assert (out / MANIFEST).is_file() and not (out / "notes.txt").exists()
+    for extra in ((), ("--overwrite",)):
+        assert main(_compare(folders, out, *extra)) == 2
+        _one_sentence_error(capsys, "notes.txt", "did not write")
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"], "nothing is left beside the refused folder"
 
 
 def _bad_sae(folders: dict[str, Path], name: str) -> Path:

@@ -119,7 +119,10 @@ def test_user_corpus_files(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("first doc\nstill first\n\nsecond doc\n\n\n")
     assert load_corpus(CorpusSpec.parse(str(tmp_path / "a.txt"))) == ["first doc\nstill first", "second doc"]
     pl.DataFrame({"body": ["x y", None, "z"]}).write_parquet(tmp_path / "a.parquet")
-    assert load_corpus(CorpusSpec.parse(f"file:{tmp_path / 'a.parquet'}", text_column="body")) == ["x y", "z"]
+    with pytest.raises(CorpusError, match="row 2: the 'body' field holds null"):
+        load_corpus(CorpusSpec.parse(f"file:{tmp_path / 'a.parquet'}", text_column="body"))
+    skipping = CorpusSpec.parse(f"file:{tmp_path / 'a.parquet'}", text_column="body", bad_rows="skip")
+    assert load_corpus(skipping) == ["x y", "z"]
     with pytest.raises(CorpusError, match="no text column 'text'"):
         load_corpus(CorpusSpec.parse(f"file:{tmp_path / 'a.parquet'}"))
     (tmp_path / "a.csv").write_text("text\nhello")
