@@ -30,6 +30,7 @@ PAGES = [
 
 def run() -> None:
     """Configure the page, apply a deep link, and route to the chosen page."""
+    from components.boundary import run_page
     from components.state import get_state, sync_url, write_url
 
     st.set_page_config(page_title="Feature Bridge", page_icon=":material/compare_arrows:", layout="wide")
@@ -40,7 +41,8 @@ def run() -> None:
     page = st.navigation(pages)
     sync_url()
     try:
-        page.run()
+        # a failing page shows one sentence (and the command that repairs a damaged bundle), never a traceback
+        run_page(page)
     finally:
         # the page may have moved the selection (or stopped early with st.stop): keep the URL naming the view
         write_url(get_state())

@@ -40,6 +40,11 @@ def require_parts(bundle: Bundle, *parts: str, what: str = "This page") -> bool:
     """Show "not computed yet: how to add it" for each absent part; True when all are present."""
     missing = [p for p in parts if not bundle.has(p)]
     for part in missing:
+        if part in bundle.broken:
+            # listed in the manifest but unreadable: say so, with the command that rebuilds it
+            st.error(f"{what} needs the **{part}** part, which is damaged ({bundle.broken[part]}). Rebuild it with:")
+            st.code(bundle.repair_hint(part), language="bash")
+            continue
         hint = PART_HINTS.get(part, "python -m core --help").replace("BUNDLE", str(bundle.path))
         st.warning(f"{what} needs the **{part}** part, which is not computed yet for this bundle. Add it with:")
         st.code(hint, language="bash")
@@ -312,7 +317,11 @@ def render_build_form() -> dict[str, Any] | None:
         values["max_len"] = int(c3.number_input("Tokens per window", min_value=1, value=128, step=8))
         values["device"] = c4.selectbox("Device", ("auto", "cpu", "cuda"))
         values["out"] = st.text_input("Output folder", placeholder="/path/to/new/bundle")
-        values["overwrite"] = st.checkbox("Replace what the output folder holds")
+        values["overwrite"] = st.checkbox(
+            "Replace a bundle this tool wrote there",
+            help="Only a comparison bundle this tool wrote is replaced, and only once the new one is finished; "
+            "a folder holding anything else is refused.",
+        )
         values["stages"] = st.multiselect(
             "Stages after the harvest",
             BUILD_STAGES,

@@ -122,9 +122,15 @@ if values:
                 max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
             ),
         )
-        out = Path(values["out"].strip()).expanduser()
-        # the same call as `python -m core compare`: harvest, then the chosen stages in order
-        build_comparison(spec, out, overwrite=values["overwrite"], progress=progress, stages=tuple(values["stages"]))
+        # the same call as `python -m core compare`: harvest, then the chosen stages in order; the raw text
+        # goes in, so an empty field is refused as empty (a Path("") would be the current folder)
+        out = build_comparison(
+            spec,
+            values["out"].strip(),
+            overwrite=values["overwrite"],
+            progress=progress,
+            stages=tuple(values["stages"]),
+        )
     except UserError as exc:
         st.error(str(exc))
     else:

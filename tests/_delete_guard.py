@@ -37,12 +37,17 @@ def _guarded(func: Callable[..., Any], name: str) -> Callable[..., Any]:
         return func(path, *args, **kwargs)
 
     guard.__wrapped__ = func  # type: ignore[attr-defined]
+    guard._featurebridge_test_guard = True  # type: ignore[attr-defined]
     return guard
 
 
 def install() -> None:
-    """Wrap the deleting functions for the rest of the process (idempotent)."""
-    if getattr(shutil.rmtree, "__wrapped__", None) is not None:
+    """Wrap the deleting functions for the rest of the process (idempotent).
+
+    It checks for its own mark rather than any wrapper, so a guard a machine installs for
+    itself (site-packages) does not stand in for this one: both then apply.
+    """
+    if getattr(shutil.rmtree, "_featurebridge_test_guard", False):
         return
     shutil.rmtree = _guarded(shutil.rmtree, "shutil.rmtree")  # type: ignore[assignment]
     os.unlink = _guarded(os.unlink, "os.unlink")  # type: ignore[assignment]

@@ -10,7 +10,7 @@ from core.bundle.codes import SparseCodes
 from core.bundle.reader import Bundle, open_bundle
 from core.bundle.safety import check_output
 from core.bundle.schema import PART_FILES, SCHEMA_VERSION
-from core.bundle.writer import BundleWriter, OutputBuild, add_parts
+from core.bundle.writer import BundleWriter, OutputBuild, add_parts, prepare_output_dir
 
 __all__ = [
     "PART_FILES",
@@ -22,4 +22,5 @@ __all__ = [
     "add_parts",
     "check_output",
     "open_bundle",
+    "prepare_output_dir",
 ]

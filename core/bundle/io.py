@@ -45,7 +45,7 @@ def as_os_error(exc: BaseException, path: str | Path) -> OSError | None:
     return OSError(code, os.strerror(code) if code else "I/O error", str(path))
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Write one file through ``write(temp_path)``, then rename it into place.
 
     Args:

@@ -25,10 +25,12 @@ from core.bundle.reader import Bundle, open_bundle
 from core.bundle.safety import (
     BUILD_MARKER,
     BUNDLE_OUTPUT,
+    FolderState,
     OutputKind,
     check_output,
     copy_for_change,
     discard,
+    inspect_folder,
     open_staging,
     replace_folder,
 )
@@ -112,7 +114,7 @@ class OutputBuild:
         self._staging = None
         return self.target
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         staging, self._staging = self._staging, None
         if staging is not None and not _holds_work(staging, self.kind):
             # a run that failed before any resumable work leaves nothing beside the target
@@ -120,13 +122,47 @@ class OutputBuild:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+        if isinstance(exc, BundleWriteError) and staging is not None:
+            # name the file the user knows (the bundle's), not the hidden staging folder's
+            raise _named_as_target(exc, staging, self.target) from exc
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool = False, kind: OutputKind = BUNDLE_OUTPUT) -> Path:
+    """Make ``path`` ready for a folder written in place (test builders, benchmarks), by the deletion policy.
+
+    A build that must keep an old bundle whole until the new one is finished uses
+    :class:`OutputBuild` instead; this is for writers that fill a folder directly. The path is
+    checked by :func:`~core.bundle.safety.check_output` first (never a folder holding anything
+    this tool did not write, the current or a home folder, a root). An absent, empty or
+    unfinished folder of ours is kept as it is (an interrupted build's work folder stays for a
+    resume); a finished folder of ours is emptied only with ``overwrite``, its manifest first
+    so that it stops being a bundle at once.
+
+    Args:
+        path: the output folder.
+        overwrite: empty a finished folder of ours.
+        kind: the kind of folder to be written.
+
+    Returns:
+        The folder (absolute), created.
+    """
+    target = check_output(path, overwrite, kind)
+    if inspect_folder(target, kind).state is FolderState.FINISHED:
+        (target / kind.manifest).unlink()
+        for entry in target.iterdir():
+            # check_output found nothing but our own file names and work folders here; work folders stay
+            if not entry.is_dir():
+                entry.unlink()
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 class BundleWriter:
     """Writes the parts of a new bundle, then the manifest last.
 
     Args:
-        path: output folder, already checked with :func:`prepare_output_dir`.
+        path: output folder (see :class:`OutputBuild`, or :func:`prepare_output_dir` for a
+            folder written in place).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -237,6 +273,9 @@ def add_parts(
         except OSError as exc:
             discard(staging)
             raise BundleWriteError(describe_os_error(exc, target / current.name)) from exc
+        except BundleWriteError as exc:
+            discard(staging)
+            raise _named_as_target(exc, staging, target) from exc
         except BaseException:
             discard(staging)
             raise
@@ -245,6 +284,11 @@ def add_parts(
 
 def _holds_work(folder: Path, kind: OutputKind) -> bool:
     return any((folder / name).is_dir() and any((folder / name).iterdir()) for name in kind.dirs)
+
+
+def _named_as_target(exc: BundleWriteError, staging: Path, target: Path) -> BundleWriteError:
+    """The same sentence with the staging folder's name replaced by the bundle's."""
+    return BundleWriteError(str(exc).replace(str(staging), str(target)))
 
 
 def _guard_io(action: Callable[[], T], where: Path) -> T:

@@ -1,28 +1,26 @@
-"""Costs said up front: memory a setting needs (refused when it cannot fit), time measured as a step runs.
+"""Costs said up front: memory a setting needs (refused when it cannot fit), time estimated or measured.
 
 Memory is computed from the sizes a setting multiplies (null samples, partners per feature,
 the dense correlation block), so a setting that cannot fit is refused before anything starts,
-naming the largest value that would. Time depends on the machine, so it is measured: the
-progress of every long step is watched, and once a step has run a few seconds, a projection
-longer than :data:`NOTICE_AFTER_S` is said once ("about 3 h left at the current rate"), with the
-setting that sizes it. Notices go to the ``core`` logger; the CLI prints them on stderr, the
-app shows them.
+naming the largest value that would. Time depends on the machine. Where a step's cost is a
+setting times a per-item cost (the similarity stage's null samples), the step measures a few
+items first and says the estimate before the bulk runs (``core.spaces.nulls``, through
+``core.progress.announce_estimate``). Every other long step is watched as it runs: once it has
+run a few seconds, a projection longer than :data:`NOTICE_AFTER_S` is said once ("about 3 h
+left at the current rate"), with the setting that sizes it. Notices go to the ``core``
+logger; the CLI prints them on stderr, the app shows them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from core.errors import SpecError
-from core.progress import ProgressFn
+from core.progress import LOG, NOTICE_AFTER_S, ProgressFn, format_seconds
 
-LOG = logging.getLogger("core")
-# a step projected to take longer than this is announced
-NOTICE_AFTER_S = 180.0
 # measure at least this long before projecting (the first batches include warm-up)
 MEASURE_S = 3.0
 # a setting may use at most this share of the memory available when it starts
@@ -59,17 +57,6 @@ def format_bytes(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} B"
-
-
-def format_seconds(s: float) -> str:
-    """``3 h 20 min``-style duration."""
-    if s >= 86400:
-        return f"{s / 86400:.1f} days"
-    if s >= 3600:
-        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
-    if s >= 60:
-        return f"{int(s // 60)} min"
-    return f"{int(s)} s"
 
 
 def similarity_memory(n_pairs: int, n_null: int, n_metrics: int = 4, chunk: int = 8) -> int:

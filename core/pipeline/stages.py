@@ -47,9 +47,9 @@ def check_stage_names(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _widths(bundle: Bundle) -> tuple[int, int] | None:
-    widths = [bundle.side(s).get("d_sae") for s in ("a", "b")]
-    if all(isinstance(w, int) and w > 0 for w in widths):
-        return widths[0], widths[1]
+    a, b = (bundle.side(s).get("d_sae") for s in ("a", "b"))
+    if isinstance(a, int) and isinstance(b, int) and a > 0 and b > 0:
+        return a, b
     return None
 
 

@@ -12,12 +12,14 @@ import torch
 
 from core.device import resolve_device
 from core.errors import SimilarityError
-from core.progress import ProgressFn, no_progress
+from core.progress import ProgressFn, announce_estimate, no_progress
 from core.spaces.metrics import check_paired_rows, compute_linear_cka, compute_procrustes, compute_svcca
 from core.spaces.nulls import (
+    ESTIMATE_FROM,
     compute_permutation_nulls,
     compute_random_subset_null,
     compute_subspace_null,
+    estimate_permutation_null_s,
     prepare_pairs,
 )
 from core.spaces.settings import SimilaritySettings
@@ -212,6 +214,14 @@ def compute_similarity(
                 "padding": "zero-pad the narrower side",
                 "similarity": "1 - disparity / 2",
             }
+    if settings.n_null >= ESTIMATE_FROM:
+        seconds = estimate_permutation_null_s(prep, metrics, settings.n_null, settings.chunk)
+        announce_estimate(
+            "similarity null",
+            seconds,
+            f"--n-null {settings.n_null:,}",
+            f"{seconds / settings.n_null * 1e3:.2g} ms per sample measured on {n:,} pairs",
+        )
     if settings.n_null:
         samples = compute_permutation_nulls(prep, metrics, settings.n_null, settings.seed, settings.chunk, progress)
         for m in metrics:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from components.boundary import UNEXPECTED
 from components.state import AppState
 from tests.pages.app_bundle import build_app_bundle, build_spine_bundle
 
@@ -40,8 +41,10 @@ def open_app(page: str | None = None, **state: Any) -> AppTest:
 
 
 def no_exception(at: AppTest) -> None:
-    """Fail with the first exception's message when the page raised."""
+    """Fail with the first exception's message when the page raised (or its boundary caught a bug)."""
     assert not at.exception, at.exception[0].value
+    bugs = [str(e.value) for e in at.error if str(e.value).startswith(UNEXPECTED)]
+    assert not bugs, bugs[0]
 
 
 def charts(at: AppTest) -> list[dict[str, Any]]:
