@@ -381,9 +381,13 @@ def copy_for_change(bundle: Path, skip: Sequence[str], kind: OutputKind = BUNDLE
 
 
 def discard(folder: Path, kind: OutputKind = BUNDLE_OUTPUT) -> None:
-    """Delete a staging folder of ours after a failure (never anything the policy protects)."""
+    """Delete a staging folder of ours after a failure (never anything the policy protects).
+
+    Our build marker alone does not make a folder removable: a file of the user's found in it
+    (however it got there) keeps the whole folder.
+    """
     try:
-        if (folder / BUILD_MARKER).is_file() or inspect_folder(folder, kind).removable:
+        if inspect_folder(folder, kind).removable:
             shutil.rmtree(folder, ignore_errors=True)
     except OSError:
         pass

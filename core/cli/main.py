@@ -261,10 +261,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     if bool(args.text) == bool(args.prompts_file):
         raise UserError("Give exactly one of --text or --prompts-file.")
+    # every input is checked before the models load
     bundle = open_bundle(args.bundle)
+    settings = DiscoverSettings(score=args.score, return_top_x=args.top, min_coverage=args.min_coverage)
+    prompts = _read_prompts(args.prompts_file) if args.prompts_file else []
     device = resolve_device(args.device)
     sides = load_sides(bundle, device)
-    settings = DiscoverSettings(score=args.score, return_top_x=args.top, min_coverage=args.min_coverage)
     if args.text:
         result = run_discovery(bundle, sides, args.text, settings, args.gen_tokens, args.seed, device)
         if args.out:
@@ -272,7 +274,6 @@ def cmd_discover(args: argparse.Namespace) -> int:
         else:
             print(json.dumps(result.to_json_dict(), indent=2, default=str))
         return 0
-    prompts = _read_prompts(args.prompts_file)
     lines = []
     for prompt in prompts:
         result = run_discovery(bundle, sides, prompt, settings, args.gen_tokens, args.seed, device)

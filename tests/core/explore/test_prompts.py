@@ -70,6 +70,8 @@ def test_discover_cli_bad_input(bundle_path: Path, tmp_path: Path, capsys) -> No
     assert capsys.readouterr().err.strip().startswith("error: Give exactly one of --text or --prompts-file")
     (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
     assert main(["discover", "--bundle", str(bundle_path), "--prompts-file", str(tmp_path / "bad.jsonl")]) == 2
-    assert 'no "text" field' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'no "text" string' in err
+    assert "Loading weights" not in err, "the prompts are checked before any model loads"
     assert main(["discover", "--bundle", str(bundle_path), "--text", "   "]) == 2
     assert "empty" in capsys.readouterr().err
