@@ -117,6 +117,7 @@ def test_another_thread_of_the_same_process_is_refused_too(tmp_path: Path) -> No
         pass
 
 
+@pytest.mark.slow  # two subprocesses importing torch; the lock's sentence is tested above without them
 def test_two_match_runs_at_once_leave_one_whole_result(matched: Path, tmp_path: Path) -> None:
     references = {}
     for k in (3, 5):
