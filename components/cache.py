@@ -54,7 +54,7 @@ def load_best_corr(path: str, mtime: float) -> pl.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_similarity(path: str, mtime: float) -> dict[str, Any]:
     """similarity.json as a dict."""
-    return load_bundle(path, mtime).similarity()
+    return load_bundle(path, mtime).similarity_json()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

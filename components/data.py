@@ -17,12 +17,12 @@ from core.sides import SIDES, other_side
 
 # the "not computed yet" hint for each optional part: what the user runs to add it
 PART_HINTS: dict[str, str] = {
-    "matches": "python -m core match BUNDLE  (or core.matching.build_matching(BUNDLE))",
-    "assignment": "python -m core match BUNDLE  (or core.matching.build_matching(BUNDLE))",
-    "similarity": "python -m core similarity BUNDLE  (or core.spaces.stage.build_similarity(BUNDLE))",
-    "examples": "python -m core dashboards BUNDLE  (or core.dashboards.stage.build_dashboards(BUNDLE))",
-    "dashboards": "python -m core dashboards BUNDLE  (or core.dashboards.stage.build_dashboards(BUNDLE))",
-    "umap": "python -m core umap BUNDLE  (or core.embedding.stage.build_umap(BUNDLE))",
+    "matches": 'python -m core match BUNDLE  (or core.run_stage("matching", BUNDLE))',
+    "assignment": 'python -m core match BUNDLE  (or core.run_stage("matching", BUNDLE))',
+    "similarity": 'python -m core similarity BUNDLE  (or core.run_stage("similarity", BUNDLE))',
+    "examples": 'python -m core dashboards BUNDLE  (or core.run_stage("dashboards", BUNDLE))',
+    "dashboards": 'python -m core dashboards BUNDLE  (or core.run_stage("dashboards", BUNDLE))',
+    "umap": 'python -m core umap BUNDLE  (or core.run_stage("umap", BUNDLE))',
 }
 
 
@@ -281,7 +281,7 @@ def sweep_frame(bundle: Bundle) -> pl.DataFrame | None:
     """A layer x layer sweep if the bundle's similarity.json carries one (``sweep`` rows), else None."""
     if not bundle.has("similarity"):
         return None
-    rows = bundle.similarity().get("sweep")
+    rows = bundle.similarity_json().get("sweep")
     if not rows:
         return None
     return pl.DataFrame(rows)
@@ -315,7 +315,7 @@ def methods_record(bundle: Bundle) -> dict[str, Any]:
                 k: v for k, v in body.items() if k in ("settings", "summary", "aligned", "n_relations", "n_pairs")
             }
     if bundle.has("similarity"):
-        sim = bundle.similarity()
+        sim = bundle.similarity_json()
         record["similarity_results"] = {
             name: {
                 k: body.get(k) for k in ("value", "null_mean", "null_std", "n_null", "p_value", "n_pairs", "details")

@@ -287,11 +287,21 @@ def render_json_download(obj: Any, name: str, key: str) -> None:
     )
 
 
-BUILD_STAGES = ("matching", "similarity", "dashboards", "umap")
+# the device choices; the default is HarvestSettings.device
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def render_build_form() -> dict[str, Any] | None:
-    """The new-comparison form (the same inputs as ``python -m core compare``); returns the raw values on submit."""
+    """The new-comparison form (the same inputs as ``python -m core compare``); returns the raw values on submit.
+
+    Every default shown is read from the settings dataclasses (``HarvestSettings``, the stages),
+    so the form, the CLI and ``core.compare`` agree; the values are validated once, when
+    Home builds the ``core.ComparisonConfig`` from them.
+    """
+    from core.harvest.specs import DEFAULT_CORPUS, HarvestSettings
+    from core.pipeline.stages import STAGES
+
+    defaults = HarvestSettings()
     with st.form("build-form"):
         cols = st.columns(2)
         values: dict[str, Any] = {}
@@ -312,10 +322,10 @@ def render_build_form() -> dict[str, Any] | None:
                 )
                 values[f"label_{side}"] = st.text_input("Label", key=f"label-{side}")
         c1, c2, c3, c4 = st.columns(4)
-        values["corpus"] = c1.text_input("Corpus", value="fortunes", help="fortunes, kjv, file:PATH or hf:NAME")
-        values["max_tokens"] = int(c2.number_input("Max tokens", min_value=1, value=250_000, step=10_000))
-        values["max_len"] = int(c3.number_input("Tokens per window", min_value=1, value=128, step=8))
-        values["device"] = c4.selectbox("Device", ("auto", "cpu", "cuda"))
+        values["corpus"] = c1.text_input("Corpus", value=DEFAULT_CORPUS, help="fortunes, kjv, file:PATH or hf:NAME")
+        values["max_tokens"] = int(c2.number_input("Max tokens", min_value=1, value=defaults.max_tokens, step=10_000))
+        values["max_len"] = int(c3.number_input("Tokens per window", min_value=1, value=defaults.max_len, step=8))
+        values["device"] = c4.selectbox("Device", DEVICES, index=DEVICES.index(defaults.device))
         values["out"] = st.text_input("Output folder", placeholder="/path/to/new/bundle")
         values["overwrite"] = st.checkbox(
             "Replace a bundle this tool wrote there",
@@ -324,8 +334,8 @@ def render_build_form() -> dict[str, Any] | None:
         )
         values["stages"] = st.multiselect(
             "Stages after the harvest",
-            BUILD_STAGES,
-            default=list(BUILD_STAGES),
+            STAGES,
+            default=list(STAGES),
             help="matching (correlations + assignment), similarity (SVCCA, RSA, ... with nulls), "
             "dashboards (examples, histograms), umap (maps of decoder directions)",
         )
@@ -337,9 +347,6 @@ def render_build_form() -> dict[str, Any] | None:
         st.error(
             f"Fill in {', '.join(m.replace('_', ' ').upper() if len(m) == 1 else m.replace('_', ' ') for m in missing)} first."
         )
-        return None
-    if "similarity" in values["stages"] and "matching" not in values["stages"]:
-        st.error("The similarity stage compares matched pairs: add the matching stage, or drop similarity.")
         return None
     return values
 

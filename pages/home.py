@@ -102,35 +102,37 @@ if values:
     st.button("Cancel build", key="cancel-build")  # clicking reruns the page, which interrupts the build
     progress = make_progress()
     try:
-        from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
-        from core.pipeline.compare import ComparisonSpec, build_comparison
+        import core  # the Python API; its names load on use (torch only for the build itself)
 
+        # one config, validated once (for example: similarity needs the matching stage)
+        config = core.ComparisonConfig(
+            harvest=core.HarvestSettings(
+                max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
+            ),
+            stages=tuple(values["stages"]),
+        )
         sides = {
-            s: SideSpec(
-                ModelSpec.parse(values[f"model_{s}"].strip(), values[f"tokenizer_{s}"].strip() or None),
-                SAESpec.parse(values[f"sae_{s}"].strip()),
-                values[f"hook_{s}"].strip() or None,
-                values[f"label_{s}"].strip(),
+            s: (
+                core.SAESpec.parse(values[f"sae_{s}"].strip()),
+                core.ModelSpec.parse(values[f"model_{s}"].strip(), values[f"tokenizer_{s}"].strip() or None),
             )
             for s in ("a", "b")
         }
-        spec = ComparisonSpec(
-            a=sides["a"],
-            b=sides["b"],
-            corpus=CorpusSpec.parse(values["corpus"].strip()),
-            harvest=HarvestSettings(
-                max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
-            ),
-        )
         # the same call as `python -m core compare`: harvest, then the chosen stages in order; the raw text
         # goes in, so an empty field is refused as empty (a Path("") would be the current folder)
-        out = build_comparison(
-            spec,
-            values["out"].strip(),
+        out = core.compare(
+            *sides["a"],
+            *sides["b"],
+            core.CorpusSpec.parse(values["corpus"].strip()),
+            out=values["out"].strip(),
+            settings=config,
+            hook_a=values["hook_a"].strip() or None,
+            hook_b=values["hook_b"].strip() or None,
+            label_a=values["label_a"].strip(),
+            label_b=values["label_b"].strip(),
             overwrite=values["overwrite"],
             progress=progress,
-            stages=tuple(values["stages"]),
-        )
+        ).path
     except UserError as exc:
         st.error(str(exc))
     else:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 
 from core.bundle.io import write_tensors_atomic
-from core.errors import BundleError
+from core.errors import BundleError, MatchingError
 
 _FORMAT = "sparse-codes-csr-v1"
 
@@ -230,3 +231,47 @@ def concat_codes(parts: Sequence[SparseCodes]) -> SparseCodes:
         np.concatenate([p.values for p in parts]),
         n_features,
     )
+
+
+def as_sparse_codes(codes: object, name: str = "codes") -> SparseCodes:
+    """Codes in any accepted form as :class:`SparseCodes`.
+
+    Accepted: :class:`SparseCodes` (returned as is), a scipy sparse matrix or array, a dense
+    numpy array, or a torch tensor (dense or sparse, any device; read without importing torch
+    here). Every form is [n_units, n_features]; zeros are not stored.
+
+    Args:
+        codes: the codes.
+        name: what to call them in an error (``codes_a``).
+
+    Returns:
+        The CSR codes.
+    """
+    if isinstance(codes, SparseCodes):
+        return codes
+    matrix: Any
+    if sp.issparse(codes):
+        matrix = codes
+    elif hasattr(codes, "detach") and hasattr(codes, "cpu"):
+        tensor = codes.detach().cpu()  # type: ignore[attr-defined]
+        layout = str(getattr(tensor, "layout", ""))
+        if layout == "torch.sparse_coo":
+            tensor = tensor.coalesce()
+            rows, cols = tensor.indices().numpy()
+            matrix = sp.coo_matrix((tensor.values().float().numpy(), (rows, cols)), shape=tuple(tensor.shape))
+        elif layout == "torch.sparse_csr":
+            matrix = sp.csr_matrix(
+                (tensor.values().float().numpy(), tensor.col_indices().numpy(), tensor.crow_indices().numpy()),
+                shape=tuple(tensor.shape),
+            )
+        else:
+            matrix = tensor.float().numpy()
+    else:
+        matrix = np.asarray(codes)
+    if matrix.ndim != 2:
+        raise MatchingError(f"{name} must be a 2-D [units, features] matrix, got shape {tuple(matrix.shape)}.")
+    if not sp.issparse(matrix):
+        if not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
+            raise MatchingError(f"{name} must hold real numbers, got dtype {matrix.dtype}.")
+        return SparseCodes.from_dense(matrix)
+    return SparseCodes.from_scipy(matrix)

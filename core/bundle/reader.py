@@ -6,6 +6,10 @@ harvest part makes the bundle unusable: opening fails with the command that rebu
 missing or damaged stage part is set aside (:attr:`Bundle.broken`): the bundle opens, that part
 reads as absent, and whatever needs it is told which command rebuilds it (rerunning the stage
 does, since a stage never needs its own parts).
+
+Besides the raw parts, a :class:`Bundle` answers the questions a notebook asks: ``pairs()``
+(the chosen pairing), ``pair(a, b)`` (one pair's numbers), ``partners(side, feature)`` and
+``similarity()`` (every metric with its null); ``similarity_json()`` is the raw file.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from safetensors import SafetensorError, safe_open
 
 from core.bundle.codes import SparseCodes
 from core.bundle.repair import harvest_command, repair_command
+from core.bundle.results import PairStats, SimilarityReport, jaccard_of, pearson
 from core.bundle.schema import BUNDLE_KIND, MANIFEST, PART_FILES, REQUIRED_PARTS, SCHEMA_VERSION
-from core.errors import BundleError
+from core.errors import BundleError, DashboardError
 from core.sides import check_side
 
 # keys every manifest carries (the writer adds kind, schema_version and parts itself)
@@ -41,9 +46,13 @@ class Bundle:
     """
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: dict[str, Any] = field(repr=False)
     broken: dict[str, str] = field(default_factory=dict)
     _codes: dict[str, SparseCodes] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        present = [p for p, ok in self.parts.items() if ok]
+        return f"Bundle({str(self.path)!r}, n_units={self.manifest.get('n_units')}, parts={present})"
 
     @property
     def parts(self) -> dict[str, bool]:
@@ -111,7 +120,8 @@ class Bundle:
     def umap(self, side: str) -> pl.LazyFrame:
         return self.scan(f"umap_{check_side(side)}.parquet")
 
-    def similarity(self) -> dict[str, Any]:
+    def similarity_json(self) -> dict[str, Any]:
+        """similarity.json as written (a dict); :meth:`similarity` is the typed view."""
         self._need("similarity")
         path = self.path / "similarity.json"
         try:
@@ -121,6 +131,155 @@ class Bundle:
                 f"Bundle file {path} is damaged ({_first_line(exc)}); rebuild it with "
                 f"`{self.repair_hint('similarity')}`."
             ) from exc
+
+    def similarity(self) -> SimilarityReport:
+        """Every similarity metric with its null and p-value, concepts and sweep where present.
+
+        Returns:
+            The :class:`~core.bundle.results.SimilarityReport` (``.metrics`` frame,
+            ``.metric("svcca")`` one row).
+        """
+        return SimilarityReport.from_json(self.similarity_json())
+
+    def pairs(self, kept_only: bool = True) -> pl.DataFrame:
+        """The chosen pairing (assignment.parquet): ``feature_a``, ``feature_b``, ``method``, ``corr``, ``kept``, ...
+
+        Args:
+            kept_only: only the pairs that survived the filters.
+
+        Returns:
+            One row per pair, best correlation first.
+        """
+        frame = self.assignment()
+        if kept_only:
+            frame = frame.filter(pl.col("kept").fill_null(False))
+        return frame.sort("corr", descending=True, nulls_last=True).collect()
+
+    def partners(self, side: str, feature: int) -> pl.DataFrame:
+        """One feature's top-k partners on the other side (matches.parquet), best first.
+
+        Args:
+            side: ``a`` or ``b``, the side of ``feature``.
+            feature: the feature id.
+
+        Returns:
+            The feature's rows of matches.parquet in its own direction (``feature_a``,
+            ``feature_b``, ``rank``, ``corr``, ``cos``, ``jaccard``, ``n_coactive``, ``is_mutual``,
+            ...), with ``assigned`` (the pair is in the assignment), ``kept`` and ``reason``.
+        """
+        side = check_side(side)
+        feature = self._check_feature(side, feature)
+        direction = "a->b" if side == "a" else "b->a"
+        frame = (
+            self.matches()
+            .filter((pl.col("direction") == direction) & (pl.col(f"feature_{side}") == feature))
+            .sort("rank")
+            .collect()
+        )
+        chosen = self._assigned(frame["feature_a"].to_list(), frame["feature_b"].to_list())
+        keys = ["feature_a", "feature_b"]
+        return frame.join(chosen, on=keys, how="left", maintain_order="left").with_columns(
+            pl.col("assigned").fill_null(False)
+        )
+
+    def pair(self, feature_a: int, feature_b: int) -> PairStats:
+        """One pair's numbers: r, co-firing counts, Jaccard, cosine, ranks, significance, kept/reason.
+
+        r and the counts come from matches.parquet when the pair is in a top-k list, else they
+        are computed exactly from the codes (``source`` says which).
+
+        Args:
+            feature_a: the A feature.
+            feature_b: the B feature.
+
+        Returns:
+            The pair's :class:`~core.bundle.results.PairStats`.
+        """
+        fa, fb = self._check_feature("a", feature_a), self._check_feature("b", feature_b)
+        rows: list[dict[str, Any]] = []
+        if self.has("matches"):
+            rows = self.matches().filter((pl.col("feature_a") == fa) & (pl.col("feature_b") == fb)).collect().to_dicts()
+        by_direction = {r["direction"]: r for r in rows}
+        ab, ba = by_direction.get("a->b"), by_direction.get("b->a")
+        assigned = self._assigned([fa], [fb]).to_dicts() if self.has("assignment") else []
+        chosen = assigned[0] if assigned else {}
+        if rows:
+            first = ab or ba or {}
+            corr, n_co, n_a, n_b = first["corr"], first["n_coactive"], first["n_a"], first["n_b"]
+            jac, source = first["jaccard"], "matches"
+            cos = first.get("cos")
+        else:
+            col_a, col_b = _column(self.codes("a"), fa), _column(self.codes("b"), fb)
+            on_a, on_b = col_a != 0, col_b != 0
+            n_a, n_b, n_co = int(on_a.sum()), int(on_b.sum()), int((on_a & on_b).sum())
+            corr, jac, source = pearson(col_a, col_b), jaccard_of(n_co, n_a, n_b), "codes"
+            cos = chosen.get("cos") if chosen else self._cosine(fa, fb)
+        q = (ab or {}).get("q", chosen.get("q"))
+        significant = (ab or {}).get("significant", chosen.get("significant"))
+        neglog10_p = (ab or {}).get("neglog10_p", chosen.get("neglog10_p"))
+        return PairStats(
+            feature_a=fa,
+            feature_b=fb,
+            corr=float(corr) if corr is not None else float("nan"),
+            n_coactive=int(n_co),
+            n_a=int(n_a),
+            n_b=int(n_b),
+            jaccard=float(jac),
+            cos=None if cos is None else float(cos),
+            rank_a_to_b=None if ab is None else int(ab["rank"]),
+            rank_b_to_a=None if ba is None else int(ba["rank"]),
+            is_mutual=bool((ab or ba or {}).get("is_mutual", False)),
+            q=None if q is None else float(q),
+            significant=None if significant is None else bool(significant),
+            neglog10_p=None if neglog10_p is None else float(neglog10_p),
+            method=chosen.get("method"),
+            kept=chosen.get("kept"),
+            reason=chosen.get("reason"),
+            source=source,
+        )
+
+    def _check_feature(self, side: str, feature: int) -> int:
+        d_sae = self.manifest.get("sides", {}).get(side, {}).get("d_sae")
+        if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
+            raise DashboardError(f"Feature ids are integers; got {feature!r} for side {side}.")
+        if d_sae is not None and not 0 <= int(feature) < int(d_sae):
+            raise DashboardError(f"Side {side} has features 0..{int(d_sae) - 1}; {feature} is not one of them.")
+        return int(feature)
+
+    def _assigned(self, features_a: list[int], features_b: list[int]) -> pl.DataFrame:
+        # the assignment's row for each given pair: assigned, method, kept, reason, cos, q, ...
+        empty = pl.DataFrame(
+            schema={
+                "feature_a": pl.Int64,
+                "feature_b": pl.Int64,
+                "assigned": pl.Boolean,
+                "kept": pl.Boolean,
+                "reason": pl.String,
+            }
+        )
+        if not self.has("assignment") or not features_a:
+            return empty
+        wanted = pl.DataFrame(
+            {"feature_a": features_a, "feature_b": features_b}, schema=empty.select("feature_a", "feature_b").schema
+        )
+        frame = self.assignment().collect()
+        keep = [
+            c
+            for c in ("feature_a", "feature_b", "method", "kept", "reason", "cos", "q", "significant", "neglog10_p")
+            if c in frame.columns
+        ]
+        frame = frame.select(keep).with_columns(pl.col("feature_a", "feature_b").cast(pl.Int64), assigned=pl.lit(True))
+        return wanted.join(frame, on=["feature_a", "feature_b"], how="inner")
+
+    def _cosine(self, feature_a: int, feature_b: int) -> float | None:
+        if not self.has("decoders"):
+            return None
+        dec_a, dec_b = self.decoder("a"), self.decoder("b")
+        if dec_a.shape[1] != dec_b.shape[1]:
+            return None
+        u, v = dec_a[feature_a].astype(np.float64), dec_b[feature_b].astype(np.float64)
+        norm = float(np.linalg.norm(u) * np.linalg.norm(v))
+        return float(u @ v / norm) if norm > 0 else None
 
     def codes(self, side: str) -> SparseCodes:
         """The CSR codes of one side (loaded once, then kept)."""
@@ -180,6 +339,14 @@ def check_part_file(path: Path) -> str | None:
     except Exception as exc:  # each format's reader raises its own error types for damaged bytes
         return f"{path.name} is damaged ({_first_line(exc, 100)})"
     return None
+
+
+def _column(codes: SparseCodes, feature: int) -> np.ndarray:
+    """One feature's activations on every unit, dense float64."""
+    out = np.zeros(codes.n_rows, dtype=np.float64)
+    hit = codes.indices == feature
+    out[codes.row_ids()[hit]] = codes.values[hit]
+    return out
 
 
 def open_bundle(path: str | Path) -> Bundle:

@@ -8,13 +8,17 @@
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
     python -m core info BUNDLE               what a bundle holds
 
-Every failure ends as one line on stderr (core.cli.boundary): a user error or a known failure
-class exits 2, a bug exits 1 with its traceback in a log file, never on the terminal.
+A thin layer over the Python API (``core.compare``, ``core.run_stage``, ...): each command
+parses its flags into settings objects (every default read from its settings dataclass),
+calls the API, and prints. Every failure ends as one line on stderr (core.cli.boundary): a
+user error or a known failure class exits 2, a bug exits 1 with its traceback in a log file,
+never on the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -82,6 +86,100 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
 
 
+# ---------------------------------------------------------------- settings from arguments
+# Every settings flag is declared with _setting: its default is read from the settings
+# dataclass (written there once), and the subcommand records which (group, field) the flag
+# sets, so settings_from_args builds each group's object from whatever flags a subcommand
+# declares. A new flag for an existing setting is one _setting line; a new group is one
+# builder below.
+
+SETTINGS_FLAGS = "settings_flags"
+
+
+def _setting(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    group: str,
+    cls: type,
+    name: str,
+    default: Any = dataclasses.MISSING,
+    **kwargs: Any,
+) -> None:
+    from core.pipeline.config import field_default
+
+    value = field_default(cls, name) if default is dataclasses.MISSING else default
+    action = parser.add_argument(flag, default=value, **kwargs)
+    known = parser.get_default(SETTINGS_FLAGS) or ()
+    parser.set_defaults(**{SETTINGS_FLAGS: (*known, (group, name, action.dest))})
+
+
+def settings_from_args(args: argparse.Namespace, group: str, cls: type, base: Any = None) -> Any:
+    """The settings object of one group from the parsed flags (fields without a flag keep ``base``'s or the defaults).
+
+    Args:
+        args: the parsed arguments.
+        group: the flag group (``harvest``, ``matching``, ``similarity``, ``corpus``, ``discover``).
+        cls: its settings dataclass.
+        base: the object the flags change (``None``: the class defaults).
+
+    Returns:
+        The validated settings.
+    """
+    values = _group_values(args, group)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+
+
+def _group_values(args: argparse.Namespace, group: str) -> dict[str, Any]:
+    return {name: getattr(args, dest) for g, name, dest in getattr(args, SETTINGS_FLAGS, ()) if g == group}
+
+
+def harvest_settings(args: argparse.Namespace) -> Any:
+    """:class:`~core.harvest.specs.HarvestSettings` from the harvest flags."""
+    from core.harvest.specs import HarvestSettings
+
+    return settings_from_args(args, "harvest", HarvestSettings)
+
+
+def match_settings(args: argparse.Namespace) -> Any:
+    """:class:`~core.matching.settings.MatchSettings` from the matching flags."""
+    from core.matching.settings import MatchSettings
+
+    return settings_from_args(args, "matching", MatchSettings)
+
+
+def similarity_settings(args: argparse.Namespace, base: Any = None) -> Any:
+    """:class:`~core.spaces.settings.SimilaritySettings` from the similarity flags."""
+    from core.spaces.settings import SimilaritySettings
+
+    return settings_from_args(args, "similarity", SimilaritySettings, base)
+
+
+def comparison_config(args: argparse.Namespace) -> Any:
+    """The run's :class:`~core.pipeline.config.ComparisonConfig` from ``compare``'s flags."""
+    from core.dashboards.settings import DashboardSettings
+    from core.embedding.settings import UMAPSettings
+    from core.pipeline.config import ComparisonConfig
+
+    return ComparisonConfig(
+        harvest=harvest_settings(args),
+        matching=match_settings(args),
+        similarity=similarity_settings(args),
+        dashboards=settings_from_args(args, "dashboards", DashboardSettings),
+        umap=settings_from_args(args, "umap", UMAPSettings),
+        stages=args.stages,
+    )
+
+
+def corpus_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~core.harvest.specs.CorpusSpec` from ``--corpus``, the corpus flags and ``--skip-bad-rows``."""
+    from core.harvest.specs import CorpusSpec
+
+    values = _group_values(args, "corpus")
+    if getattr(args, "skip_bad_rows", False):
+        values["bad_rows"] = "skip"
+    return CorpusSpec.parse(args.corpus, **values)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from core.demo.spine import build_demo
 
@@ -104,56 +202,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
-    from core.pipeline.compare import ComparisonSpec, build_comparison
+    from core.harvest.specs import ModelSpec, SAESpec
+    from core.pipeline.api import compare
 
-    sides = {}
-    for name in ("a", "b"):
-        sides[name] = SideSpec(
-            model=ModelSpec.parse(getattr(args, f"model_{name}"), getattr(args, f"tokenizer_{name}")),
-            sae=SAESpec.parse(getattr(args, f"sae_{name}")),
-            hook=getattr(args, f"hook_{name}"),
-            label=getattr(args, f"label_{name}") or "",
-        )
-    spec = ComparisonSpec(
-        a=sides["a"],
-        b=sides["b"],
-        corpus=CorpusSpec.parse(
-            args.corpus,
-            text_column=args.text_column,
-            max_docs=args.max_docs,
-            bad_rows="skip" if args.skip_bad_rows else "refuse",
-        ),
-        harvest=HarvestSettings(
-            max_tokens=args.max_tokens,
-            max_len=args.max_len,
-            batch_tokens=args.batch_tokens,
-            device=args.device,
-            pooling=args.pooling,
-        ),
-    )
-    stages = _parse_stages(args.stages)
-    stage_settings: dict[str, Any] = {}
-    if "similarity" in stages:
-        from core.spaces.settings import SimilaritySettings
-
-        stage_settings["similarity"] = SimilaritySettings(n_null=args.n_null)
+    config = comparison_config(args)
+    sides = {
+        name: {
+            "sae": SAESpec.parse(getattr(args, f"sae_{name}")),
+            "model": ModelSpec.parse(getattr(args, f"model_{name}"), getattr(args, f"tokenizer_{name}")),
+            "hook": getattr(args, f"hook_{name}"),
+            "label": getattr(args, f"label_{name}") or "",
+        }
+        for name in ("a", "b")
+    }
     with TqdmProgress() as progress:
-        path = build_comparison(
-            spec, args.out, overwrite=args.overwrite, progress=progress, stages=stages, stage_settings=stage_settings
+        bundle = compare(
+            sides["a"]["sae"],
+            sides["a"]["model"],
+            sides["b"]["sae"],
+            sides["b"]["model"],
+            corpus_spec(args),
+            out=args.out,
+            settings=config,
+            hook_a=sides["a"]["hook"],
+            hook_b=sides["b"]["hook"],
+            label_a=sides["a"]["label"],
+            label_b=sides["b"]["label"],
+            overwrite=args.overwrite,
+            progress=progress,
         )
-    print(path)
+    print(bundle.path)
     return 0
-
-
-def _parse_stages(text: str) -> tuple[str, ...]:
-    from core.pipeline.stages import STAGES, check_stage_names
-
-    if text in ("", "none"):
-        return ()
-    if text == "all":
-        return STAGES
-    return check_stage_names([t.strip() for t in text.split(",") if t.strip()])
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -200,19 +279,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 3 if damaged else 0
 
 
+# command -> stage name and the builder of its settings from the flags (None: defaults)
+STAGE_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], Any] | None]] = {
+    "match": ("matching", match_settings),
+    "similarity": ("similarity", similarity_settings),
+    "dashboards": ("dashboards", None),
+    "umap": ("umap", None),
+}
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     from core.pipeline.stages import run_stage
 
-    settings: Any = None
-    if args.command == "match":
-        from core.matching.settings import MatchSettings
-
-        settings = MatchSettings(top_k=args.top_k, min_corr=args.min_corr, method=args.method, memory_mb=args.memory_mb)
-    elif args.command == "similarity":
-        from core.spaces.settings import SimilaritySettings
-
-        settings = SimilaritySettings(n_null=args.n_null, seed=args.seed)
-    stage = {"match": "matching"}.get(args.command, args.command)
+    stage, build = STAGE_COMMANDS[args.command]
+    settings = build(args) if build is not None else None
     with TqdmProgress() as progress:
         bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
     print(bundle.path)
@@ -220,7 +300,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec
+    from core.harvest.specs import ModelSpec, SAESpec
+    from core.pipeline.config import SWEEP_METRICS
     from core.pipeline.sweep import SweepSide, SweepSpec, attach_sweep, build_sweep
     from core.spaces.settings import SimilaritySettings
 
@@ -234,14 +315,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = SweepSpec(
         a=side("a"),
         b=side("b"),
-        corpus=CorpusSpec.parse(
-            args.corpus, text_column=args.text_column, bad_rows="skip" if args.skip_bad_rows else "refuse"
-        ),
-        harvest=HarvestSettings(max_tokens=args.max_tokens, device=args.device),
-        similarity=SimilaritySettings(metrics=("svcca", "rsa"), n_null=args.n_null),
+        corpus=corpus_spec(args),
+        harvest=harvest_settings(args),
+        similarity=similarity_settings(args, SimilaritySettings(metrics=SWEEP_METRICS)),
     )
     with TqdmProgress() as progress:
-        table = build_sweep(spec, args.out, overwrite=args.overwrite, device=args.device, progress=progress)
+        table = build_sweep(spec, args.out, overwrite=args.overwrite, device=spec.harvest.device, progress=progress)
         if args.bundle:
             attach_sweep(args.bundle, table)
     print(table.select("label_a", "label_b", "metric", "value", "null_mean", "p_adjusted", "n_pairs"))
@@ -263,12 +342,14 @@ def cmd_discover(args: argparse.Namespace) -> int:
         raise UserError("Give exactly one of --text or --prompts-file.")
     # every input is checked before the models load
     bundle = open_bundle(args.bundle)
-    settings = DiscoverSettings(score=args.score, return_top_x=args.top, min_coverage=args.min_coverage)
+    settings = settings_from_args(args, "discover", DiscoverSettings)
     prompts = _read_prompts(args.prompts_file) if args.prompts_file else []
+    # run parameters the user left out keep run_discovery's own defaults
+    run = {k: v for k, v in (("gen_tokens", args.gen_tokens), ("seed", args.seed)) if v is not None}
     device = resolve_device(args.device)
     sides = load_sides(bundle, device)
     if args.text:
-        result = run_discovery(bundle, sides, args.text, settings, args.gen_tokens, args.seed, device)
+        result = run_discovery(bundle, sides, args.text, settings, device=device, **run)
         if args.out:
             print(result.write(args.out))
         else:
@@ -276,7 +357,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         return 0
     lines = []
     for prompt in prompts:
-        result = run_discovery(bundle, sides, prompt, settings, args.gen_tokens, args.seed, device)
+        result = run_discovery(bundle, sides, prompt, settings, device=device, **run)
         lines.append(json.dumps(result.to_json_dict(), default=str))
     text = "\n".join(lines) + "\n"
     if args.out:
@@ -332,8 +413,73 @@ def _add_side_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(f"--label-{name}", default=None, help="display name")
 
 
+def _add_corpus_args(parser: argparse.ArgumentParser, max_docs: bool = True) -> None:
+    from core.harvest.specs import DEFAULT_CORPUS, CorpusSpec
+
+    parser.add_argument(
+        "--corpus", default=DEFAULT_CORPUS, help="fortunes, kjv, file:PATH (.txt/.jsonl/.parquet) or hf:NAME"
+    )
+    _setting(parser, "--text-column", "corpus", CorpusSpec, "text_column")
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="leave out corpus rows whose text is not a string (null, number, list) instead of refusing; counted in the manifest",
+    )
+    if max_docs:
+        _setting(parser, "--max-docs", "corpus", CorpusSpec, "max_docs", type=positive_int)
+
+
+def _add_device_arg(parser: argparse.ArgumentParser, group: str | None = None) -> None:
+    from core.harvest.specs import HarvestSettings
+
+    if group:
+        _setting(parser, "--device", group, HarvestSettings, "device", help="auto (default), cpu or cuda")
+    else:
+        from core.pipeline.config import field_default
+
+        parser.add_argument("--device", default=field_default(HarvestSettings, "device"), help="auto, cpu or cuda")
+
+
+def _add_match_args(parser: argparse.ArgumentParser) -> None:
+    from core.matching.settings import ASSIGN_METHODS, MatchSettings
+
+    _setting(parser, "--top-k", "matching", MatchSettings, "top_k", type=positive_int, help="partners kept per feature")
+    _setting(
+        parser, "--min-corr", "matching", MatchSettings, "min_corr", type=correlation, help="threshold to keep a pair"
+    )
+    _setting(
+        parser,
+        "--method",
+        "matching",
+        MatchSettings,
+        "method",
+        help=f"pairing written to assignment.parquet: {', '.join(ASSIGN_METHODS)} (default %(default)s)",
+    )
+    _setting(parser, "--memory-mb", "matching", MatchSettings, "memory_mb", type=positive_float)
+
+
+def _add_similarity_args(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    from core.spaces.settings import SimilaritySettings
+
+    _setting(
+        parser,
+        "--n-null",
+        "similarity",
+        SimilaritySettings,
+        "n_null",
+        type=non_negative_int,
+        help="null samples for the similarity stage (default %(default)s)",
+    )
+    if seed:
+        _setting(parser, "--seed", "similarity", SimilaritySettings, "seed", type=non_negative_int)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m core`` argument parser."""
+    """The ``python -m core`` argument parser (every settings flag's default comes from its settings dataclass)."""
+    from core.explore.discover import DiscoverSettings
+    from core.harvest.specs import POOLINGS, HarvestSettings
+    from core.pipeline.config import SWEEP_MAX_TOKENS, ComparisonConfig, field_default
+
     parser = OneLineParser(prog="python -m core", description="Compare the features of two SAEs.")
     parser.add_argument(
         "--threads",
@@ -344,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build (or reuse) the embedded demo bundle and print its path")
-    demo.add_argument("--device", default="auto")
+    _add_device_arg(demo)
     demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
     demo.add_argument(
         "--pair",
@@ -358,24 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="harvest two SAEs on the same text into a bundle")
     _add_side_args(compare, "a")
     _add_side_args(compare, "b")
-    compare.add_argument(
-        "--corpus", default="fortunes", help="fortunes, kjv, file:PATH (.txt/.jsonl/.parquet) or hf:NAME"
+    _add_corpus_args(compare)
+    _setting(
+        compare, "--max-tokens", "harvest", HarvestSettings, "max_tokens", type=positive_int, help="units to harvest"
     )
-    compare.add_argument("--text-column", default="text")
-    compare.add_argument(
-        "--skip-bad-rows",
-        action="store_true",
-        help="leave out corpus rows whose text is not a string (null, number, list) instead of refusing; counted in the manifest",
-    )
-    compare.add_argument("--max-docs", type=positive_int, default=None)
-    compare.add_argument("--max-tokens", type=positive_int, default=250_000)
-    compare.add_argument("--max-len", type=positive_int, default=128)
-    compare.add_argument("--batch-tokens", type=positive_int, default=8192)
-    compare.add_argument("--device", default="auto")
-    compare.add_argument(
+    _setting(compare, "--max-len", "harvest", HarvestSettings, "max_len", type=positive_int, help="tokens per window")
+    _setting(compare, "--batch-tokens", "harvest", HarvestSettings, "batch_tokens", type=positive_int)
+    _add_device_arg(compare, "harvest")
+    _setting(
+        compare,
         "--pooling",
-        default="max",
-        help="different tokenizers only: how token codes pool per aligned span (max, last, mean, sum, first)",
+        "harvest",
+        HarvestSettings,
+        "pooling",
+        help=f"different tokenizers only: how token codes pool per aligned span ({', '.join(POOLINGS)})",
     )
     compare.add_argument("--out", required=True, help="bundle folder to write")
     compare.add_argument(
@@ -385,27 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
         "stays whole until the new one is finished",
     )
     compare.add_argument(
-        "--stages", default="all", help="later stages to run: all (default), none, or a list like matching,similarity"
+        "--stages",
+        default=field_default(ComparisonConfig, "stages"),
+        help="later stages to run: all (default), none, or a list like matching,similarity",
     )
-    compare.add_argument("--n-null", type=non_negative_int, default=1000, help="null samples for the similarity stage")
+    _add_match_args(compare)
+    _add_similarity_args(compare)
     compare.set_defaults(func=cmd_compare)
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")
     match.add_argument("bundle")
-    match.add_argument("--top-k", type=positive_int, default=10)
-    match.add_argument("--min-corr", type=correlation, default=0.1)
-    match.add_argument(
-        "--method", default="greedy", help="greedy (default), mutual, many_to_1_ab, many_to_1_ba, hungarian or sparse"
-    )
-    match.add_argument("--memory-mb", type=positive_float, default=1024.0)
-    match.add_argument("--device", default="auto")
+    _add_match_args(match)
+    _add_device_arg(match)
     match.set_defaults(func=cmd_stage)
 
     similarity = sub.add_parser("similarity", help="(re)compute similarity.json (SVCCA, RSA, CKA, Procrustes + nulls)")
     similarity.add_argument("bundle")
-    similarity.add_argument("--n-null", type=non_negative_int, default=1000)
-    similarity.add_argument("--seed", type=non_negative_int, default=0)
-    similarity.add_argument("--device", default="auto")
+    _add_similarity_args(similarity)
+    _add_device_arg(similarity)
     similarity.set_defaults(func=cmd_stage)
 
     for name, what in (
@@ -414,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         stage = sub.add_parser(name, help=f"(re)compute the {what} of a bundle")
         stage.add_argument("bundle")
-        stage.add_argument("--device", default="auto")
+        _add_device_arg(stage)
         stage.set_defaults(func=cmd_stage)
 
     sweep = sub.add_parser("sweep", help="layer x layer sweep: pair and compare every SAE of A with every SAE of B")
@@ -423,12 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
         sweep.add_argument(f"--saes-{name}", required=True, help="comma-separated SAE folders / specs, one per layer")
         sweep.add_argument(f"--hooks-{name}", default=None, help="comma-separated hooks (default: each SAE's own)")
         sweep.add_argument(f"--tokenizer-{name}", default=None)
-    sweep.add_argument("--corpus", default="fortunes")
-    sweep.add_argument("--text-column", default="text")
-    sweep.add_argument("--skip-bad-rows", action="store_true", help="leave out corpus rows whose text is not a string")
-    sweep.add_argument("--max-tokens", type=positive_int, default=50_000)
-    sweep.add_argument("--n-null", type=non_negative_int, default=1000)
-    sweep.add_argument("--device", default="auto")
+    _add_corpus_args(sweep, max_docs=False)
+    _setting(
+        sweep, "--max-tokens", "harvest", HarvestSettings, "max_tokens", default=SWEEP_MAX_TOKENS, type=positive_int
+    )
+    _add_similarity_args(sweep, seed=False)
+    _add_device_arg(sweep, "harvest")
     sweep.add_argument("--out", required=True, help="folder for sweep.parquet and sweep.json")
     sweep.add_argument("--overwrite", action="store_true", help="replace a sweep folder this tool wrote at --out")
     sweep.add_argument("--bundle", default=None, help="also attach the sweep to this bundle (the app shows it)")
@@ -439,14 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--text", default=None)
     discover.add_argument("--prompts-file", default=None, help='JSONL, one {"text": ...} per line (batch mode)')
     discover.add_argument("--out", default=None, help="results.json or results.csv (batch: a .jsonl file)")
-    discover.add_argument("--score", default="mean_x_coverage", help="mean, max, mean_x_coverage or selectivity")
-    discover.add_argument("--top", type=positive_int, default=20)
-    discover.add_argument("--min-coverage", type=fraction, default=0.0)
-    discover.add_argument(
-        "--gen-tokens", type=non_negative_int, default=0, help="continue the prompt first (causal LMs)"
+    _setting(
+        discover, "--score", "discover", DiscoverSettings, "score", help="mean, max, mean_x_coverage or selectivity"
     )
-    discover.add_argument("--seed", type=non_negative_int, default=0)
-    discover.add_argument("--device", default="auto")
+    _setting(discover, "--top", "discover", DiscoverSettings, "return_top_x", type=positive_int)
+    _setting(discover, "--min-coverage", "discover", DiscoverSettings, "min_coverage", type=fraction)
+    discover.add_argument(
+        "--gen-tokens", type=non_negative_int, default=None, help="continue the prompt first (causal LMs; default 0)"
+    )
+    discover.add_argument("--seed", type=non_negative_int, default=None, help="seed of the continuation")
+    _add_device_arg(discover)
     discover.set_defaults(func=cmd_discover)
 
     add_app_command(sub)

@@ -6,7 +6,8 @@ import codecs
 import importlib.metadata as metadata
 import json
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,18 +112,38 @@ def read_corpus(spec: CorpusSpec) -> CorpusText:
         rows = _file(Path(spec.source or "").expanduser(), spec.text_column, spec.bad_rows)
     else:
         rows = _hf_dataset(spec.source or "", spec.split, spec.text_column, spec.bad_rows)
+    return _kept(rows, f"Corpus {spec.kind}:{spec.source or ''}", spec.max_docs)
+
+
+def read_texts(texts: Iterable[Any], bad_rows: str | None = None) -> CorpusText:
+    """Documents a caller holds in memory (``core.compare(..., texts=[...])``), under the corpus rules.
+
+    Args:
+        texts: the documents.
+        bad_rows: ``refuse`` or ``skip`` (leave out and count) a document that is not text
+            (``None``: ``CorpusSpec``'s default).
+
+    Returns:
+        The documents and the counts, as :func:`read_corpus` gives them.
+    """
+    if isinstance(texts, str):
+        raise CorpusError("texts is one string; pass a list of documents, or a corpus spec such as file:PATH.")
+    policy = bad_rows or next(f.default for f in fields(CorpusSpec) if f.name == "bad_rows")
+    return _kept(_plain_rows(list(texts), "The texts", str(policy)), "The texts", None)
+
+
+def _kept(rows: _Rows, what: str, max_docs: int | None) -> CorpusText:
+    # empty and whitespace-only documents are always left out and counted
     dropped = dict(rows.dropped)
     docs = [d for d in (d.strip() for d in rows.docs) if d]
     if len(docs) < len(rows.docs):
         dropped["empty"] = len(rows.docs) - len(docs)
-    if spec.max_docs is not None and len(docs) > spec.max_docs:
-        dropped["beyond_max_docs"] = len(docs) - spec.max_docs
-        docs = docs[: spec.max_docs]
+    if max_docs is not None and len(docs) > max_docs:
+        dropped["beyond_max_docs"] = len(docs) - max_docs
+        docs = docs[:max_docs]
     if not docs:
         counted = f" ({', '.join(f'{n} {why}' for why, n in dropped.items())} left out)" if dropped else ""
-        raise CorpusError(
-            f"Corpus {spec.kind}:{spec.source or ''} holds no text{counted}; give a corpus with at least one document."
-        )
+        raise CorpusError(f"{what} holds no text{counted}; give a corpus with at least one document.")
     return CorpusText(docs, rows.n_read, dropped)
 
 

@@ -1,15 +1,18 @@
-"""Load SAEs (sae-lens) and models (transformers) from the places a user names.
+"""Load SAEs (sae-lens) and models (transformers) from the places a user names, or adopt in-memory ones.
 
 SAEs: a sae-lens release (``SAE.from_pretrained``, needs the hub), a local sae-lens folder
 (``SAE.load_from_disk``), or an EleutherAI sparsify folder (sae-lens's sparsify converter).
 Models: a transformers id or folder, a GGUF file (also one inside an installed package),
 or a BERT shipped as ONNX (converted once to a transformers ``BertModel`` and cached).
 Slow one-off conversions are cached under the user cache folder, keyed by the source
-file's identity.
+file's identity. :func:`wrap_sae` and :func:`wrap_model` adopt objects a notebook already
+holds (a ``sae_lens.SAE``, a transformers model with its tokenizer); :func:`as_loaded_sae`
+and :func:`as_loaded_model` take any of the accepted forms.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as metadata
 import json
 import os
@@ -24,7 +27,7 @@ from torch import nn
 
 from core.errors import HookError, ModelLoadError, SAELoadError
 from core.harvest.hooks import HookPoint, find_blocks, parse_hook
-from core.harvest.specs import ModelSpec, SAESpec
+from core.harvest.specs import MEMORY_KIND, ModelSpec, SAESpec
 from core.paths import cache_dir, hash_file_identity
 
 SAE_LENS_WEIGHTS = "sae_weights.safetensors"
@@ -134,12 +137,72 @@ def _read_cfg(folder: Path) -> dict[str, Any]:
     return cfg
 
 
-def _wrap(sae: Any, spec: SAESpec) -> LoadedSAE:
-    sae = sae.to(dtype=torch.float32).eval()
-    cfg = sae.cfg
+def weights_fingerprint(tensors: list[torch.Tensor], n_sample: int = 65_536) -> str:
+    """A short hash of tensors' shapes and a strided sample of their values.
+
+    It tells two in-memory objects apart (a resumed harvest must not reuse shards of another
+    SAE) without hashing gigabytes of weights.
+
+    Args:
+        tensors: the tensors (parameters) to fingerprint.
+        n_sample: values sampled per tensor.
+
+    Returns:
+        16 hex digits.
+    """
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // n_sample)
+        digest.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
+        digest.update(flat[::step].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def wrap_sae(sae: Any, spec: SAESpec | None = None, device: torch.device | str | None = None) -> LoadedSAE:
+    """Adopt a ``sae_lens.SAE`` object: float32, eval mode, on ``device`` (in place, as ``nn.Module.to`` does).
+
+    Args:
+        sae: a sae-lens SAE (any architecture sae-lens knows).
+        spec: where it came from; ``None`` for an object built or changed in memory (recorded
+            as kind ``memory`` with its class, hook and a fingerprint of its weights).
+        device: where to put it (``None``: leave it where it is).
+
+    Returns:
+        The SAE with what we know about it.
+    """
+    cfg = getattr(sae, "cfg", None)
+    if cfg is None or not hasattr(sae, "encode") or not hasattr(sae, "W_dec"):
+        raise SAELoadError(
+            f"{type(sae).__name__} is not a sae-lens SAE (no cfg, encode or W_dec); pass a sae_lens.SAE or a folder."
+        )
+    sae = sae.to(dtype=torch.float32) if device is None else sae.to(device=torch.device(device), dtype=torch.float32)
+    sae = sae.eval()
     meta = getattr(cfg, "metadata", None)
     hook_name = getattr(meta, "hook_name", None) or getattr(cfg, "hook_name", None)
+    if spec is None:
+        fingerprint = weights_fingerprint([sae.W_enc, sae.W_dec] if hasattr(sae, "W_enc") else [sae.W_dec])
+        spec = SAESpec(MEMORY_KIND, f"{type(sae).__name__} {hook_name or 'no hook'} #{fingerprint}")
     return LoadedSAE(spec, sae, hook_name, int(cfg.d_in), int(cfg.d_sae), str(cfg.architecture()))
+
+
+def as_loaded_sae(sae: Any, device: torch.device | str = "cpu") -> LoadedSAE:
+    """Any accepted SAE form, loaded: a spec string, an :class:`SAESpec`, a :class:`LoadedSAE` or a ``sae_lens.SAE``.
+
+    Args:
+        sae: the SAE, named (``local:DIR``, ``sparsify:DIR``, ``release:REL/ID``, a folder) or in memory.
+        device: where to put it.
+
+    Returns:
+        The loaded SAE.
+    """
+    if isinstance(sae, LoadedSAE):
+        return sae
+    if isinstance(sae, str | Path):
+        sae = SAESpec.parse(str(sae))
+    if isinstance(sae, SAESpec):
+        return load_sae(sae, device)
+    return wrap_sae(sae, device=device)
 
 
 def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
@@ -153,6 +216,10 @@ def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
         The loaded SAE in eval mode, float32.
     """
     device = str(device)
+    if spec.kind == MEMORY_KIND:
+        raise SAELoadError(
+            f"SAE {spec.source} was passed in memory, so it cannot be loaded again; compare with its folder to reload it."
+        )
     if spec.kind == "release":
         return _load_release(spec, device)
     folder = Path(spec.source).expanduser()
@@ -212,7 +279,7 @@ def load_sae(spec: SAESpec, device: torch.device | str = "cpu") -> LoadedSAE:
         ) from exc
     except pickle.UnpicklingError as exc:
         raise SAELoadError(_pickle_refusal(folder)) from exc
-    return _wrap(sae, spec)
+    return wrap_sae(sae, spec)
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -287,7 +354,7 @@ def _load_release(spec: SAESpec, device: str) -> LoadedSAE:
         ) from exc
     except ValueError as exc:
         raise SAELoadError(f"sae-lens does not know {spec.label()}: {exc}") from exc
-    return _wrap(sae, spec)
+    return wrap_sae(sae, spec)
 
 
 def check_sae_fits(sae: LoadedSAE, model: LoadedModel, hook: HookPoint) -> None:
@@ -327,6 +394,11 @@ def load_model(spec: ModelSpec, device: torch.device | str = "cpu") -> LoadedMod
     Returns:
         The model in eval mode, float32, with its block list located.
     """
+    if spec.kind == MEMORY_KIND:
+        raise ModelLoadError(
+            f"Model {spec.source} was passed in memory, so it cannot be loaded again; compare with its hub id or "
+            "folder to reload it."
+        )
     folder: str | Path
     if spec.kind == "hf":
         folder, name = spec.source, spec.source
@@ -385,6 +457,90 @@ def _load_hf(spec: ModelSpec, source: str, name: str, device: torch.device) -> L
     base = model.base_model if is_causal else model
     blocks = find_blocks(base)
     return LoadedModel(spec, model, base, tokenizer, blocks, int(config.hidden_size), is_causal, name)
+
+
+def wrap_model(
+    model: nn.Module, tokenizer: Any = None, device: torch.device | str | None = None, name: str | None = None
+) -> LoadedModel:
+    """Adopt a transformers model object (moved to ``device`` and put in eval mode, in place).
+
+    The tokenizer is the one given, else the one ``AutoTokenizer`` loads from the model's
+    ``name_or_path`` (a hub id or the folder it was loaded from); it must be a fast tokenizer.
+
+    Args:
+        model: a transformers ``PreTrainedModel`` (a base model or one with a head).
+        tokenizer: its tokenizer, or ``None`` to load it from ``model.name_or_path``.
+        device: where to run it (``None``: leave it where it is).
+        name: display name (``None``: its ``name_or_path`` or class name).
+
+    Returns:
+        The model with its block list located; its spec is kind ``memory``.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(model, nn.Module) or config is None:
+        raise ModelLoadError(
+            f"{type(model).__name__} is not a transformers model; pass a PreTrainedModel, a (model, tokenizer) "
+            "pair, or a hub id or folder."
+        )
+    source = str(getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "") or "")
+    if tokenizer is None:
+        if not source:
+            raise ModelLoadError(
+                f"The {type(model).__name__} object records no name_or_path to load its tokenizer from; pass "
+                "(model, tokenizer)."
+            )
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"Could not load the tokenizer of {source!r} ({str(exc).splitlines()[0]}); pass (model, tokenizer)."
+            ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(
+            f"The tokenizer of {source or type(model).__name__!r} is not a fast tokenizer; character offsets need one."
+        )
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    is_causal = type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if device is not None:
+        model = model.to(torch.device(device))
+    model = model.eval()
+    base = getattr(model, "base_model", model)
+    blocks = find_blocks(base)
+    params = list(model.parameters())
+    fingerprint = weights_fingerprint([params[0], params[-1]]) if params else "no-weights"
+    label = name or source or type(model).__name__
+    spec = ModelSpec(MEMORY_KIND, f"{label} #{fingerprint}")
+    return LoadedModel(spec, model, base, tokenizer, blocks, int(config.hidden_size), is_causal, label)
+
+
+def as_loaded_model(model: Any, device: torch.device | str = "cpu") -> LoadedModel:
+    """Any accepted model form, loaded.
+
+    Accepted: a spec string (``gpt2``, ``gguf:FILE``, ...), a :class:`ModelSpec`, a
+    :class:`LoadedModel`, a transformers model (tokenizer from its ``name_or_path``), or a
+    ``(model, tokenizer)`` pair.
+
+    Args:
+        model: the model, named or in memory.
+        device: where to put it.
+
+    Returns:
+        The loaded model.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str | Path):
+        model = ModelSpec.parse(str(model))
+    if isinstance(model, ModelSpec):
+        return load_model(model, device)
+    if isinstance(model, tuple):
+        if len(model) != 2:
+            raise ModelLoadError(f"A model pair must be (model, tokenizer); got a tuple of {len(model)} items.")
+        return wrap_model(model[0], model[1], device)
+    return wrap_model(model, None, device)
 
 
 def _gguf_to_hf_folder(path: Path) -> Path:

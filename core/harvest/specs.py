@@ -10,6 +10,10 @@ The short string forms are what the CLI and the app's form accept:
   (EleutherAI layout, one ``layers.N`` folder), ``release:<release>/<sae id>``; a bare
   folder is detected from its files.
 - corpus: ``fortunes``, ``kjv``, ``file:<path .txt/.jsonl/.parquet>``, ``hf:<dataset name>``.
+
+Models and SAEs handed over as Python objects (``core.compare`` in a notebook) get specs of
+kind ``memory``, whose source names the object and a fingerprint of its weights; no string
+parses to that kind, and a memory spec cannot be loaded again (the bundle records what it was).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from core.errors import SpecError
 MODEL_KINDS = ("hf", "hf-package", "gguf", "gguf-package", "onnx-bert", "onnx-bert-package")
 SAE_KINDS = ("local", "sparsify", "release")
 CORPUS_KINDS = ("fortunes", "kjv", "file", "hf")
+# the kind of a model or SAE passed in as an object rather than named by a string
+MEMORY_KIND = "memory"
+# the corpus a comparison runs on when none is named (CLI, app form)
+DEFAULT_CORPUS = "fortunes"
 # how token codes pool into an aligned unit (core.align.compute_pooled_codes)
 POOLINGS = ("max", "last", "mean", "sum", "first")
 # what the corpus reader does with a row whose text is not a string
@@ -44,7 +52,7 @@ class ModelSpec:
     tokenizer: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
+        if self.kind not in MODEL_KINDS and self.kind != MEMORY_KIND:
             raise SpecError(f"Unknown model kind {self.kind!r}; choose one of {', '.join(MODEL_KINDS)}.")
         if not self.source:
             raise SpecError("A model spec needs a source (a hub id, folder or file).")
@@ -80,7 +88,7 @@ class SAESpec:
     sae_id: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in SAE_KINDS:
+        if self.kind not in SAE_KINDS and self.kind != MEMORY_KIND:
             raise SpecError(f"Unknown SAE kind {self.kind!r}; choose one of {', '.join(SAE_KINDS)}.")
         if self.kind == "release" and not self.sae_id:
             raise SpecError("A sae-lens release needs an SAE id too: write release:<release>/<sae id>.")

@@ -1,10 +1,11 @@
 """The matching stage of a bundle: correlate, test, assign, filter; write matches and assignment.
 
-:func:`build_matching` is the single entry point (the CLI's ``python -m core match BUNDLE``
-and the demo build call it). It reads the codes, decoders, features and units of an opened
-bundle and writes ``matches.parquet`` and ``assignment.parquet`` with the columns
-ARCHITECTURE.md fixes (plus the extras listed below), recording the settings and a summary
-under the manifest key ``"matching"``.
+:func:`compute_matching` (``core.match_codes``) is the whole stage in memory, on code
+matrices; :func:`build_matching` (the CLI's ``python -m core match BUNDLE`` and every build)
+reads the codes, decoders, features and units of a bundle, calls it, and writes
+``matches.parquet`` and ``assignment.parquet`` with the columns docs/architecture.md fixes
+(plus the extras listed below) and ``weight_matches.parquet`` when both decoders share
+``d_in``, recording the settings and a summary under the manifest key ``"matching"``.
 
 matches.parquet, one row per (feature, partner, direction), top-k both ways:
     feature_a, feature_b, direction ("a->b" / "b->a"), rank (1 = best), corr, cos (decoder
@@ -21,6 +22,8 @@ assignment.parquet, one row per pair of the chosen method:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from core.bundle import schema as bundle_schema
+from core.bundle.codes import SparseCodes, as_sparse_codes
 from core.bundle.reader import Bundle, open_bundle
 from core.bundle.writer import add_parts
 from core.device import resolve_device
 from core.errors import MatchingError
+from core.harvest.features import top_tokens_per_feature
 from core.matching.assign import (
     compute_assignment,
     compute_orphans,
@@ -50,32 +54,94 @@ from core.progress import ProgressFn, no_progress
 from core.tokens import load_nonconcept_tokens
 
 
-def build_matching(
-    bundle_path: str | Path,
+@dataclass(frozen=True, eq=False)
+class MatchResult:
+    """The whole matching stage, in memory (what ``build_matching`` writes into a bundle).
+
+    Attributes:
+        matches: matches.parquet's rows (top-k both ways; columns in the module docstring).
+        assignment: assignment.parquet's rows (the chosen method's pairs, kept or not, and why).
+        weight_matches: decoder-cosine top-k both ways when both decoders share ``d_in``, else None.
+        splits: 1 -> k split groups (``side``, ``feature``, ``partner``, ...).
+        orphans: features without a partner above ``min_corr`` (``side``, ``feature``, ...).
+        summary: counts per side, per pairing method, significance and splits (the manifest's
+            ``matching.summary``).
+        settings: the settings used.
+        device: where the correlation ran.
+        backend: what accumulated the co-activation sums (``numba`` or ``torch``).
+        n_blocks: A-feature blocks streamed.
+        timings: seconds per step (``correlate_s``, ``significance_s``, ``assign_s``, ``total_s``).
+    """
+
+    matches: pl.DataFrame
+    assignment: pl.DataFrame
+    weight_matches: pl.DataFrame | None
+    splits: pl.DataFrame
+    orphans: pl.DataFrame
+    summary: dict[str, Any]
+    settings: MatchSettings
+    device: str
+    backend: str
+    n_blocks: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``matching`` record: settings, device, backend, blocks, summary, timings."""
+        return {
+            "settings": self.settings.to_dict(),
+            "device": self.device,
+            "backend": self.backend,
+            "n_blocks": self.n_blocks,
+            "summary": self.summary,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def compute_matching(
+    codes_a: Any,
+    codes_b: Any,
+    docs: Any = None,
     settings: MatchSettings | None = None,
+    decoder_a: Any = None,
+    decoder_b: Any = None,
+    features_a: pl.DataFrame | Sequence[Sequence[str]] | None = None,
+    features_b: pl.DataFrame | Sequence[Sequence[str]] | None = None,
+    unit_text: Sequence[str] | None = None,
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
-) -> Bundle:
-    """(Re)compute a bundle's matches.parquet and assignment.parquet.
+) -> MatchResult:
+    """The whole matching stage on two code matrices: correlate, test, filter, assign, split, orphan, summarise.
 
     Args:
-        bundle_path: a bundle folder holding at least units, codes, decoders and features.
+        codes_a: codes of SAE A [n_units, Fa]: :class:`~core.bundle.codes.SparseCodes`, a scipy
+            sparse matrix, a dense numpy array or a torch tensor.
+        codes_b: codes of SAE B on the same units [n_units, Fb], in any of those forms.
+        docs: the document of each unit (int [n_units]) for the document-stratified
+            significance test; None tests as if all units were one document.
         settings: the matching settings (defaults if None).
+        decoder_a: ``W_dec`` of SAE A [Fa, d_in] (numpy or torch), for the ``cos`` columns and
+            weight matches; None leaves cos null.
+        decoder_b: ``W_dec`` of SAE B [Fb, d_in].
+        features_a: A's top tokens for the non-concept and shared-token filters: a frame with
+            ``feature`` and ``top_tokens``, or one token list per feature; None computes them
+            from ``unit_text`` when given, else those filters see no tokens.
+        features_b: B's, likewise.
+        unit_text: the text of every unit, to compute top tokens the way a bundle's features do.
         device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
         progress: the progress callback (stages "correlate", "significance", "assign").
 
     Returns:
-        The bundle, reopened with the new parts.
+        The :class:`MatchResult`.
     """
     settings = settings or MatchSettings()
     progress = progress or no_progress
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     started = time.perf_counter()
-    bundle = open_bundle(bundle_path)
-    codes_a, codes_b = bundle.codes("a"), bundle.codes("b")
-    dec_a, dec_b = bundle.decoder("a"), bundle.decoder("b")
-    feats_a, feats_b = (_features(bundle, side) for side in ("a", "b"))
-    docs = _unit_docs(bundle, codes_a.n_rows)
+    codes_a, codes_b = as_sparse_codes(codes_a, "codes_a"), as_sparse_codes(codes_b, "codes_b")
+    dec_a, dec_b = _decoder(decoder_a, codes_a.n_features, "a"), _decoder(decoder_b, codes_b.n_features, "b")
+    docs = _docs(docs, codes_a.n_rows)
+    feats_a = _top_tokens_frame(features_a, codes_a, unit_text, "a")
+    feats_b = _top_tokens_frame(features_b, codes_b, unit_text, "b")
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -100,7 +166,7 @@ def build_matching(
     progress("significance", 1, 1)
     timings["significance_s"] = time.perf_counter() - t0
 
-    same_space = dec_a.ndim == 2 and dec_b.ndim == 2 and dec_a.shape[1] == dec_b.shape[1]
+    same_space = dec_a is not None and dec_b is not None and dec_a.shape[1] == dec_b.shape[1]
     splits = compute_splits(result.ab, result.ba, settings.split_min_corr)
     matches = build_matches_frame(result, dec_a if same_space else None, dec_b if same_space else None)
     matches = _attach_significance(matches, sig_rows, sig_candidates)
@@ -156,23 +222,113 @@ def build_matching(
         "n_orphans_a": int((orphans["side"] == "a").sum()),
         "n_orphans_b": int((orphans["side"] == "b").sum()),
     }
-    frames = {"matches.parquet": matches, "assignment.parquet": assignment}
-    known = {f for files in bundle_schema.PART_FILES.values() for f in files}
-    if same_space and "weight_matches.parquet" in known:
-        # written once the bundle contract lists the part (see docs/matching.md)
-        frames["weight_matches.parquet"] = compute_weight_matches(
-            dec_a, dec_b, settings.top_k, settings.memory_mb, device
-        )
+    weight_matches = None
+    if same_space and dec_a is not None and dec_b is not None:
+        weight_matches = compute_weight_matches(dec_a, dec_b, settings.top_k, settings.memory_mb, device)
     timings["total_s"] = time.perf_counter() - started
-    record = {
-        "settings": settings.to_dict(),
-        "device": str(device),
-        "backend": result.backend,
-        "n_blocks": result.n_blocks,
-        "summary": summary,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    return MatchResult(
+        matches=matches,
+        assignment=assignment,
+        weight_matches=weight_matches,
+        splits=splits,
+        orphans=orphans,
+        summary=summary,
+        settings=settings,
+        device=str(device),
+        backend=result.backend,
+        n_blocks=result.n_blocks,
+        timings=timings,
+    )
+
+
+def build_matching(
+    bundle_path: str | Path,
+    settings: MatchSettings | None = None,
+    device: str | torch.device = "auto",
+    progress: ProgressFn | None = None,
+) -> Bundle:
+    """(Re)compute a bundle's matches.parquet and assignment.parquet: read the bundle, :func:`compute_matching`, write.
+
+    Args:
+        bundle_path: a bundle folder holding at least units, codes, decoders and features.
+        settings: the matching settings (defaults if None).
+        device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
+        progress: the progress callback (stages "correlate", "significance", "assign").
+
+    Returns:
+        The bundle, reopened with the new parts.
+    """
+    started = time.perf_counter()
+    bundle = open_bundle(bundle_path)
+    codes_a = bundle.codes("a")
+    result = compute_matching(
+        codes_a,
+        bundle.codes("b"),
+        docs=_unit_docs(bundle, codes_a.n_rows),
+        settings=settings,
+        decoder_a=bundle.decoder("a"),
+        decoder_b=bundle.decoder("b"),
+        features_a=_features(bundle, "a"),
+        features_b=_features(bundle, "b"),
+        device=device,
+        progress=progress,
+    )
+    frames = {"matches.parquet": result.matches, "assignment.parquet": result.assignment}
+    if result.weight_matches is not None:
+        frames["weight_matches.parquet"] = result.weight_matches
+    record = result.record()
+    # the stage's total includes reading the bundle
+    record["timings"]["total_s"] = round(time.perf_counter() - started, 3)
     return add_parts(bundle.path, frames=frames, manifest_updates={"matching": record})
+
+
+def _decoder(decoder: Any, n_features: int, side: str) -> np.ndarray | None:
+    if decoder is None:
+        return None
+    if hasattr(decoder, "detach") and hasattr(decoder, "cpu"):
+        decoder = decoder.detach().float().cpu().numpy()
+    dec = np.asarray(decoder, dtype=np.float32)
+    if dec.ndim != 2 or dec.shape[0] != n_features:
+        raise MatchingError(
+            f"decoder_{side} has shape {dec.shape} but the codes have {n_features} features; pass W_dec [d_sae, d_in]."
+        )
+    return dec
+
+
+def _docs(docs: Any, n_units: int) -> np.ndarray | None:
+    if docs is None:
+        return None
+    out = np.asarray(docs)
+    if out.shape != (n_units,) or not np.issubdtype(out.dtype, np.integer):
+        raise MatchingError(
+            f"docs must hold one integer document id per unit ({n_units}), got shape {out.shape} of {out.dtype}."
+        )
+    return out
+
+
+def _top_tokens_frame(
+    features: pl.DataFrame | Sequence[Sequence[str]] | None,
+    codes: SparseCodes,
+    unit_text: Sequence[str] | None,
+    side: str,
+) -> pl.DataFrame | None:
+    if features is None and unit_text is None:
+        return None
+    if features is None:
+        if len(unit_text) != codes.n_rows:  # type: ignore[arg-type]
+            raise MatchingError(f"unit_text holds {len(unit_text)} texts but the codes have {codes.n_rows} units.")  # type: ignore[arg-type]
+        features = top_tokens_per_feature(codes, list(unit_text))  # type: ignore[arg-type]
+    if isinstance(features, pl.DataFrame):
+        return features
+    tokens = [list(t) for t in features]
+    if len(tokens) != codes.n_features:
+        raise MatchingError(
+            f"features_{side} lists top tokens for {len(tokens)} features but the codes have {codes.n_features}."
+        )
+    return pl.DataFrame(
+        {"feature": np.arange(len(tokens), dtype=np.int64), "top_tokens": tokens},
+        schema={"feature": pl.Int64, "top_tokens": pl.List(pl.String)},
+    )
 
 
 def _features(bundle: Bundle, side: str) -> pl.DataFrame | None:
@@ -293,11 +449,11 @@ def _full_assignment(
     pairs: pl.DataFrame,
     method: str,
     result: CorrelationResult,
-    codes_a,
-    codes_b,
+    codes_a: SparseCodes,
+    codes_b: SparseCodes,
     docs: np.ndarray | None,
-    dec_a: np.ndarray,
-    dec_b: np.ndarray,
+    dec_a: np.ndarray | None,
+    dec_b: np.ndarray | None,
     same_space: bool,
     flags_a: SideFlags,
     flags_b: SideFlags,
@@ -313,7 +469,11 @@ def _full_assignment(
         method=pl.lit(method),
         n_coactive=pl.Series(count, dtype=pl.Int64),
         jaccard=pl.Series(jaccard(count, result.moments_a.n_fire[fa], result.moments_b.n_fire[fb])),
-        cos=pl.Series(compute_pair_cosine(dec_a, dec_b, fa, fb) if same_space else np.full(fa.shape, None)),
+        cos=pl.Series(
+            compute_pair_cosine(dec_a, dec_b, fa, fb)
+            if same_space and dec_a is not None and dec_b is not None
+            else np.full(fa.shape, None)
+        ),
         mu=sig["mu"],
         neglog10_p=sig["neglog10_p"],
         q=sig["q"],

@@ -5,30 +5,32 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import torch
 
 from core.bundle.safety import inputs_of
 from core.bundle.schema import WORK_DIRS
 from core.bundle.writer import BundleWriter, OutputBuild
 from core.device import resolve_device
 from core.errors import SpecError
-from core.harvest.corpus import read_corpus
+from core.harvest.corpus import CorpusText, read_corpus, read_texts
 from core.harvest.encode import HarvestSide
 from core.harvest.features import compute_feature_frame, top_tokens_per_feature
-from core.harvest.loading import LoadedModel, load_model, load_sae
+from core.harvest.loading import LoadedModel, as_loaded_model, as_loaded_sae
 from core.harvest.run import harvest, remove_work_dir
 from core.harvest.sanity import hook_sanity
-from core.harvest.specs import CorpusSpec, HarvestSettings, SideSpec
+from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
 from core.harvest.windows import plan_aligned_windows, same_tokenizer, tokenize_windows
 from core.paths import hash_texts
+from core.pipeline.config import ComparisonConfig
 from core.pipeline.costs import check_stage_costs
-from core.pipeline.stages import STAGES, check_stage_names, run_stages
+from core.pipeline.stages import STAGES, run_stages
 from core.progress import ProgressFn, no_progress
 from core.sides import SIDES
 
@@ -47,7 +49,8 @@ class ComparisonSpec:
         a: side A.
         b: side B.
         corpus: the shared text.
-        harvest: how the models are run.
+        harvest: how the models are run (``build_comparison(config=...)`` takes them from the
+            config instead).
         extra: free-form manifest additions (the demo records its training report here).
     """
 
@@ -100,6 +103,15 @@ def _describe_model(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+# side -> (model, SAE, hook): the model and SAE as spec strings, specs or in-memory objects
+Sources = Mapping[str, tuple[Any, Any, str | None]]
+
+
+def spec_sources(spec: ComparisonSpec) -> dict[str, tuple[Any, Any, str | None]]:
+    """A comparison spec's sides as :data:`Sources`."""
+    return {name: (side.model, side.sae, side.hook) for name, side in (("a", spec.a), ("b", spec.b))}
+
+
 def local_inputs(spec: ComparisonSpec) -> list[tuple[str, str]]:
     """The run's inputs that are files or folders here (the output may never hold one).
 
@@ -109,16 +121,32 @@ def local_inputs(spec: ComparisonSpec) -> list[tuple[str, str]]:
     Returns:
         (what, path) pairs, for example ``("the SAE of side A", "/data/sae")``.
     """
+    return source_inputs(spec_sources(spec), spec.corpus)
+
+
+def source_inputs(sources: Sources, texts: Any = None) -> list[tuple[str, str]]:
+    """The inputs among ``sources`` and ``texts`` that are files or folders here (in-memory objects are none).
+
+    Args:
+        sources: side -> (model, SAE, hook).
+        texts: a :class:`CorpusSpec`, or anything else (no file).
+
+    Returns:
+        (what, path) pairs.
+    """
     found: list[tuple[str, str | None]] = []
     for name in SIDES:
-        side: SideSpec = getattr(spec, name)
-        if side.sae.kind != "release":
-            found.append((f"the SAE of side {name.upper()}", side.sae.source))
-        if side.model.kind in ("hf", "gguf", "onnx-bert"):
-            found.append((f"the model of side {name.upper()}", side.model.source))
-        found.append((f"the tokenizer of side {name.upper()}", side.model.tokenizer))
-    if spec.corpus.kind == "file":
-        found.append(("the corpus", spec.corpus.source))
+        model, sae, _ = sources[name]
+        sae = SAESpec.parse(str(sae)) if isinstance(sae, str | Path) else sae
+        if isinstance(sae, SAESpec) and sae.kind in ("local", "sparsify"):
+            found.append((f"the SAE of side {name.upper()}", sae.source))
+        model = ModelSpec.parse(str(model)) if isinstance(model, str | Path) else model
+        if isinstance(model, ModelSpec):
+            if model.kind in ("hf", "gguf", "onnx-bert"):
+                found.append((f"the model of side {name.upper()}", model.source))
+            found.append((f"the tokenizer of side {name.upper()}", model.tokenizer))
+    if isinstance(texts, CorpusSpec) and texts.kind == "file":
+        found.append(("the corpus", texts.source))
     return [(what, str(path)) for what, path in inputs_of(found)]
 
 
@@ -138,13 +166,111 @@ def check_positions(model: LoadedModel, max_len: int, side: str) -> None:
         )
 
 
+def resolve_config(
+    harvest: HarvestSettings,
+    stages: Sequence[str] | None = None,
+    stage_settings: Mapping[str, Any] | None = None,
+    config: ComparisonConfig | None = None,
+) -> ComparisonConfig:
+    """The one config of a build, from a :class:`ComparisonConfig` or from the older loose arguments.
+
+    Args:
+        harvest: the spec's harvest settings.
+        stages: stages to run (``None``: all); only without ``config``.
+        stage_settings: stage name -> settings object; only without ``config``.
+        config: the whole config (then ``harvest`` must be the default or equal to ``config.harvest``).
+
+    Returns:
+        The validated config.
+    """
+    if config is None:
+        parts = {name: value for name, value in (stage_settings or {}).items() if value is not None}
+        unknown = sorted(set(parts) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage settings {unknown}; stages are {STAGES}")
+        return ComparisonConfig(harvest=harvest, stages=STAGES if stages is None else tuple(stages), **parts)
+    if stages is not None or stage_settings is not None:
+        raise ValueError("pass either config or stages/stage_settings, not both")
+    if harvest != HarvestSettings() and harvest != config.harvest:
+        raise SpecError(
+            "The spec's harvest settings differ from the config's; give the harvest settings in one place (the config)."
+        )
+    return config
+
+
+def model_key(model: Any) -> Any:
+    """What identifies a model source, so two sides naming the same model load it once."""
+    if isinstance(model, str | Path):
+        return ModelSpec.parse(str(model))
+    if isinstance(model, ModelSpec):
+        return model
+    return id(model[0] if isinstance(model, tuple) else model)
+
+
+def load_sides(
+    sources: Sources,
+    device: torch.device,
+    progress: ProgressFn = no_progress,
+    max_len: int | None = None,
+) -> dict[str, HarvestSide]:
+    """Load (or adopt) each side's model and SAE and find the hook the SAE reads.
+
+    Args:
+        sources: side -> (model, SAE, hook): the model and SAE in any form
+            :func:`~core.harvest.loading.as_loaded_model` / ``as_loaded_sae`` take (spec
+            strings, specs, in-memory objects); hook ``None`` takes the SAE's own.
+        device: where to put them.
+        progress: progress callback.
+        max_len: tokens per window, checked against each model's positions (``None``: unchecked).
+
+    Returns:
+        side -> :class:`~core.harvest.encode.HarvestSide`.
+    """
+    models: dict[Any, LoadedModel] = {}
+    sides: dict[str, HarvestSide] = {}
+    for name, (model_source, sae_source, hook) in sources.items():
+        progress(f"loading side {name}", 0, 0)
+        key = model_key(model_source)
+        if key not in models:
+            models[key] = as_loaded_model(key if isinstance(key, ModelSpec) else model_source, device)
+        model = models[key]
+        if max_len is not None:
+            check_positions(model, max_len, name)
+        sae = as_loaded_sae(sae_source, device)
+        hook_name = hook or sae.hook_name
+        if not hook_name:
+            raise SpecError(
+                f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post)."
+            )
+        sides[name] = HarvestSide(model, sae, model.hook(hook_name))
+    return sides
+
+
+def read_documents(texts: str | Path | CorpusSpec | Sequence[str]) -> tuple[CorpusText, dict[str, Any]]:
+    """The documents to harvest and the manifest's corpus record.
+
+    Args:
+        texts: a corpus spec (string or :class:`CorpusSpec`; a path means a file), or the
+            documents themselves (a list of strings, recorded as kind ``memory``).
+
+    Returns:
+        The documents with their counts, and the corpus record.
+    """
+    if isinstance(texts, str | Path):
+        texts = CorpusSpec.parse(str(texts))
+    if isinstance(texts, CorpusSpec):
+        return read_corpus(texts), texts.to_dict()
+    return read_texts(texts), {"kind": "memory", "source": None}
+
+
 def build_comparison(
     spec: ComparisonSpec,
     out: str | Path,
     overwrite: bool = False,
     progress: ProgressFn = no_progress,
-    stages: Sequence[str] = STAGES,
+    stages: Sequence[str] | None = None,
     stage_settings: dict[str, Any] | None = None,
+    config: ComparisonConfig | None = None,
 ) -> Path:
     """Load both sides, harvest their codes on the same text, write the bundle, run the stages.
 
@@ -159,48 +285,75 @@ def build_comparison(
             ``overwrite``, a bundle this tool wrote).
         overwrite: replace a bundle this tool wrote at ``out``.
         progress: progress callback.
-        stages: the later stages to run on the new bundle (see ``core.pipeline.stages``).
+        stages: the later stages to run on the new bundle (``None``: all; see ``core.pipeline.stages``).
         stage_settings: stage name -> settings object.
+        config: the whole run's config instead of ``stages`` and ``stage_settings`` (its
+            harvest settings then replace the spec's, which must be left at their defaults).
 
     Returns:
         The bundle folder.
     """
+    return run_comparison(
+        spec_sources(spec),
+        spec.corpus,
+        out,
+        resolve_config(spec.harvest, stages, stage_settings, config),
+        overwrite=overwrite,
+        progress=progress,
+        labels={"a": spec.a.label, "b": spec.b.label},
+        extra=dict(spec.extra),
+    )
+
+
+def run_comparison(
+    sources: Sources,
+    texts: str | Path | CorpusSpec | Sequence[str],
+    out: str | Path,
+    config: ComparisonConfig,
+    overwrite: bool = False,
+    progress: ProgressFn = no_progress,
+    labels: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """The build behind ``build_comparison`` and ``core.compare``: sides in any form, one config.
+
+    Args:
+        sources: side -> (model, SAE, hook), as :func:`load_sides` takes them.
+        texts: the corpus, as :func:`read_documents` takes it.
+        out: the bundle folder (see :func:`build_comparison`).
+        config: harvest and stage settings, and which stages run.
+        overwrite: replace a bundle this tool wrote at ``out``.
+        progress: progress callback.
+        labels: side -> display label ("" or missing: model name and hook).
+        extra: free-form manifest additions.
+
+    Returns:
+        The bundle folder.
+    """
+    labels = labels or {}
+    settings = config.harvest
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    build = OutputBuild(out, overwrite, inputs=local_inputs(spec))
-    stages = check_stage_names(stages)
-    device = resolve_device(spec.harvest.device)
-    models: dict[Any, LoadedModel] = {}
-    sides: dict[str, HarvestSide] = {}
-    for name, side_spec in (("a", spec.a), ("b", spec.b)):
-        progress(f"loading side {name}", 0, 0)
-        if side_spec.model not in models:
-            models[side_spec.model] = load_model(side_spec.model, device)
-        model = models[side_spec.model]
-        check_positions(model, spec.harvest.max_len, name)
-        sae = load_sae(side_spec.sae, device)
-        hook_name = side_spec.hook or sae.hook_name
-        if not hook_name:
-            raise SpecError(
-                f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post)."
-            )
-        sides[name] = HarvestSide(model, sae, model.hook(hook_name))
+    build = OutputBuild(out, overwrite, inputs=source_inputs(sources, texts))
+    device = resolve_device(settings.device)
+    sides = load_sides(sources, device, progress, settings.max_len)
     timings["load_s"] = time.perf_counter() - t0
-    corpus = read_corpus(spec.corpus)
+    corpus, corpus_record = read_documents(texts)
     docs = corpus.docs
+    stage_settings = config.stage_settings()
     # a stage setting that cannot fit is refused now, not after the harvest
     check_stage_costs(
-        {name: (stage_settings or {}).get(name) for name in stages}, sides["a"].sae.d_sae, sides["b"].sae.d_sae
+        {name: stage_settings[name] for name in config.stages}, sides["a"].sae.d_sae, sides["b"].sae.d_sae
     )
 
     with build:
         staging = build.staging
         t1 = time.perf_counter()
-        sanity = _hook_sanity(sides, docs, spec.harvest, device, progress)
+        sanity = _hook_sanity(sides, docs, settings, device, progress)
         timings["sanity_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        result = harvest(sides, docs, spec.harvest, staging / WORK_DIR, device, progress)
+        result = harvest(sides, docs, settings, staging / WORK_DIR, device, progress)
         timings["harvest_s"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -222,7 +375,7 @@ def build_comparison(
         manifest = {
             "sides": {
                 name: {
-                    "label": getattr(spec, name).label or f"{side.model.name} {side.hook.name}",
+                    "label": labels.get(name) or f"{side.model.name} {side.hook.name}",
                     "model": _describe_model(side.model),
                     "sae": side.sae.describe(),
                     "hook": side.hook.name,
@@ -237,7 +390,7 @@ def build_comparison(
                 for name, side in sides.items()
             },
             "corpus": {
-                **spec.corpus.to_dict(),
+                **corpus_record,
                 "content_hash": hash_texts(docs),
                 "n_docs": len(docs),
                 "n_docs_used": int(len(used_docs)),
@@ -249,16 +402,16 @@ def build_comparison(
             "unit_kind": "token" if result.alignment is None else "span",
             # different tokenizers: units, share of each side's tokens used, share of 1:1 units
             **({} if result.alignment is None else {"alignment": result.alignment}),
-            "settings": {"harvest": spec.harvest.to_dict(), "device": str(device)},
+            "settings": {"harvest": settings.to_dict(), "device": str(device)},
             "versions": package_versions(),
             "timings": {**timings, "tokens_per_s": units.height / max(timings["harvest_s"], 1e-9)},
             "harvest": {"n_shards": result.n_shards, "resumed_shards": result.resumed_shards},
-            **dict(spec.extra),
+            **dict(extra or {}),
         }
         writer.finalize(manifest)
         unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
         # the stages run on the staging copy too: a failing stage leaves the old bundle whole
-        run_stages(staging, stages, stage_settings, str(device), progress, unembeddings)
+        run_stages(staging, config.stages, stage_settings, str(device), progress, unembeddings)
         remove_work_dir(staging / WORK_DIR)
         return build.commit()
 

@@ -33,6 +33,7 @@ from core.matching.assign import compute_assignment, greedy_one_to_one
 from core.matching.correlate import compute_correlation
 from core.matching.filters import apply_filters, compute_side_flags
 from core.pipeline.compare import package_versions
+from core.pipeline.config import SWEEP_MAX_TOKENS, SWEEP_METRICS
 from core.progress import ProgressFn, no_progress
 from core.spaces.settings import SimilaritySettings
 from core.spaces.sweep import compute_layer_sweep
@@ -85,10 +86,10 @@ class SweepSpec:
     a: SweepSide
     b: SweepSide
     corpus: CorpusSpec
-    harvest: HarvestSettings = field(default_factory=lambda: HarvestSettings(max_tokens=50_000))
+    harvest: HarvestSettings = field(default_factory=lambda: HarvestSettings(max_tokens=SWEEP_MAX_TOKENS))
     top_k: int = 5
     min_corr: float = 0.1
-    similarity: SimilaritySettings = field(default_factory=lambda: SimilaritySettings(metrics=("svcca", "rsa")))
+    similarity: SimilaritySettings = field(default_factory=lambda: SimilaritySettings(metrics=SWEEP_METRICS))
 
 
 def compute_pairing(
@@ -227,6 +228,6 @@ def attach_sweep(bundle_path: str | Path, table: pl.DataFrame) -> None:
         raise BundleError(
             f"Bundle {bundle.path} has no similarity part to attach a sweep to; run `python -m core similarity` first."
         )
-    body = bundle.similarity()
+    body = bundle.similarity_json()
     body["sweep"] = table.to_dicts()
     add_parts(bundle.path, json_files={"similarity.json": body})

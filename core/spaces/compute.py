@@ -25,6 +25,9 @@ from core.spaces.nulls import (
 from core.spaces.settings import SimilaritySettings
 from core.spaces.stats import adjust_bh, adjust_bonferroni, permutation_p_value
 
+# how every p-value here is computed (recorded in similarity.json)
+P_VALUE_RULE = "(b + 1) / (n + 1), b = null samples >= value, one-sided"
+
 
 @dataclass(frozen=True, eq=False)
 class NullResult:

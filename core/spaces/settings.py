@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from core.errors import SpecError
 from core.spaces.concepts import CONCEPT_MATCH
@@ -130,3 +131,7 @@ class SimilaritySettings:
     def decoder_metrics(self) -> tuple[str, ...]:
         """The requested metrics that are computed on decoder rows (all but ``matched_corr``)."""
         return tuple(m for m in self.metrics if m in METRICS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict, tuples as lists (what the manifest records)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from core.bundle.writer import add_parts
 from core.device import resolve_device
 from core.errors import BundleError, SimilarityError
 from core.progress import ProgressFn, no_progress
-from core.spaces.compute import MetricResult, _f, compute_concept_similarity, compute_similarity
+from core.spaces.compute import P_VALUE_RULE, MetricResult, _f, compute_concept_similarity, compute_similarity
 from core.spaces.concepts import DEFAULT_CONCEPTS_PATH, load_concept_groups, select_concept_pairs
 from core.spaces.metrics import check_pair_indices, check_paired_rows, compute_metric
 from core.spaces.settings import BUNDLE_METRICS, SIMILARITY_SCHEMA, SimilaritySettings
@@ -178,7 +177,7 @@ def build_similarity(
             "n_unique_a": int(np.unique(ia).size),
             "n_unique_b": int(np.unique(ib).size),
         },
-        "p_value_rule": "(b + 1) / (n + 1), b = null samples >= value, one-sided",
+        "p_value_rule": P_VALUE_RULE,
         "device": str(device),
         "settings": _settings_json(settings),
         "metrics": {m: results[m].to_json(settings.ci_level) for m in order},
@@ -194,8 +193,7 @@ def build_similarity(
 
 
 def _settings_json(settings: SimilaritySettings) -> dict[str, Any]:
-    body = asdict(settings)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
+    return settings.to_dict()
 
 
 def _bootstrap_metric_intervals(

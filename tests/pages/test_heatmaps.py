@@ -45,7 +45,7 @@ def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: 
 
     copy = tmp_path / "with-sweep"
     shutil.copytree(app_bundle, copy)
-    body = open_bundle(copy).similarity()
+    body = open_bundle(copy).similarity_json()
     body["sweep"] = [
         {"layer_a": i, "layer_b": j, "label_a": f"blocks.{i}", "label_b": f"blocks.{j}", "metric": m,
          "value": (None if (i, j) == (2, 2) else 0.1 * (i + j)), "error": None}

@@ -53,7 +53,7 @@ def test_demo_sweep_fills_the_layer_heatmap() -> None:
     from core.demo.sweep import build_demo_sweep
 
     bundle = open_bundle(build_demo_sweep())
-    rows = [r for r in bundle.similarity()["sweep"] if r["metric"] == "svcca"]
+    rows = [r for r in bundle.similarity_json()["sweep"] if r["metric"] == "svcca"]
     assert len(rows) == 9
     assert {(r["layer_a"], r["layer_b"]) for r in rows} == {(i, j) for i in range(3) for j in range(3)}
     for r in rows:

@@ -131,7 +131,7 @@ def test_build_similarity_writes_the_contracted_json(tiny_bundle):
     events = []
     bundle = build_similarity(path, settings, device="cpu", progress=lambda s, d, t: events.append(s))
     assert bundle.has("similarity")
-    body = bundle.similarity()
+    body = bundle.similarity_json()
     assert body["n_pairs"] == N_PAIRS - 2
     assert body["pairing"]["methods"] == ["mutual"]
     assert set(body["metrics"]) == {"svcca", "svcca_paper", "rsa", "cka", "procrustes", "matched_corr"}
