@@ -253,7 +253,7 @@ def as_sparse_codes(codes: object, name: str = "codes") -> SparseCodes:
     if sp.issparse(codes):
         matrix = codes
     elif hasattr(codes, "detach") and hasattr(codes, "cpu"):
-        tensor = codes.detach().cpu()  # type: ignore[attr-defined]
+        tensor = codes.detach().cpu()
         layout = str(getattr(tensor, "layout", ""))
         if layout == "torch.sparse_coo":
             tensor = tensor.coalesce()

@@ -312,12 +312,13 @@ def _top_tokens_frame(
     unit_text: Sequence[str] | None,
     side: str,
 ) -> pl.DataFrame | None:
-    if features is None and unit_text is None:
-        return None
     if features is None:
-        if len(unit_text) != codes.n_rows:  # type: ignore[arg-type]
-            raise MatchingError(f"unit_text holds {len(unit_text)} texts but the codes have {codes.n_rows} units.")  # type: ignore[arg-type]
-        features = top_tokens_per_feature(codes, list(unit_text))  # type: ignore[arg-type]
+        if unit_text is None:
+            return None
+        texts = list(unit_text)
+        if len(texts) != codes.n_rows:
+            raise MatchingError(f"unit_text holds {len(texts)} texts but the codes have {codes.n_rows} units.")
+        features = top_tokens_per_feature(codes, texts)
     if isinstance(features, pl.DataFrame):
         return features
     tokens = [list(t) for t in features]

@@ -69,7 +69,8 @@ def test_without_umap_the_page_says_how_to_add_it(spine_bundle: Path) -> None:
     at = open_app("pair_explorer", bundle_path=str(spine_bundle))
     no_exception(at)
     assert any("**umap**" in w for w in texts(at, "warning"))
-    assert any("build_umap" in c.value for c in at.code)
+    # the hint names the CLI command and the Python API call that add the part
+    assert any("python -m core umap" in c.value and 'core.run_stage("umap"' in c.value for c in at.code)
 
 
 def test_a_search_of_only_subword_markers_is_a_message(app_bundle: Path) -> None:
