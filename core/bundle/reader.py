@@ -176,8 +176,10 @@ class Bundle:
             .sort("rank")
             .collect()
         )
-        chosen = self._assigned(frame["feature_a"].to_list(), frame["feature_b"].to_list())
         keys = ["feature_a", "feature_b"]
+        chosen = self._assigned(frame["feature_a"].to_list(), frame["feature_b"].to_list()).with_columns(
+            pl.col(k).cast(frame.schema[k]) for k in keys
+        )
         return frame.join(chosen, on=keys, how="left", maintain_order="left").with_columns(
             pl.col("assigned").fill_null(False)
         )
