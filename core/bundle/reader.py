@@ -165,7 +165,8 @@ class Bundle:
         Returns:
             The feature's rows of matches.parquet in its own direction (``feature_a``,
             ``feature_b``, ``rank``, ``corr``, ``cos``, ``jaccard``, ``n_coactive``, ``is_mutual``,
-            ...), with ``assigned`` (the pair is in the assignment), ``kept`` and ``reason``.
+            ...), with ``in_assignment`` (the pair is a row of assignment.parquet, a candidate of
+            the chosen pairing), ``kept`` (it survived the pairing and filters) and ``reason``.
         """
         side = check_side(side)
         feature = self._check_feature(side, feature)
@@ -181,7 +182,7 @@ class Bundle:
             pl.col(k).cast(frame.schema[k]) for k in keys
         )
         return frame.join(chosen, on=keys, how="left", maintain_order="left").with_columns(
-            pl.col("assigned").fill_null(False)
+            pl.col("in_assignment").fill_null(False)
         )
 
     def pair(self, feature_a: int, feature_b: int) -> PairStats:
@@ -216,9 +217,10 @@ class Bundle:
             n_a, n_b, n_co = int(on_a.sum()), int(on_b.sum()), int((on_a & on_b).sum())
             corr, jac, source = pearson(col_a, col_b), jaccard_of(n_co, n_a, n_b), "codes"
             cos = chosen.get("cos") if chosen else self._cosine(fa, fb)
-        q = (ab or {}).get("q", chosen.get("q"))
-        significant = (ab or {}).get("significant", chosen.get("significant"))
-        neglog10_p = (ab or {}).get("neglog10_p", chosen.get("neglog10_p"))
+        # the assignment tests exactly this pair; matches.parquet only A's candidates and chosen partner
+        q = _first(chosen.get("q"), (ab or {}).get("q"))
+        significant = _first(chosen.get("significant"), (ab or {}).get("significant"))
+        neglog10_p = _first(chosen.get("neglog10_p"), (ab or {}).get("neglog10_p"))
         return PairStats(
             feature_a=fa,
             feature_b=fb,
@@ -249,12 +251,12 @@ class Bundle:
         return int(feature)
 
     def _assigned(self, features_a: list[int], features_b: list[int]) -> pl.DataFrame:
-        # the assignment's row for each given pair: assigned, method, kept, reason, cos, q, ...
+        # the assignment's row for each given pair: in_assignment, method, kept, reason, cos, q, ...
         empty = pl.DataFrame(
             schema={
                 "feature_a": pl.Int64,
                 "feature_b": pl.Int64,
-                "assigned": pl.Boolean,
+                "in_assignment": pl.Boolean,
                 "kept": pl.Boolean,
                 "reason": pl.String,
             }
@@ -270,7 +272,9 @@ class Bundle:
             for c in ("feature_a", "feature_b", "method", "kept", "reason", "cos", "q", "significant", "neglog10_p")
             if c in frame.columns
         ]
-        frame = frame.select(keep).with_columns(pl.col("feature_a", "feature_b").cast(pl.Int64), assigned=pl.lit(True))
+        frame = frame.select(keep).with_columns(
+            pl.col("feature_a", "feature_b").cast(pl.Int64), in_assignment=pl.lit(True)
+        )
         return wanted.join(frame, on=["feature_a", "feature_b"], how="inner")
 
     def _cosine(self, feature_a: int, feature_b: int) -> float | None:
@@ -341,6 +345,11 @@ def check_part_file(path: Path) -> str | None:
     except Exception as exc:  # each format's reader raises its own error types for damaged bytes
         return f"{path.name} is damaged ({_first_line(exc, 100)})"
     return None
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (None if all are)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _column(codes: SparseCodes, feature: int) -> np.ndarray:

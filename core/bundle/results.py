@@ -50,12 +50,13 @@ class PairStats:
         rank_a_to_b: B's rank among A's top-k partners (None: not in the list).
         rank_b_to_a: A's rank among B's top-k partners.
         is_mutual: each is the other's best partner.
-        q: the significance test's q-value (where the pair was tested).
+        q: the significance test's q-value (assignment.parquet's for its rows, else
+            matches.parquet's; None where the pair was not tested).
         significant: q at or below the matching's alpha (where tested).
         neglog10_p: -log10 of the pair's p-value (where tested).
-        method: the pairing method of assignment.parquet, if the pair is assigned.
-        kept: whether the assigned pair survived the filters (None: not assigned).
-        reason: why an assigned pair was dropped (None: kept or not assigned).
+        method: the pairing method, if the pair is a row of assignment.parquet.
+        kept: whether that row survived the pairing and the filters (None: not a row).
+        reason: why the row was dropped (None: kept, or not a row).
         source: ``matches`` when r and the counts come from matches.parquet, ``codes`` when the
             pair is in no top-k list and they were computed from the codes.
     """

@@ -46,7 +46,7 @@ def test_pair_in_the_matches_reads_the_parts_and_agrees_with_dense_references(bu
     assert isinstance(stats, core.PairStats) and stats.source == "matches"
     row = bundle.matches().filter((pl.col("feature_a") == fa) & (pl.col("feature_b") == fb)).collect()
     ab = row.filter(pl.col("direction") == "a->b").to_dicts()[0]
-    assert stats.corr == ab["corr"] and stats.rank_a_to_b == ab["rank"] and stats.q == ab["q"]
+    assert stats.corr == ab["corr"] and stats.rank_a_to_b == ab["rank"]
     dense_a, dense_b = planted.codes_a.to_dense()[:, fa], planted.codes_b.to_dense()[:, fb]
     assert stats.corr == pytest.approx(dense_pearson(planted.codes_a, planted.codes_b)[fa, fb], abs=1e-6)
     assert stats.n_coactive == int(((dense_a != 0) & (dense_b != 0)).sum())
@@ -55,6 +55,7 @@ def test_pair_in_the_matches_reads_the_parts_and_agrees_with_dense_references(bu
     assert stats.cos == pytest.approx(_dense_cos(planted.w_dec_a[fa], planted.w_dec_b[fb]), abs=1e-6)
     chosen = bundle.assignment().filter((pl.col("feature_a") == fa) & (pl.col("feature_b") == fb)).collect()
     assert stats.method == "greedy" and stats.kept == chosen["kept"][0] and stats.reason == chosen["reason"][0]
+    assert stats.q == chosen["q"][0] and stats.neglog10_p == chosen["neglog10_p"][0]
 
 
 def test_pair_in_no_list_is_computed_from_the_codes(built) -> None:
@@ -80,8 +81,9 @@ def test_partners_are_the_feature_rows_in_rank_order_with_the_assignment(built) 
     assert frame["rank"].to_list() == sorted(frame["rank"].to_list()) and frame.height == 3
     assert set(frame["direction"]) == {"b->a"} and set(frame["feature_b"]) == {fb}
     assert frame["feature_a"][0] == int(planted.pairs[1, 0])
-    assert frame["assigned"][0] and frame["kept"][0]
-    assert frame.filter(~pl.col("assigned"))["kept"].null_count() == frame.filter(~pl.col("assigned")).height
+    assert frame["in_assignment"][0] and frame["kept"][0]
+    outside = frame.filter(~pl.col("in_assignment"))
+    assert outside["kept"].null_count() == outside.height
 
 
 def test_pairs_are_the_kept_assignment_best_first(built) -> None:
