@@ -51,6 +51,7 @@ READ_PATH = (
     "core.dashboards.settings",
     "core.embedding.settings",
     "core.harvest.specs",
+    "core.engine.settings",
     "components.data",
 )
 

@@ -76,6 +76,19 @@ def _set_threads(n: int) -> None:
     threadpool_limits(n)
 
 
+def _show_notices() -> None:
+    # core logs what a user should know but that does not stop the run (shards rebuilt, workers capped)
+    import logging
+
+    logger = logging.getLogger("core")
+    if not any(getattr(h, "_featurebridge", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("note: %(message)s"))
+        handler._featurebridge = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+
+
 def _quiet_libraries() -> None:
     import transformers
 
@@ -130,7 +143,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             batch_tokens=args.batch_tokens,
             device=args.device,
             pooling=args.pooling,
+            **({} if args.shard_units is None else {"shard_units": args.shard_units}),
         ),
+        engine=_engine_settings(args),
     )
     stages = _parse_stages(args.stages)
     stage_settings: dict[str, Any] = {}
@@ -140,10 +155,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
         stage_settings["similarity"] = SimilaritySettings(n_null=args.n_null)
     with TqdmProgress() as progress:
         path = build_comparison(
-            spec, args.out, overwrite=args.overwrite, progress=progress, stages=stages, stage_settings=stage_settings
+            spec,
+            args.out,
+            overwrite=args.overwrite,
+            progress=progress,
+            stages=stages,
+            stage_settings=stage_settings,
+            resume=args.resume,
         )
     print(path)
     return 0
+
+
+def _engine_settings(args: argparse.Namespace) -> Any:
+    from core.engine.settings import EngineSettings
+
+    return EngineSettings(
+        name=args.engine,
+        address=args.address,
+        workers=getattr(args, "workers", None),
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        row_blocks=args.row_blocks,
+    )
 
 
 def _parse_stages(text: str) -> tuple[str, ...]:
@@ -213,8 +247,17 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
         settings = SimilaritySettings(n_null=args.n_null, seed=args.seed)
     stage = {"match": "matching"}.get(args.command, args.command)
-    with TqdmProgress() as progress:
-        bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+    if args.command != "match":
+        with TqdmProgress() as progress:
+            bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+        print(bundle.path)
+        return 0
+    from core.engine.base import open_engine
+
+    with open_engine(_engine_settings(args)) as engine, TqdmProgress() as progress:
+        bundle = run_stage(
+            stage, args.bundle, settings, device=args.device, progress=progress, correlator=engine.correlator()
+        )
     print(bundle.path)
     return 0
 
@@ -332,6 +375,40 @@ def _add_side_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(f"--label-{name}", default=None, help="display name")
 
 
+def _add_engine_args(parser: argparse.ArgumentParser, harvest: bool) -> None:
+    group = parser.add_argument_group("engine (docs/scaleout.md)")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default: this process) or ray (needs the ray extra)",
+    )
+    group.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster: auto (the one ray start began here), host:port; default: a private one",
+    )
+    if harvest:
+        group.add_argument(
+            "--workers", type=positive_int, default=None, help="harvest actors (default: as many as the cluster fits)"
+        )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per worker and reduce task (default: 1 if the cluster has GPUs)",
+    )
+    group.add_argument(
+        "--cpus-per-worker", type=float, default=None, help="CPUs per worker and reduce task (default: 1)"
+    )
+    group.add_argument(
+        "--row-blocks",
+        type=positive_int,
+        default=None,
+        help="row blocks of the correlation reduce (default: one per worker slot)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m core`` argument parser."""
     parser = OneLineParser(prog="python -m core", description="Compare the features of two SAEs.")
@@ -388,6 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--stages", default="all", help="later stages to run: all (default), none, or a list like matching,similarity"
     )
     compare.add_argument("--n-null", type=non_negative_int, default=1000, help="null samples for the similarity stage")
+    compare.add_argument(
+        "--shard-units",
+        type=positive_int,
+        default=None,
+        help="units per harvest shard (the unit of resume and of scheduling)",
+    )
+    compare.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted build in --out: reuse its finished shards (shards of changed inputs are rebuilt)",
+    )
+    _add_engine_args(compare, harvest=True)
     compare.set_defaults(func=cmd_compare)
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")
@@ -399,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     match.add_argument("--memory-mb", type=positive_float, default=1024.0)
     match.add_argument("--device", default="auto")
+    _add_engine_args(match, harvest=False)
     match.set_defaults(func=cmd_stage)
 
     similarity = sub.add_parser("similarity", help="(re)compute similarity.json (SVCCA, RSA, CKA, Procrustes + nulls)")
@@ -469,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    _show_notices()
     if args.threads:
         _set_threads(args.threads)
     if args.command not in ("info", "app"):

@@ -29,6 +29,7 @@ import polars as pl
 import torch
 
 from core.bundle import schema as bundle_schema
+from core.bundle.codes import SparseCodes
 from core.bundle.reader import Bundle, open_bundle
 from core.bundle.writer import add_parts
 from core.device import resolve_device
@@ -41,6 +42,7 @@ from core.matching.assign import (
     hungarian_fits,
     summarize_pairs,
 )
+from core.matching.blocks import Correlator
 from core.matching.correlate import CorrelationResult, TopK, compute_correlation, compute_pair_stats, jaccard
 from core.matching.filters import SideFlags, apply_filters, compute_side_flags
 from core.matching.settings import ASSIGN_METHODS, MatchSettings
@@ -55,6 +57,7 @@ def build_matching(
     settings: MatchSettings | None = None,
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
+    correlator: Correlator | None = None,
 ) -> Bundle:
     """(Re)compute a bundle's matches.parquet and assignment.parquet.
 
@@ -63,6 +66,8 @@ def build_matching(
         settings: the matching settings (defaults if None).
         device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
         progress: the progress callback (stages "correlate", "significance", "assign").
+        correlator: runs the correlation reduce elsewhere (an engine's row-block tasks);
+            ``None`` runs :func:`compute_correlation` in this process.
 
     Returns:
         The bundle, reopened with the new parts.
@@ -80,7 +85,8 @@ def build_matching(
 
     t0 = time.perf_counter()
     keep_dense = hungarian_fits(codes_a.n_features, codes_b.n_features, settings.hungarian_max)
-    result = compute_correlation(
+    result = (correlator or _correlate_here)(
+        bundle.path,
         codes_a,
         codes_b,
         top_k=settings.top_k,
@@ -173,6 +179,10 @@ def build_matching(
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     return add_parts(bundle.path, frames=frames, manifest_updates={"matching": record})
+
+
+def _correlate_here(bundle_path: Path, codes_a: SparseCodes, codes_b: SparseCodes, **options: Any) -> CorrelationResult:
+    return compute_correlation(codes_a, codes_b, **options)
 
 
 def _features(bundle: Bundle, side: str) -> pl.DataFrame | None:

@@ -17,6 +17,8 @@ from core.bundle.safety import inputs_of
 from core.bundle.schema import WORK_DIRS
 from core.bundle.writer import BundleWriter, OutputBuild
 from core.device import resolve_device
+from core.engine.base import Engine, open_engine
+from core.engine.settings import EngineSettings
 from core.errors import SpecError
 from core.harvest.corpus import read_corpus
 from core.harvest.encode import HarvestSide
@@ -48,6 +50,7 @@ class ComparisonSpec:
         b: side B.
         corpus: the shared text.
         harvest: how the models are run.
+        engine: who schedules the harvest's shards and the correlation reduce (local by default).
         extra: free-form manifest additions (the demo records its training report here).
     """
 
@@ -55,6 +58,7 @@ class ComparisonSpec:
     b: SideSpec
     corpus: CorpusSpec
     harvest: HarvestSettings = field(default_factory=HarvestSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     extra: tuple[tuple[str, Any], ...] = ()
 
 
@@ -145,6 +149,8 @@ def build_comparison(
     progress: ProgressFn = no_progress,
     stages: Sequence[str] = STAGES,
     stage_settings: dict[str, Any] | None = None,
+    resume: bool = False,
+    engine: Engine | None = None,
 ) -> Path:
     """Load both sides, harvest their codes on the same text, write the bundle, run the stages.
 
@@ -161,14 +167,32 @@ def build_comparison(
         progress: progress callback.
         stages: the later stages to run on the new bundle (see ``core.pipeline.stages``).
         stage_settings: stage name -> settings object.
+        resume: rebuild the finished shards of an interrupted build whose inputs have changed
+            (with a notice); without it (or ``overwrite``) such shards are refused in one
+            sentence and kept. Shards of unchanged inputs are always reused.
+        engine: an engine built already (tests pass one); ``None`` makes the one ``spec.engine``
+            names. It is started before anything is loaded, so an unreachable cluster costs nothing.
 
     Returns:
         The bundle folder.
     """
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     build = OutputBuild(out, overwrite, inputs=local_inputs(spec))
     stages = check_stage_names(stages)
+    with open_engine(engine or spec.engine) as running:
+        return _build(spec, build, overwrite or resume, progress, stages, stage_settings, running)
+
+
+def _build(
+    spec: ComparisonSpec,
+    build: OutputBuild,
+    rebuild_stale: bool,
+    progress: ProgressFn,
+    stages: Sequence[str],
+    stage_settings: dict[str, Any] | None,
+    engine: Engine,
+) -> Path:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     device = resolve_device(spec.harvest.device)
     models: dict[Any, LoadedModel] = {}
     sides: dict[str, HarvestSide] = {}
@@ -200,7 +224,10 @@ def build_comparison(
         timings["sanity_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        result = harvest(sides, docs, spec.harvest, staging / WORK_DIR, device, progress)
+        runner = engine.shard_runner(sides, spec.harvest, device)
+        result = harvest(
+            sides, docs, spec.harvest, staging / WORK_DIR, device, progress, rebuild_stale=rebuild_stale, runner=runner
+        )
         timings["harvest_s"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -249,16 +276,20 @@ def build_comparison(
             "unit_kind": "token" if result.alignment is None else "span",
             # different tokenizers: units, share of each side's tokens used, share of 1:1 units
             **({} if result.alignment is None else {"alignment": result.alignment}),
-            "settings": {"harvest": spec.harvest.to_dict(), "device": str(device)},
+            "settings": {"harvest": spec.harvest.to_dict(), "device": str(device), "engine": engine.describe()},
             "versions": package_versions(),
             "timings": {**timings, "tokens_per_s": units.height / max(timings["harvest_s"], 1e-9)},
-            "harvest": {"n_shards": result.n_shards, "resumed_shards": result.resumed_shards},
+            "harvest": {
+                "n_shards": result.n_shards,
+                "resumed_shards": result.resumed_shards,
+                "rebuilt_because": result.rebuilt_because,
+            },
             **dict(spec.extra),
         }
         writer.finalize(manifest)
         unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
         # the stages run on the staging copy too: a failing stage leaves the old bundle whole
-        run_stages(staging, stages, stage_settings, str(device), progress, unembeddings)
+        run_stages(staging, stages, stage_settings, str(device), progress, unembeddings, engine.correlator())
         remove_work_dir(staging / WORK_DIR)
         return build.commit()
 
