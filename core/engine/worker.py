@@ -99,10 +99,17 @@ class HarvestWorker:
                 self.sides[s] = HarvestSide(model, sae, model.hook(side.hook))
                 if expected is not None:
                     mine = side_identity(model, sae, side.hook)
-                    if mine != expected[s]:
-                        changed = [k for k in ("model_digest", "sae_digest") if mine[k] != expected[s][k]]
+                    differ = [
+                        f"side {s.upper()}'s {what} {spec}"
+                        for key, what, spec in (
+                            ("model_digest", "model", side.model.label()),
+                            ("sae_digest", "SAE", side.sae.label()),
+                        )
+                        if mine[key] != expected[s][key]
+                    ]
+                    if differ:
                         self.error = (
-                            f"{self.name} loaded a different {what} than the driver ({', '.join(changed)} differ); "
+                            f"{self.name} loaded other weights than the driver for {' and '.join(differ)}; "
                             "give every node the same files."
                         )
                         return

@@ -6,10 +6,14 @@ modification times cannot tell that; these digests read the content:
 
 - an SAE: sha256 over every tensor of its state dict (name, dtype, shape, bytes). SAEs are at
   most a few GB, so hashing all of them costs seconds against a harvest of hours;
-- a model: its spec, class, hub revision (``_commit_hash``, when loaded from the hub) and a
-  fingerprint of every parameter (name, shape, dtype, the float64 sum and a strided sample of
-  at most 4096 values). A full sha256 of a 9B model would read 36 GB once more; no real edit
-  of weights keeps both every parameter's sum and its sample unchanged;
+- a model: its spec, class, config, hub revision (``_commit_hash``, when loaded from the hub)
+  and a fingerprint of the parameters the hooks read through, the input embeddings and every
+  transformer block (name, shape, dtype and the exact bytes of a strided sample of at most
+  65536 values each). Heads and poolers are left out: transformers initialises them at random
+  when a checkpoint lacks them, which would change the key on every load. No arithmetic enters
+  the fingerprint, so a GPU worker and a CPU driver agree on it (a float sum would differ with
+  the device and the thread count). A full sha256 of a 9B model would read 36 GB once more;
+  retrained or fine-tuned weights change nearly every value, so the sample sees them;
 - the corpus: the sha256 of its documents (``core.paths.hash_texts``).
 """
 
@@ -24,7 +28,7 @@ import torch
 from core.harvest.loading import LoadedModel, LoadedSAE
 
 # values sampled per parameter for the model fingerprint
-_SAMPLE = 4096
+_SAMPLE = 65536
 
 
 def sae_digest(sae: LoadedSAE) -> str:
@@ -56,15 +60,18 @@ def model_fingerprint(model: LoadedModel) -> str:
     digest = hashlib.sha256()
     config = getattr(model.model, "config", None)
     revision = getattr(config, "_commit_hash", None)
-    digest.update(f"{model.spec.label()}|{type(model.model).__name__}|{revision}|".encode())
+    described = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else ""
+    digest.update(f"{model.spec.label()}|{type(model.model).__name__}|{revision}|{described}|".encode())
+    embeddings = model.base.get_input_embeddings()
+    named = [(f"embed.{n}", p) for n, p in embeddings.named_parameters()]
+    named += [(f"blocks.{n}", p) for n, p in model.blocks.named_parameters()]
     with torch.no_grad():
-        for name, param in model.model.named_parameters():
+        for name, param in named:
             flat = param.detach().reshape(-1)
             step = max(1, flat.numel() // _SAMPLE)
-            sample = flat[::step][:_SAMPLE].to("cpu", torch.float32).numpy()
-            total = float(flat.to(torch.float64).sum())
-            digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|{total!r}|".encode())
-            digest.update(np.ascontiguousarray(sample).data)
+            sample = flat[::step][:_SAMPLE].contiguous().to("cpu").view(torch.uint8).numpy()
+            digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|".encode())
+            digest.update(sample.data)
     return digest.hexdigest()
 
 
