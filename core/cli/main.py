@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -76,16 +77,21 @@ def _set_threads(n: int) -> None:
     threadpool_limits(n)
 
 
+class _NoticeHandler(logging.Handler):
+    """Prints core's notices as ``note: ...`` lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        # tqdm.write clears an active progress bar first, so the note gets a line of its own
+        tqdm.write(f"note: {record.getMessage()}", file=sys.stderr)
+
+
 def _show_notices() -> None:
     # core logs what a user should know but that does not stop the run (shards rebuilt, workers capped)
-    import logging
-
     logger = logging.getLogger("core")
-    if not any(getattr(h, "_featurebridge", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("note: %(message)s"))
-        handler._featurebridge = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(h, _NoticeHandler) for h in logger.handlers):
+        logger.addHandler(_NoticeHandler(logging.WARNING))
         logger.setLevel(logging.WARNING)
 
 

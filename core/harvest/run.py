@@ -56,7 +56,7 @@ SHARD_FILES = tuple(f"{kind}_{s}.safetensors" for kind in ("codes", "moments") f
     SUMMARY_FILE,
 )
 # harvest settings that change how a shard is computed, not what it holds
-_UNKEYED_SETTINGS = ("device", "batch_tokens")
+_UNKEYED_SETTINGS = ("device", "batch_tokens", "sanity_tokens")
 
 
 @dataclass(frozen=True)
