@@ -51,15 +51,14 @@ class CodesFile:
         try:
             with safe_open(str(self.path), framework="numpy") as handle:
                 metadata = handle.metadata() or {}
-                names = set(handle.keys())
+                missing = sorted({"indptr", "indices", "values"} - set(handle.keys()))
+                if missing or "n_features" not in metadata:
+                    raise BundleError(f"Codes file {self.path} lacks {missing or ['n_features']}; rebuild the bundle.")
                 self._n_rows = int(handle.get_slice("indptr").get_shape()[0]) - 1
         except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
             raise BundleError(
                 f"Codes file {self.path} is not readable safetensors ({exc}); rebuild the bundle."
             ) from exc
-        missing = {"indptr", "indices", "values"} - names
-        if missing or "n_features" not in metadata:
-            raise BundleError(f"Codes file {self.path} lacks {sorted(missing) or ['n_features']}; rebuild the bundle.")
         self._n_features = int(metadata["n_features"])
 
     @property
