@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -66,6 +67,31 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) address nothing answers on, in seconds.
+
+    ``ray.init`` retries an unreachable address for minutes before it gives up, so a typo in
+    ``--address`` would look like a hang; a plain TCP connect says it at once.
+
+    Args:
+        address: the ``--address`` value (``None`` and ``auto`` are not checked here).
+        timeout_s: how long to wait for the connection.
+    """
+    if address is None or address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise EngineError(f"--address {address} is not host:port, ray://host:port or auto; check it.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EngineError(
+            f"Cannot reach a Ray cluster at {address} ({exc.strerror or exc.__class__.__name__}); start one there with "
+            "'ray start --head', or check --address."
+        ) from exc
+
+
 class RayEngine:
     """Runs the harvest and the correlation reduce on a Ray cluster.
 
@@ -82,6 +108,7 @@ class RayEngine:
         self._ray: Any = None
         self._owned = False
         self._nodes: list[dict[str, float]] = []
+        self._node_ips: list[str] = []
         self._used: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ session
@@ -93,9 +120,15 @@ class RayEngine:
         ray = import_ray()
         if not ray.is_initialized():
             address = self.settings.address
+            check_reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
+                if address == "auto" and isinstance(exc, ConnectionError):
+                    raise EngineError(
+                        "No Ray cluster is running on this machine for --address auto; start one with "
+                        "'ray start --head', or leave --address out to start a private one."
+                    ) from exc
                 where = f"at {address}" if address else "on this machine"
                 raise EngineError(
                     f"Cannot start or reach a Ray cluster {where} ({first_line(exc)}); start one with "
@@ -103,7 +136,9 @@ class RayEngine:
                 ) from exc
             self._owned = True
         self._ray = ray
-        self._nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        self._nodes = [n["Resources"] for n in alive]
+        self._node_ips = sorted({str(n.get("NodeManagerAddress")) for n in alive})
 
     def close(self) -> None:
         """Shut down the cluster if this engine started it."""
@@ -119,6 +154,7 @@ class RayEngine:
             out.update(
                 ray_version=self._ray.__version__,
                 nodes=len(self._nodes),
+                node_ips=self._node_ips,
                 cluster_cpus=sum(n.get("CPU", 0.0) for n in self._nodes),
                 cluster_gpus=sum(n.get("GPU", 0.0) for n in self._nodes),
             )
