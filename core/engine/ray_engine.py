@@ -251,7 +251,8 @@ class RayEngine:
                 if report["error"]:
                     raise EngineError(report["error"])
             # a small actor pool of our own (ray.util.ActorPool hides which shard a failure hit)
-            queue, idle, pending = deque(tasks), list(range(n)), {}
+            queue, idle = deque(tasks), list(range(n))
+            pending: dict[Any, tuple[int, ShardTask]] = {}
             while queue or pending:
                 while queue and idle:
                     worker, task = idle.pop(0), queue.popleft()

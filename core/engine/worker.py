@@ -48,7 +48,7 @@ def set_threads(cpus: float | None) -> None:
     torch.set_num_threads(n)
     import numba
 
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(n, int(getattr(numba.config, "NUMBA_NUM_THREADS", n))))
 
 
 class HarvestWorker:

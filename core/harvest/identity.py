@@ -60,7 +60,9 @@ def model_fingerprint(model: LoadedModel) -> str:
     digest = hashlib.sha256()
     config = getattr(model.model, "config", None)
     revision = getattr(config, "_commit_hash", None)
-    described = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else ""
+    described = (
+        config.to_json_string(use_diff=False) if config is not None and hasattr(config, "to_json_string") else ""
+    )
     digest.update(f"{model.spec.label()}|{type(model.model).__name__}|{revision}|{described}|".encode())
     embeddings = model.base.get_input_embeddings()
     named = [(f"embed.{n}", p) for n, p in embeddings.named_parameters()]

@@ -257,8 +257,13 @@ def harvest_shard(
         for s in SIDES:
             codes[s].save(tmp / f"codes_{s}.safetensors")
             write_tensors_atomic(moments[s], tmp / f"moments_{s}.safetensors", {"n_rows": str(n_rows)})
-        frame = aligned_units_frame if task.aligned else units_frame
-        write_parquet_atomic(frame(task.windows, task.docs, task.first_unit), tmp / "units.parquet")  # type: ignore[operator]
+        # units_frame only indexes docs by document id, so the mapping a remote task carries serves too
+        docs = cast(Sequence[str], task.docs)
+        if task.aligned:
+            units = aligned_units_frame(cast(Sequence[AlignedWindow], task.windows), docs, task.first_unit)
+        else:
+            units = units_frame(cast(Sequence[Window], task.windows), docs, task.first_unit)
+        write_parquet_atomic(units, tmp / "units.parquet")
         summary = {"n_rows": n_rows, "first_unit": task.first_unit, "key": task.key, "number": task.number}
         write_json_atomic(summary, tmp / SUMMARY_FILE)
         if final.exists() and not _finished(final, task.key):
@@ -282,7 +287,7 @@ def _encode(
     for s in SIDES:
         groups.setdefault(id(sides[s].model), []).append(s)
     codes: dict[str, SparseCodes] = {}
-    windows: Sequence[Window] = task.windows  # type: ignore[assignment]
+    windows = cast(Sequence[Window], task.windows)
     for names in groups.values():
         readers = [(sides[s].sae, sides[s].hook) for s in names]
         codes.update(zip(names, encode_windows(sides[names[0]].model, readers, windows, settings, device), strict=True))
@@ -292,7 +297,7 @@ def _encode(
 def _encode_aligned(
     sides: dict[str, HarvestSide], task: ShardTask, settings: HarvestSettings, device: torch.device
 ) -> dict[str, SparseCodes]:
-    windows: Sequence[AlignedWindow] = task.windows  # type: ignore[assignment]
+    windows = cast(Sequence[AlignedWindow], task.windows)
     unit_start = np.cumsum([0] + [w.n_units for w in windows])
     n_rows = int(unit_start[-1])
     codes = {}

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -43,7 +43,17 @@ class Correlator(Protocol):
     """
 
     def __call__(
-        self, bundle_path: Path, codes_a: SparseCodes, codes_b: SparseCodes, **options: Any
+        self,
+        bundle_path: Path,
+        codes_a: SparseCodes,
+        codes_b: SparseCodes,
+        *,
+        top_k: int,
+        memory_mb: float,
+        chunk_units: int,
+        device: torch.device | str,
+        keep_dense: bool,
+        progress: ProgressFn | None,
     ) -> CorrelationResult:
         """Return what ``compute_correlation(codes_a, codes_b, **options)`` returns."""
         ...
@@ -181,22 +191,22 @@ def coact_block(
     def on_device(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
-    r = sums
-    r.addr_(on_device(moments_a.mean[lo:hi]), on_device(moments_b.mean), alpha=-float(n))
-    r.mul_(on_device(inv_a[lo:hi])[:, None]).mul_(on_device(inv_b)[None, :]).clamp_(-1.0, 1.0)
-    r.masked_fill_(on_device(~live_b)[None, :], -math.inf).masked_fill_(on_device(~live_a[lo:hi])[:, None], -math.inf)
-    v, i = torch.topk(r, top_k, dim=1)
+    rt = sums  # finalised in place, as in compute_correlation
+    rt.addr_(on_device(moments_a.mean[lo:hi]), on_device(moments_b.mean), alpha=-float(n))
+    rt.mul_(on_device(inv_a[lo:hi])[:, None]).mul_(on_device(inv_b)[None, :]).clamp_(-1.0, 1.0)
+    rt.masked_fill_(on_device(~live_b)[None, :], -math.inf).masked_fill_(on_device(~live_a[lo:hi])[:, None], -math.inf)
+    v, i = torch.topk(rt, top_k, dim=1)
     rows = (v.cpu().numpy(), i.cpu().numpy(), counts.gather(1, i).long().cpu().numpy())
     kk = min(top_k, width)
-    v, i = torch.topk(r, kk, dim=0)
+    v, i = torch.topk(rt, kk, dim=0)
     col = [v.T.cpu().numpy(), (i.T + lo).cpu().numpy(), counts.gather(0, i).T.long().cpu().numpy()]
     if kk < top_k:
         pad = top_k - kk
         col = [np.pad(col[0], ((0, 0), (0, pad)), constant_values=-np.inf)] + [
             np.pad(x, ((0, 0), (0, pad))) for x in col[1:]
         ]
-    dense = r.float().cpu().numpy() if keep_dense else None
-    return BlockTopK(lo, hi, *rows, *col, dense, backend)
+    dense = rt.float().cpu().numpy() if keep_dense else None
+    return BlockTopK(lo, hi, rows[0], rows[1], rows[2], col[0], col[1], col[2], dense, backend)
 
 
 def merge_blocks(
