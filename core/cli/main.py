@@ -6,6 +6,7 @@
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
+    python -m core submit --address http://HEAD:8265 -- <compare args>   a cluster job, followed
     python -m core info BUNDLE               what a bundle holds
 
 Every failure ends as one line on stderr (core.cli.boundary): a user error or a known failure
@@ -194,6 +195,32 @@ def _parse_stages(text: str) -> tuple[str, ...]:
     if text == "all":
         return STAGES
     return check_stage_names([t.strip() for t in text.split(",") if t.strip()])
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import time
+
+    from core.engine.jobs import job_state, submit_compare
+    from core.errors import EngineError
+
+    compare_args = [a for a in args.compare_args if a != "--"]
+    job_id = submit_compare(args.address, compare_args, working_dir=args.working_dir, python=args.python)
+    print(f"submitted job {job_id} to {args.address}", file=sys.stderr)
+    if args.no_follow:
+        print(job_id)
+        return 0
+    with TqdmProgress() as progress:
+        while True:
+            state = job_state(args.address, job_id)
+            if state.stage:
+                progress(state.stage, state.done, state.total)
+            if state.finished:
+                break
+            time.sleep(args.poll_s)
+    if state.status != "SUCCEEDED":
+        raise EngineError(f"Job {job_id} on {args.address} ended {state.status.lower()}: {state.last_line}")
+    print(state.last_line)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -546,6 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
     discover.set_defaults(func=cmd_discover)
 
     add_app_command(sub)
+
+    submit = sub.add_parser(
+        "submit", help="run a comparison on a Ray cluster as a job and follow it (docs/scaleout.md)"
+    )
+    submit.add_argument("--address", required=True, help="the cluster's job server, http://HEAD:8265")
+    submit.add_argument("--working-dir", default=None, help="a folder uploaded as the job's working folder")
+    submit.add_argument("--python", default="python", help="the Python the cluster's nodes run")
+    submit.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
+    submit.add_argument("--poll-s", type=float, default=2.0, help=argparse.SUPPRESS)
+    submit.add_argument("compare_args", nargs=argparse.REMAINDER, help="-- then the compare arguments")
+    submit.set_defaults(func=cmd_submit)
 
     info = sub.add_parser("info", help="summarise a bundle")
     info.add_argument("bundle")

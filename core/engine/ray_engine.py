@@ -216,7 +216,7 @@ class RayEngine:
         Args:
             sides: the driver's loaded sides (their specs and identities are what workers must load).
             settings: harvest settings.
-            device: the driver's device (unused: each worker takes the GPU Ray grants it, else the CPU).
+            device: the driver's device (unused: a worker runs on the GPU Ray grants it, else on the CPU).
 
         Returns:
             A :data:`ShardRunner`.
@@ -244,7 +244,9 @@ class RayEngine:
         retries = self.settings.max_retries
         options = {**self._options(), "max_restarts": retries, "max_task_retries": retries}
         actor_class = ray.remote(self.worker_class).options(**options)
-        actors = [actor_class.remote(i, specs, settings, self._cpus(), expected) for i in range(n)]
+        # --device is the driver's; a worker runs where the scheduler put it
+        device = "cuda" if self._gpus() > 0 else "cpu"
+        actors = [actor_class.remote(i, specs, settings, self._cpus(), expected, device) for i in range(n)]
         self._used.update(workers_used=n, gpus_used_per_worker=self._gpus(), cpus_used_per_worker=self._cpus())
         try:
             for report in ray.get([a.ready.remote() for a in actors]):

@@ -60,8 +60,9 @@ class HarvestWorker:
     Args:
         index: the worker's number (named in its errors).
         sides: side -> what to load.
-        settings: harvest settings (device, batch size, pooling).
+        settings: harvest settings (batch size, pooling; its device is the driver's).
         cpus: the CPUs granted to the worker (torch and numba threads).
+        device: ``cuda`` when the scheduler grants the worker a GPU, else ``cpu``.
         expected: side -> the driver's :func:`side_identity`; a worker that loads something
             else (another file at the same path on its node) refuses to run.
     """
@@ -73,6 +74,7 @@ class HarvestWorker:
         settings: HarvestSettings,
         cpus: float | None = None,
         expected: dict[str, dict[str, Any]] | None = None,
+        device: str = "cpu",
     ) -> None:
         self.index = index
         self.host = socket.gethostname()
@@ -82,9 +84,9 @@ class HarvestWorker:
         self.device = torch.device("cpu")
         try:
             set_threads(cpus)
-            self.device = resolve_device(settings.device)
+            self.device = resolve_device(device)
         except UserError as exc:
-            self.error = f"{self.name} cannot use device {settings.device}: {exc}"
+            self.error = f"{self.name} cannot use device {device}: {exc}"
             return
         models: dict[ModelSpec, LoadedModel] = {}
         for s in SIDES:

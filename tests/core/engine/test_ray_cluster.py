@@ -1,7 +1,9 @@
 """Real cluster mode through the CLI, with every packet on loopback, and the engine's bad inputs.
 
-The cluster test starts ``ray start --head`` and runs ``python -m core compare --engine ray
---address auto`` inside fresh network, PID and mount namespaces (``unshare``, root only): the
+The cluster test starts ``ray start --head``, runs ``python -m core compare --engine ray
+--address auto`` against it, then submits the same comparison as a Ray job through its job
+server (``python -m core submit``, what the app uses instead of joining the cluster) and follows
+it to the end, all inside fresh network, PID and mount namespaces (``unshare``, root only): the
 network namespace has only ``lo``, so Ray cannot advertise a routable address; the PID namespace
 ends every Ray process of the test when its shell exits (``ray stop`` there sees only its own);
 a tmpfs on /tmp/ray keeps the session files (and ``--address auto``'s lookup) away from any
@@ -68,21 +70,25 @@ def test_cli_on_a_started_cluster_stays_on_loopback_and_equals_local(inputs, tmp
     reason = _can_make_namespaces()
     if reason:
         pytest.skip(reason)
-    local, clustered = tmp_path / "local", tmp_path / "clustered"
+    local, clustered, jobbed = tmp_path / "local", tmp_path / "clustered", tmp_path / "jobbed"
     # one torch thread locally and one CPU per worker: the same kernels, so the same bytes
     assert main(["--threads", "1", *_compare(inputs, local)]) == 0
     bin_dir = Path(sys.executable).parent
     cli = " ".join([sys.executable, "-m", "core", *_compare(inputs, clustered, "--engine", "ray", "--address", "auto")])
     cli += " --workers 2 --cpus-per-worker 1 --row-blocks 3"
+    job_args = " ".join(_compare(inputs, jobbed)) + " --workers 1 --cpus-per-worker 1 --row-blocks 2"
+    submit = f"{sys.executable} -m core submit --address http://127.0.0.1:8265 --poll-s 1 -- {job_args}"
     script = f"""
 set -u
 ip link set lo up
 mkdir -p /tmp/ray && mount -t tmpfs tmpfs /tmp/ray
-{bin_dir / "ray"} start --head --node-ip-address 127.0.0.1 --num-cpus 4 --include-dashboard false \\
+export PATH={bin_dir}:$PATH
+ray start --head --node-ip-address 127.0.0.1 --num-cpus 4 --dashboard-host 127.0.0.1 --dashboard-port 8265 \\
     --disable-usage-stats > {tmp_path / "ray-start.log"} 2>&1 || exit 97
-{cli}
+{cli} || exit 98
+{submit}
 rc=$?
-{bin_dir / "ray"} stop --force > /dev/null 2>&1
+ray stop --force > /dev/null 2>&1
 exit $rc
 """
     run = subprocess.run(
@@ -94,11 +100,14 @@ exit $rc
     )
     assert run.returncode != 97, (tmp_path / "ray-start.log").read_text()[-2000:]
     assert run.returncode == 0, run.stderr[-3000:]
-    for name in BYTE_EQUAL:
-        assert (clustered / name).read_bytes() == (local / name).read_bytes(), name
-    engine = json.loads((clustered / "manifest.json").read_text())["settings"]["engine"]
-    assert engine["address"] == "auto" and engine["workers_used"] == 2 and engine["nodes"] == 1
-    assert all(ip.startswith("127.") for ip in engine["node_ips"]), engine["node_ips"]
+    for out, workers in ((clustered, 2), (jobbed, 1)):
+        for name in BYTE_EQUAL:
+            assert (out / name).read_bytes() == (local / name).read_bytes(), f"{out.name}: {name}"
+        engine = json.loads((out / "manifest.json").read_text())["settings"]["engine"]
+        assert engine["address"] == "auto" and engine["workers_used"] == workers and engine["nodes"] == 1
+        assert all(ip.startswith("127.") for ip in engine["node_ips"]), engine["node_ips"]
+    # the submitting side saw the job through to its end and printed the bundle the job wrote
+    assert run.stdout.strip().splitlines()[-1] == str(jobbed)
 
 
 def _last_error(capsys: pytest.CaptureFixture[str]) -> str:
