@@ -35,7 +35,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from core.bundle.reader import open_bundle  # noqa: E402
 from core.demo.settings import DEMO_CORPUS, DEMO_HOOK_A, DEMO_HOOK_B, DEMO_MODEL_A, DEMO_MODEL_B  # noqa: E402
@@ -83,7 +82,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--shard-units", type=int, default=4096)
     parser.add_argument("--tiny-tokens", type=int, default=512)
-    parser.add_argument("--device", default="auto", help="auto: the GPU when there is one (the GPU figures), else the CPU")
+    parser.add_argument(
+        "--device", default="auto", help="auto: the GPU when there is one (the GPU figures), else the CPU"
+    )
     args = parser.parse_args()
     import ray
 
@@ -118,7 +119,9 @@ def main() -> None:
 
     local = results["local"]
     print(f"\nray cluster start-up: {ray_start:6.1f} s (once per run; a joined cluster costs nothing)")
-    print(f"{'run':<14} {'total s':>8} {'harvest s':>10} {'tokens/s':>9} {'reduce s':>9}  ratios to local (total, harvest, reduce)")
+    print(
+        f"{'run':<14} {'total s':>8} {'harvest s':>10} {'tokens/s':>9} {'reduce s':>9}  ratios to local (total, harvest, reduce)"
+    )
     for name, r in results.items():
         ref = results["local tiny"] if "tiny" in name else local
         print(
