@@ -10,10 +10,12 @@ status and log for progress. Only Ray's HTTP client is imported here, never ``ra
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.engine.ray_engine import import_ray
@@ -50,12 +52,30 @@ class JobState:
         return self.status in TERMINAL
 
 
+def auth_headers() -> dict[str, str]:
+    """The bearer token of a cluster with token authentication (Ray's default since 2.60), if one is at hand.
+
+    Ray's client only sends its token when the submitting process itself runs in token mode,
+    which a plain client process does not; the token is where ``ray start`` put it, so it is
+    read from the same places: ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, or
+    ``~/.ray/auth_token``.
+
+    Returns:
+        ``{"Authorization": "Bearer ..."}``, or nothing when no token is found.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _client(address: str) -> Any:
     import_ray()
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address, headers=auth_headers())
     except Exception as exc:  # ConnectionError, or ValueError for a malformed address
         raise EngineError(
             f"Cannot reach the Ray job server at {address} ({str(exc).splitlines()[0][:200]}); give the head's "

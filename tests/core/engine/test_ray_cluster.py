@@ -76,7 +76,8 @@ def test_cli_on_a_started_cluster_stays_on_loopback_and_equals_local(inputs, tmp
     bin_dir = Path(sys.executable).parent
     cli = " ".join([sys.executable, "-m", "core", *_compare(inputs, clustered, "--engine", "ray", "--address", "auto")])
     cli += " --workers 2 --cpus-per-worker 1 --row-blocks 3"
-    job_args = " ".join(_compare(inputs, jobbed)) + " --workers 1 --cpus-per-worker 1 --row-blocks 2"
+    # submit takes what follows `compare`
+    job_args = " ".join(_compare(inputs, jobbed)[1:]) + " --workers 1 --cpus-per-worker 1 --row-blocks 2"
     submit = f"{sys.executable} -m core submit --address http://127.0.0.1:8265 --poll-s 1 -- {job_args}"
     script = f"""
 set -u
