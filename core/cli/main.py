@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted build in --out: reuse its finished shards (shards of changed inputs are rebuilt)",
+        help="rebuild an interrupted build's shards whose inputs changed (shards of unchanged inputs are always reused)",
     )
     _add_engine_args(compare, harvest=True)
     compare.set_defaults(func=cmd_compare)

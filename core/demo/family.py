@@ -96,7 +96,7 @@ def build_cross_demo(
         harvest=HarvestSettings(max_tokens=settings.n_tokens, max_len=CROSS_MAX_LEN, device=device),
         extra=(("demo", {"pair": "family", "settings": asdict(settings), "training": report}),),
     )
-    return build_comparison(spec, bundle, overwrite=True, progress=progress, resume=True)
+    return build_comparison(spec, bundle, overwrite=True, progress=progress)
 
 
 def _train_cross_saes(settings: DemoSettings, root: Path, device: torch.device, progress: ProgressFn) -> dict[str, Any]:

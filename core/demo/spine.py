@@ -91,7 +91,7 @@ def build_demo(
         harvest=HarvestSettings(max_tokens=settings.n_tokens, device=device),
         extra=(("demo", {"settings": asdict(settings), "training": report}),),
     )
-    return build_comparison(spec, bundle, overwrite=True, progress=progress, resume=True)
+    return build_comparison(spec, bundle, overwrite=True, progress=progress)
 
 
 def _train_demo_saes(

@@ -83,7 +83,7 @@ def run_stage(
         widths = _widths(bundle)
         if widths is not None:
             check_stage_costs({name: settings}, *widths)
-        return _run_stage(name, bundle.path, settings, device, CostWatcher(progress), unembeddings)
+        return _run_stage(name, bundle.path, settings, device, CostWatcher(progress), unembeddings, correlator)
 
 
 def _run_stage(
@@ -93,6 +93,7 @@ def _run_stage(
     device: str,
     progress: ProgressFn,
     unembeddings: dict[str, Any] | None,
+    correlator: Correlator | None = None,
 ) -> Bundle:
     if name == "matching":
         from core.matching.stage import build_matching

@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from core.bundle.reader import open_bundle
+from core.bundle.safety import staging_path
 from core.demo.settings import DEMO_HOOK_A, DEMO_HOOK_B, DEMO_MODEL_A, DEMO_MODEL_B
 from core.engine.local import LocalEngine
 from core.engine.settings import EngineSettings
@@ -184,7 +185,7 @@ def test_a_worker_dying_on_its_first_attempt_still_gives_the_identical_bundle(
     out = build_comparison(spec, tmp_path / "ray", stages=("matching",), engine=engine)
     assert marker.exists(), "the planted failure must have happened"
     _assert_same_bundle(out, tiny_local)
-    assert not list((tmp_path / "ray").glob(".work")), "the work folder is removed once the bundle is whole"
+    assert not staging_path(tmp_path / "ray", "partial").exists(), "the shards go once the bundle is whole"
 
 
 def _recording_worker(log_dir: Path) -> type[HarvestWorker]:
@@ -210,7 +211,7 @@ def test_resume_on_ray_recomputes_only_the_deleted_shards(ray_cluster, tiny_spec
     # the first run is the local engine's: --resume works across engines
     with pytest.raises(_Stop):
         build_comparison(tiny_spec, out, progress=stop_after_harvest, stages=(), engine=LocalEngine())
-    shards = sorted((out / ".work").glob("shard_*"))
+    shards = sorted((staging_path(out, "partial") / ".work").glob("shard_*"))
     assert len(shards) == 4
     for shard in shards[1::2]:
         shutil.rmtree(shard)

@@ -1,9 +1,10 @@
 """Resume never mixes inputs: shards are keyed by SAE weights, model, corpus text and settings.
 
 Planted cases (issue 16): an interrupted build whose SAE weights are then replaced in place, or
-whose corpus file is then edited, must rebuild (and say so), never reuse the old shards; a build
-refused for NaN weights must leave nothing that blocks the re-run once the weights are fixed.
-Each re-run is compared byte for byte with a clean build of the same inputs.
+whose corpus file is then edited, must never reuse the old shards: a plain re-run refuses in one
+sentence that says what changed (keeping the shards), a re-run with --resume rebuilds them and
+says so; a build refused for NaN weights must leave nothing that blocks the re-run once the
+weights are fixed. Each re-run is compared byte for byte with a clean build of the same inputs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.bundle.safety import staging_path
 from core.cli.main import main
 from core.harvest.run import SUMMARY_FILE, finished_shards
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
@@ -72,10 +74,15 @@ def _cli(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
     ]
 
 
+def _work(out: Path) -> Path:
+    """Where an interrupted build of ``out`` keeps its shards (its staging folder's work folder)."""
+    return staging_path(out, "partial") / ".work"
+
+
 def _interrupt(inputs: dict[str, Path], out: Path) -> int:
     with pytest.raises(_Stop):
         build_comparison(_spec(inputs), out, progress=_stop_after_first_shard, stages=())
-    shards = finished_shards(out / ".work")
+    shards = finished_shards(_work(out))
     assert 1 <= shards < 4, "the planted interruption leaves some, not all, shards finished"
     return shards
 
@@ -91,11 +98,11 @@ def test_replaced_sae_weights_rebuild_instead_of_reusing_old_shards(inputs, tmp_
     # the same folder and shapes, other weights: only a content digest can tell
     build_topk_sae_folder(inputs["sae_a"], hook_name="blocks.1.hook_resid_post", seed=7)
 
-    # without --resume the interrupted build is refused and nothing finished is removed
+    # a plain re-run is refused, saying what changed, and removes nothing finished
     assert main(_cli(inputs, out)) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: ") and "--resume" in err and "interrupted build" in err
-    assert finished_shards(out / ".work") == shards
+    assert err.startswith("error: ") and "pass --resume" in err and "SAE A's weights changed" in err, err
+    assert finished_shards(_work(out)) == shards
 
     assert main(_cli(inputs, out, "--resume")) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
@@ -138,7 +145,7 @@ def test_nan_weights_refused_then_fixed_rerun_is_not_blocked(inputs, tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err)
     assert err[-1].startswith("error: ") and "NaN" in err[-1] and "SAE A" in err[-1], err[-1]
-    assert finished_shards(out / ".work") == 0, "a shard with NaN codes must not be kept"
+    assert finished_shards(_work(out)) == 0, "a shard with NaN codes must not be kept"
 
     save_file(good, str(weights))
     # the fixed re-run needs no flag: nothing finished is in its way
@@ -147,25 +154,22 @@ def test_nan_weights_refused_then_fixed_rerun_is_not_blocked(inputs, tmp_path: P
     _assert_same_bytes(out, clean)
 
 
-def test_unchanged_inputs_resume_and_overwrite_starts_over(inputs, tmp_path: Path) -> None:
-    out = tmp_path / "bundle"
-    shards = _interrupt(inputs, out)
-    build_comparison(_spec(inputs), out, stages=(), resume=True)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["harvest"]["resumed_shards"] == shards and manifest["harvest"]["rebuilt_because"] is None
+def test_unchanged_inputs_resume_with_or_without_the_flag(inputs, tmp_path: Path) -> None:
     clean = build_comparison(_spec(inputs), tmp_path / "clean", stages=())
-    _assert_same_bytes(out, clean)
-
-    again = tmp_path / "again"
-    _interrupt(inputs, again)
-    build_comparison(_spec(inputs), again, stages=(), overwrite=True)
-    assert json.loads((again / "manifest.json").read_text())["harvest"]["resumed_shards"] == 0
+    for name, resume in (("plain", False), ("flagged", True)):
+        out = tmp_path / name
+        shards = _interrupt(inputs, out)
+        build_comparison(_spec(inputs), out, stages=(), resume=resume)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["harvest"]["resumed_shards"] == shards and manifest["harvest"]["rebuilt_because"] is None
+        _assert_same_bytes(out, clean)
+        assert not staging_path(out, "partial").exists(), "the staging folder goes once the bundle is in place"
 
 
 def test_half_written_shard_and_foreign_key_are_never_finished(inputs, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     _interrupt(inputs, out)
-    work = out / ".work"
+    work = _work(out)
     first = work / "shard_00000"
     # a worker killed while writing leaves only a temp folder; a shard of another key is not ours
     shutil.copytree(first, work / ".shard_00001.part-deadbeef")
