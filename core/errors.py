@@ -49,3 +49,11 @@ class MatchingError(UserError):
 
 class DashboardError(UserError):
     """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
+
+
+class HarvestError(UserError):
+    """A harvest cannot go on: an SAE gave non-finite codes, or a shard on disk is damaged."""
+
+
+class EngineError(UserError):
+    """The chosen engine cannot run: its extra is not installed, its cluster is unreachable, or a worker failed."""

@@ -52,6 +52,7 @@ READ_PATH = (
     "core.embedding.settings",
     "core.harvest.specs",
     "core.pipeline.config",
+    "core.engine.settings",
     "components.data",
 )
 

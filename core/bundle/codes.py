@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 
-from core.bundle.io import write_tensors_atomic
+from core.bundle.io import write_safetensors_exact
 from core.errors import BundleError, MatchingError
 
 _FORMAT = "sparse-codes-csr-v1"
@@ -174,7 +174,8 @@ class SparseCodes:
 
     def save(self, path: str | Path) -> None:
         """Write the codes to a safetensors file atomically (temp name, then rename)."""
-        write_tensors_atomic(
+        # byte-for-byte reproducible: the same codes give the same file, whichever engine wrote them
+        write_safetensors_exact(
             {"indptr": self.indptr, "indices": self.indices, "values": self.values},
             path,
             {"format": _FORMAT, "n_features": str(self.n_features)},

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from safetensors.numpy import save_file
 
 from core.boundary import describe_os_error
 from core.errors import BundleError
@@ -83,9 +82,51 @@ def write_json_atomic(obj: Any, path: str | Path) -> None:
 
 
 def write_tensors_atomic(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str]) -> None:
-    """Write numpy arrays to safetensors under a temp name, then rename it into place."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    write_atomic(path, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
+    """Write numpy arrays to safetensors (tensors in name order, reproducible bytes), atomically."""
+    write_safetensors_exact(dict(sorted(tensors.items())), path, metadata)
+
+
+# numpy dtype -> safetensors dtype name
+_ST_DTYPES = {"int64": "I64", "int32": "I32", "float32": "F32", "float64": "F64", "float16": "F16", "uint8": "U8"}
+
+
+def write_safetensors_exact(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file whose bytes depend only on its content, under a temp name then renamed.
+
+    The safetensors library writes the metadata map in hash order, which changes from one
+    process to the next, so two runs of the same build would differ in their bytes. Here the
+    header lists the metadata keys sorted and the tensors in the order given (the layout the
+    format specifies: an 8-byte little-endian header length, the JSON header padded with spaces
+    to a multiple of 8, then each tensor's little-endian bytes); ``safe_open`` reads it as usual.
+
+    Args:
+        tensors: name -> array, written in this order.
+        path: the file.
+        metadata: string -> string metadata.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    arrays, offset = [], 0
+    for name, array in tensors.items():
+        array = np.ascontiguousarray(array)
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        header[name] = {
+            "dtype": _ST_DTYPES[array.dtype.name],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        arrays.append(array)
+        offset += array.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(len(blob).to_bytes(8, "little"))
+            handle.write(blob)
+            for array in arrays:
+                array.tofile(handle)
+
+    write_atomic(path, write)
 
 
 def _json_default(obj: Any) -> Any:

@@ -6,6 +6,7 @@
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
+    python -m core submit --address http://HEAD:8265 -- <compare args>   a cluster job, followed
     python -m core info BUNDLE               what a bundle holds
 
 A thin layer over the Python API (``core.compare``, ``core.run_stage``, ...): each command
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -78,6 +80,24 @@ def _set_threads(n: int) -> None:
 
     torch.set_num_threads(n)
     threadpool_limits(n)
+
+
+class _NoticeHandler(logging.Handler):
+    """Prints core's notices as ``note: ...`` lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        # tqdm.write clears an active progress bar first, so the note gets a line of its own
+        tqdm.write(f"note: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_notices() -> None:
+    # core logs what a user should know but that does not stop the run (shards rebuilt, workers capped)
+    logger = logging.getLogger("core")
+    if not any(isinstance(h, _NoticeHandler) for h in logger.handlers):
+        logger.addHandler(_NoticeHandler(logging.WARNING))
+        logger.setLevel(logging.WARNING)
 
 
 def _quiet_libraries() -> None:
@@ -230,8 +250,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
             label_b=sides["b"]["label"],
             overwrite=args.overwrite,
             progress=progress,
+            engine=_engine_settings(args),
+            resume=args.resume,
         )
     print(bundle.path)
+    return 0
+
+
+def _engine_settings(args: argparse.Namespace) -> Any:
+    from core.engine.settings import EngineSettings
+
+    return EngineSettings(
+        name=args.engine,
+        address=args.address,
+        workers=getattr(args, "workers", None),
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        row_blocks=args.row_blocks,
+    )
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import time
+
+    from core.engine.jobs import job_state, submit_compare
+    from core.errors import EngineError
+
+    compare_args = [a for a in args.compare_args if a != "--"]
+    job_id = submit_compare(args.address, compare_args, working_dir=args.working_dir, python=args.python)
+    print(f"submitted job {job_id} to {args.address}", file=sys.stderr)
+    if args.no_follow:
+        print(job_id)
+        return 0
+    with TqdmProgress() as progress:
+        while True:
+            state = job_state(args.address, job_id)
+            if state.stage:
+                progress(state.stage, state.done, state.total)
+            if state.finished:
+                break
+            time.sleep(args.poll_s)
+    if state.status != "SUCCEEDED":
+        raise EngineError(f"Job {job_id} on {args.address} ended {state.status.lower()}: {state.last_line}")
+    print(state.last_line)
     return 0
 
 
@@ -293,8 +354,17 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     stage, build = STAGE_COMMANDS[args.command]
     settings = build(args) if build is not None else None
-    with TqdmProgress() as progress:
-        bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+    if stage != "matching":
+        with TqdmProgress() as progress:
+            bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+        print(bundle.path)
+        return 0
+    from core.engine.base import open_engine
+
+    with open_engine(_engine_settings(args)) as engine, TqdmProgress() as progress:
+        bundle = run_stage(
+            stage, args.bundle, settings, device=args.device, progress=progress, correlator=engine.correlator()
+        )
     print(bundle.path)
     return 0
 
@@ -474,6 +544,40 @@ def _add_similarity_args(parser: argparse.ArgumentParser, seed: bool = True) -> 
         _setting(parser, "--seed", "similarity", SimilaritySettings, "seed", type=non_negative_int)
 
 
+def _add_engine_args(parser: argparse.ArgumentParser, harvest: bool) -> None:
+    group = parser.add_argument_group("engine (docs/scaleout.md)")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default: this process) or ray (needs the ray extra)",
+    )
+    group.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster: auto (the one ray start began here), host:port; default: a private one",
+    )
+    if harvest:
+        group.add_argument(
+            "--workers", type=positive_int, default=None, help="harvest actors (default: as many as the cluster fits)"
+        )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per worker and reduce task (default: 1 if the cluster has GPUs)",
+    )
+    group.add_argument(
+        "--cpus-per-worker", type=float, default=None, help="CPUs per worker and reduce task (default: 1)"
+    )
+    group.add_argument(
+        "--row-blocks",
+        type=positive_int,
+        default=None,
+        help="row blocks of the correlation reduce (default: one per worker slot)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m core`` argument parser (every settings flag's default comes from its settings dataclass)."""
     from core.explore.discover import DiscoverSettings
@@ -533,12 +637,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_match_args(compare)
     _add_similarity_args(compare)
+    _setting(
+        compare,
+        "--shard-units",
+        "harvest",
+        HarvestSettings,
+        "shard_units",
+        type=positive_int,
+        help="units per harvest shard (the unit of resume and of scheduling)",
+    )
+    compare.add_argument(
+        "--resume",
+        action="store_true",
+        help="rebuild an interrupted build's shards whose inputs changed (shards of unchanged inputs are always reused)",
+    )
+    _add_engine_args(compare, harvest=True)
     compare.set_defaults(func=cmd_compare)
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")
     match.add_argument("bundle")
     _add_match_args(match)
     _add_device_arg(match)
+    _add_engine_args(match, harvest=False)
     match.set_defaults(func=cmd_stage)
 
     similarity = sub.add_parser("similarity", help="(re)compute similarity.json (SVCCA, RSA, CKA, Procrustes + nulls)")
@@ -592,6 +712,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_app_command(sub)
 
+    submit = sub.add_parser(
+        "submit", help="run a comparison on a Ray cluster as a job and follow it (docs/scaleout.md)"
+    )
+    submit.add_argument("--address", required=True, help="the cluster's job server, http://HEAD:8265")
+    submit.add_argument("--working-dir", default=None, help="a folder uploaded as the job's working folder")
+    submit.add_argument("--python", default="python", help="the Python the cluster's nodes run")
+    submit.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
+    submit.add_argument("--poll-s", type=float, default=2.0, help=argparse.SUPPRESS)
+    submit.add_argument("compare_args", nargs=argparse.REMAINDER, help="-- then the compare arguments")
+    submit.set_defaults(func=cmd_submit)
+
     info = sub.add_parser("info", help="summarise a bundle")
     info.add_argument("bundle")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
@@ -610,6 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    _show_notices()
     if args.threads:
         _set_threads(args.threads)
     if args.command not in ("info", "app"):

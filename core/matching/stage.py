@@ -21,8 +21,9 @@ assignment.parquet, one row per pair of the chosen method:
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from core.matching.assign import (
     hungarian_fits,
     summarize_pairs,
 )
+from core.matching.blocks import Correlator
 from core.matching.correlate import CorrelationResult, TopK, compute_correlation, compute_pair_stats, jaccard
 from core.matching.filters import SideFlags, apply_filters, compute_side_flags
 from core.matching.settings import ASSIGN_METHODS, MatchSettings
@@ -109,6 +111,7 @@ def compute_matching(
     unit_text: Sequence[str] | None = None,
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
+    correlate: Callable[..., CorrelationResult] | None = None,
 ) -> MatchResult:
     """The whole matching stage on two code matrices: correlate, test, filter, assign, split, orphan, summarise.
 
@@ -129,6 +132,8 @@ def compute_matching(
         unit_text: the text of every unit, to compute top tokens the way a bundle's features do.
         device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
         progress: the progress callback (stages "correlate", "significance", "assign").
+        correlate: runs the correlation reduce elsewhere (called like :func:`compute_correlation`,
+            e.g. an engine's row-block tasks); None runs :func:`compute_correlation` here.
 
     Returns:
         The :class:`MatchResult`.
@@ -146,7 +151,7 @@ def compute_matching(
 
     t0 = time.perf_counter()
     keep_dense = hungarian_fits(codes_a.n_features, codes_b.n_features, settings.hungarian_max)
-    result = compute_correlation(
+    result = (correlate or compute_correlation)(
         codes_a,
         codes_b,
         top_k=settings.top_k,
@@ -246,6 +251,7 @@ def build_matching(
     settings: MatchSettings | None = None,
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
+    correlator: Correlator | None = None,
 ) -> Bundle:
     """(Re)compute a bundle's matches.parquet and assignment.parquet: read the bundle, :func:`compute_matching`, write.
 
@@ -254,6 +260,8 @@ def build_matching(
         settings: the matching settings (defaults if None).
         device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
         progress: the progress callback (stages "correlate", "significance", "assign").
+        correlator: runs the correlation reduce elsewhere (an engine's row-block tasks, which
+            may stream the bundle's codes files); None runs :func:`compute_correlation` here.
 
     Returns:
         The bundle, reopened with the new parts.
@@ -272,6 +280,7 @@ def build_matching(
         features_b=_features(bundle, "b"),
         device=device,
         progress=progress,
+        correlate=None if correlator is None else functools.partial(correlator, bundle.path),
     )
     frames = {"matches.parquet": result.matches, "assignment.parquet": result.assignment}
     if result.weight_matches is not None:

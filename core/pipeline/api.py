@@ -21,6 +21,7 @@ import torch
 
 from core.bundle.reader import Bundle, open_bundle
 from core.bundle.results import SimilarityReport
+from core.engine.settings import EngineSettings
 from core.errors import SpecError
 from core.harvest.specs import CorpusSpec
 from core.matching.settings import MatchSettings
@@ -56,6 +57,8 @@ def compare(
     label_b: str = "",
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    engine: EngineSettings | None = None,
+    resume: bool = False,
 ) -> Bundle:
     """Compare two SAEs: run both models over the same text, harvest the codes, run the stages, return the bundle.
 
@@ -89,6 +92,10 @@ def compare(
         label_b: display name of side B.
         overwrite: replace a bundle this tool wrote at ``out``.
         progress: progress callback ``(stage, done, total)``.
+        engine: who runs the harvest's shards and the correlation reduce
+            (:class:`~core.engine.settings.EngineSettings`; ``None``: this process).
+        resume: rebuild an interrupted build's shards whose inputs changed (shards of unchanged
+            inputs are always reused).
 
     Returns:
         The opened :class:`~core.bundle.reader.Bundle`.
@@ -107,6 +114,8 @@ def compare(
         overwrite=overwrite,
         progress=progress,
         labels={"a": label_a, "b": label_b},
+        resume=resume,
+        engine=engine,
     )
     return open_bundle(built)
 

@@ -18,6 +18,8 @@ from core.bundle.safety import inputs_of
 from core.bundle.schema import WORK_DIRS
 from core.bundle.writer import BundleWriter, OutputBuild
 from core.device import resolve_device
+from core.engine.base import Engine, open_engine
+from core.engine.settings import EngineSettings
 from core.errors import SpecError
 from core.harvest.corpus import CorpusText, read_corpus, read_texts
 from core.harvest.encode import HarvestSide
@@ -51,6 +53,7 @@ class ComparisonSpec:
         corpus: the shared text.
         harvest: how the models are run (``build_comparison(config=...)`` takes them from the
             config instead).
+        engine: who schedules the harvest's shards and the correlation reduce (local by default).
         extra: free-form manifest additions (the demo records its training report here).
     """
 
@@ -58,6 +61,7 @@ class ComparisonSpec:
     b: SideSpec
     corpus: CorpusSpec
     harvest: HarvestSettings = field(default_factory=HarvestSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     extra: tuple[tuple[str, Any], ...] = ()
 
 
@@ -271,6 +275,8 @@ def build_comparison(
     stages: Sequence[str] | None = None,
     stage_settings: dict[str, Any] | None = None,
     config: ComparisonConfig | None = None,
+    resume: bool = False,
+    engine: Engine | None = None,
 ) -> Path:
     """Load both sides, harvest their codes on the same text, write the bundle, run the stages.
 
@@ -289,6 +295,11 @@ def build_comparison(
         stage_settings: stage name -> settings object.
         config: the whole run's config instead of ``stages`` and ``stage_settings`` (its
             harvest settings then replace the spec's, which must be left at their defaults).
+        resume: rebuild the finished shards of an interrupted build whose inputs have changed
+            (with a notice); without it (or ``overwrite``) such shards are refused in one
+            sentence and kept. Shards of unchanged inputs are always reused.
+        engine: an engine built already (tests pass one); ``None`` makes the one ``spec.engine``
+            names.
 
     Returns:
         The bundle folder.
@@ -302,6 +313,8 @@ def build_comparison(
         progress=progress,
         labels={"a": spec.a.label, "b": spec.b.label},
         extra=dict(spec.extra),
+        resume=resume,
+        engine=engine or spec.engine,
     )
 
 
@@ -314,6 +327,8 @@ def run_comparison(
     progress: ProgressFn = no_progress,
     labels: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    engine: Engine | EngineSettings | None = None,
 ) -> Path:
     """The build behind ``build_comparison`` and ``core.compare``: sides in any form, one config.
 
@@ -326,15 +341,32 @@ def run_comparison(
         progress: progress callback.
         labels: side -> display label ("" or missing: model name and hook).
         extra: free-form manifest additions.
+        resume: see :func:`build_comparison`.
+        engine: the engine, or its settings (``None``: local). It is started after the output
+            check and before anything is loaded, so an unreachable cluster costs nothing.
 
     Returns:
         The bundle folder.
     """
-    labels = labels or {}
+    build = OutputBuild(out, overwrite, inputs=source_inputs(sources, texts))
+    with open_engine(engine or EngineSettings()) as running:
+        return _build(sources, texts, build, config, overwrite or resume, progress, labels or {}, extra, running)
+
+
+def _build(
+    sources: Sources,
+    texts: str | Path | CorpusSpec | Sequence[str],
+    build: OutputBuild,
+    config: ComparisonConfig,
+    rebuild_stale: bool,
+    progress: ProgressFn,
+    labels: Mapping[str, str],
+    extra: Mapping[str, Any] | None,
+    engine: Engine,
+) -> Path:
     settings = config.harvest
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    build = OutputBuild(out, overwrite, inputs=source_inputs(sources, texts))
     device = resolve_device(settings.device)
     sides = load_sides(sources, device, progress, settings.max_len)
     timings["load_s"] = time.perf_counter() - t0
@@ -353,7 +385,10 @@ def run_comparison(
         timings["sanity_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        result = harvest(sides, docs, settings, staging / WORK_DIR, device, progress)
+        runner = engine.shard_runner(sides, settings, device)
+        result = harvest(
+            sides, docs, settings, staging / WORK_DIR, device, progress, rebuild_stale=rebuild_stale, runner=runner
+        )
         timings["harvest_s"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -402,16 +437,20 @@ def run_comparison(
             "unit_kind": "token" if result.alignment is None else "span",
             # different tokenizers: units, share of each side's tokens used, share of 1:1 units
             **({} if result.alignment is None else {"alignment": result.alignment}),
-            "settings": {"harvest": settings.to_dict(), "device": str(device)},
+            "settings": {"harvest": settings.to_dict(), "device": str(device), "engine": engine.describe()},
             "versions": package_versions(),
             "timings": {**timings, "tokens_per_s": units.height / max(timings["harvest_s"], 1e-9)},
-            "harvest": {"n_shards": result.n_shards, "resumed_shards": result.resumed_shards},
+            "harvest": {
+                "n_shards": result.n_shards,
+                "resumed_shards": result.resumed_shards,
+                "rebuilt_because": result.rebuilt_because,
+            },
             **dict(extra or {}),
         }
         writer.finalize(manifest)
         unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
         # the stages run on the staging copy too: a failing stage leaves the old bundle whole
-        run_stages(staging, config.stages, stage_settings, str(device), progress, unembeddings)
+        run_stages(staging, config.stages, stage_settings, str(device), progress, unembeddings, engine.correlator())
         remove_work_dir(staging / WORK_DIR)
         return build.commit()
 

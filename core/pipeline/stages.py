@@ -18,6 +18,7 @@ from typing import Any
 from core.bundle.lock import bundle_lock
 from core.bundle.reader import Bundle, open_bundle
 from core.errors import SpecError
+from core.matching.blocks import Correlator
 from core.pipeline.costs import CostWatcher, check_stage_costs
 from core.progress import ProgressFn, no_progress
 
@@ -60,6 +61,7 @@ def run_stage(
     device: str = "auto",
     progress: ProgressFn = no_progress,
     unembeddings: dict[str, Any] | None = None,
+    correlator: Correlator | None = None,
 ) -> Bundle:
     """Run one stage on a bundle.
 
@@ -70,6 +72,7 @@ def run_stage(
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress callback.
         unembeddings: side -> ``core.dashboards.Unembedding`` for causal LMs (dashboards only).
+        correlator: an engine's scheduler of the correlation reduce (matching only; ``None``: in process).
 
     Returns:
         The reopened bundle.
@@ -80,7 +83,7 @@ def run_stage(
         widths = _widths(bundle)
         if widths is not None:
             check_stage_costs({name: settings}, *widths)
-        return _run_stage(name, bundle.path, settings, device, CostWatcher(progress), unembeddings)
+        return _run_stage(name, bundle.path, settings, device, CostWatcher(progress), unembeddings, correlator)
 
 
 def _run_stage(
@@ -90,11 +93,12 @@ def _run_stage(
     device: str,
     progress: ProgressFn,
     unembeddings: dict[str, Any] | None,
+    correlator: Correlator | None = None,
 ) -> Bundle:
     if name == "matching":
         from core.matching.stage import build_matching
 
-        return build_matching(bundle_path, settings, device=device, progress=progress)
+        return build_matching(bundle_path, settings, device=device, progress=progress, correlator=correlator)
     if name == "similarity":
         from core.spaces.stage import build_similarity
 
@@ -147,6 +151,7 @@ def run_stages(
     device: str = "auto",
     progress: ProgressFn = no_progress,
     unembeddings: dict[str, Any] | None = None,
+    correlator: Correlator | None = None,
 ) -> Bundle:
     """Run several stages in order (a stage needs the parts of those before it).
 
@@ -157,6 +162,7 @@ def run_stages(
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress callback.
         unembeddings: passed to the dashboards stage.
+        correlator: passed to the matching stage.
 
     Returns:
         The reopened bundle.
@@ -165,5 +171,5 @@ def run_stages(
     bundle = open_bundle(bundle_path)
     with bundle_lock(bundle.path):
         for name in check_stage_names(names):
-            bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings)
+            bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings, correlator)
     return bundle

@@ -48,7 +48,7 @@ def _write_corpus(path: Path, n_docs: int = 40) -> Path:
 def _build_llama_with_smollm2_tokenizer(path: Path) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tests.core.test_align import smollm2_folder
+    from tests.core.harvest.test_align import smollm2_folder
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
