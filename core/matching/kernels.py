@@ -144,3 +144,94 @@ def column_topk_numba(r, counts, lo, tile, col_v, col_i, col_c):  # pragma: no c
                     col_v[b, pos] = v
                     col_i[b, pos] = lo + j
                     col_c[b, pos] = counts[j, b]
+
+
+@njit(cache=True)
+def feature_major(indptr, indices, values, n_features):  # pragma: no cover - compiled
+    """Every CSR entry regrouped by feature (a counting sort), units ascending within a feature."""
+    nnz = indices.shape[0]
+    colptr = np.zeros(n_features + 1, np.int64)
+    for p in range(nnz):
+        colptr[indices[p] + 1] += 1
+    for j in range(n_features):
+        colptr[j + 1] += colptr[j]
+    fill = colptr[:-1].copy()
+    units = np.empty(nnz, np.int32)
+    vals = np.empty(nnz, np.float32)
+    for u in range(indptr.shape[0] - 1):
+        for p in range(indptr[u], indptr[u + 1]):
+            f = indices[p]
+            q = fill[f]
+            units[q] = u
+            vals[q] = values[p]
+            fill[f] = q + 1
+    return colptr, units, vals
+
+
+@njit(parallel=True, cache=True)
+def top_units(colptr, units, vals, out_ptr, out_units):  # pragma: no cover - compiled
+    # each feature's out_ptr[j+1] - out_ptr[j] highest activations, highest first; the stable sort
+    # over ascending units puts the earlier unit first on ties
+    n_features = colptr.shape[0] - 1
+    for j in prange(n_features):
+        lo, hi = colptr[j], colptr[j + 1]
+        m = out_ptr[j + 1] - out_ptr[j]
+        if m == 0:
+            continue
+        order = np.argsort(-vals[lo:hi], kind="mergesort")
+        for t in range(m):
+            out_units[out_ptr[j] + t] = units[lo + order[t]]
+
+
+@njit(parallel=True, cache=True)
+def count_top_tokens(ptr, token_of_unit, units, n_keep, out_ptr, out_tok, out_cnt):  # pragma: no cover
+    # per feature: the token ids of its listed units counted, most frequent first (lower id first on
+    # ties), at most n_keep of them; tokens with id < 0 (empty text) are skipped
+    n_features = ptr.shape[0] - 1
+    for j in prange(n_features):
+        lo, hi = ptr[j], ptr[j + 1]
+        base = out_ptr[j]
+        if hi == lo:
+            continue
+        toks = np.empty(hi - lo, np.int64)
+        m = 0
+        for p in range(lo, hi):
+            t = token_of_unit[units[p]]
+            if t >= 0:
+                toks[m] = t
+                m += 1
+        if m == 0:
+            continue
+        toks = np.sort(toks[:m])
+        ids = np.empty(m, np.int64)
+        cnt = np.empty(m, np.int64)
+        n_distinct = 0
+        for p in range(m):
+            if n_distinct > 0 and toks[p] == ids[n_distinct - 1]:
+                cnt[n_distinct - 1] += 1
+            else:
+                ids[n_distinct] = toks[p]
+                cnt[n_distinct] = 1
+                n_distinct += 1
+        # by count descending; the stable sort keeps ascending ids on ties
+        order = np.argsort(-cnt[:n_distinct], kind="mergesort")
+        for t in range(min(n_keep, n_distinct)):
+            out_tok[base + t] = ids[order[t]]
+            out_cnt[base + t] = cnt[order[t]]
+
+
+@njit(parallel=True, cache=True)
+def token_overlap(ptr_a, tok_a, ptr_b, tok_b, pa, pb, out_shared, out_union):  # pragma: no cover - compiled
+    # per pair: |shared| and |union| of the two features' top-token id sets (lists hold distinct ids)
+    for i in prange(pa.shape[0]):
+        a_lo, a_hi = ptr_a[pa[i]], ptr_a[pa[i] + 1]
+        b_lo, b_hi = ptr_b[pb[i]], ptr_b[pb[i] + 1]
+        shared = 0
+        for p in range(a_lo, a_hi):
+            t = tok_a[p]
+            for q in range(b_lo, b_hi):
+                if tok_b[q] == t:
+                    shared += 1
+                    break
+        out_shared[i] = shared
+        out_union[i] = (a_hi - a_lo) + (b_hi - b_lo) - shared

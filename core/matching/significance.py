@@ -27,6 +27,7 @@ called a match at ``q <= alpha``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
@@ -94,6 +95,46 @@ def compute_doc_counts(codes: SparseCodes, doc_of_unit: np.ndarray, n_docs: int)
     total.sum_duplicates()
     total.sort_indices()
     return total
+
+
+@dataclass(frozen=True, eq=False)
+class DocCounts:
+    """Per-document firing counts of both sides: what every pair's null needs, computed once.
+
+    Attributes:
+        counts_a: :func:`compute_doc_counts` of side A.
+        counts_b: :func:`compute_doc_counts` of side B.
+        doc_len: int64 [n_docs] units per document.
+    """
+
+    counts_a: sp.csc_matrix
+    counts_b: sp.csc_matrix
+    doc_len: np.ndarray
+
+
+def compute_document_counts(codes_a: SparseCodes, codes_b: SparseCodes, docs: np.ndarray | None) -> DocCounts:
+    """:class:`DocCounts` of two sides' codes (``docs``: each unit's document, None for one document)."""
+    doc_of_unit, doc_len = document_index(docs, codes_a.n_rows)
+    return DocCounts(
+        compute_doc_counts(codes_a, doc_of_unit, doc_len.shape[0]),
+        compute_doc_counts(codes_b, doc_of_unit, doc_len.shape[0]),
+        doc_len,
+    )
+
+
+def pair_flags(k: np.ndarray, fill_share: np.ndarray) -> list[list[str]]:
+    """The flags of pairs with co-firing counts ``k`` and document-filling shares ``fill_share``."""
+    return [
+        ([FLAG_LOW_K] if kv <= 2 else []) + ([FLAG_FILLING] if fv >= _FILL_SHARE else [])
+        for kv, fv in zip(np.asarray(k), np.asarray(fill_share), strict=True)
+    ]
+
+
+def k_over_mu(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Observed over expected co-firings (inf where mu is 0 and k is not, nan where both are)."""
+    k, mu = np.asarray(k, np.float64), np.asarray(mu, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mu > 0, k / np.where(mu > 0, mu, 1.0), np.where(k > 0, np.inf, np.nan))
 
 
 @nb.njit(parallel=True, cache=True)
@@ -275,6 +316,7 @@ def compute_significance(
     docs: np.ndarray | None,
     n_candidates: int = 10,
     alpha: float = 0.05,
+    doc_counts: DocCounts | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The per-A-feature significance test of the module docstring.
 
@@ -286,6 +328,7 @@ def compute_significance(
             unstratified test (one document; kept for comparison, not for use).
         n_candidates: candidates per A feature (its top partners by r).
         alpha: q-value at which a row is called.
+        doc_counts: :func:`compute_document_counts` of the codes (computed here if None).
 
     Returns:
         ``(rows, candidates)``. ``rows``: one row per live A feature with a candidate:
@@ -294,9 +337,8 @@ def compute_significance(
         ``q``, ``significant``, ``flags``. ``candidates``: every tested pair with ``feature_a``,
         ``feature_b``, ``rank``, ``mu``, ``neglog10_p``.
     """
-    doc_of_unit, doc_len = document_index(docs, codes_a.n_rows)
-    counts_a = compute_doc_counts(codes_a, doc_of_unit, doc_len.shape[0])
-    counts_b = compute_doc_counts(codes_b, doc_of_unit, doc_len.shape[0])
+    dc = doc_counts or compute_document_counts(codes_a, codes_b, docs)
+    counts_a, counts_b, doc_len = dc.counts_a, dc.counts_b, dc.doc_len
     c = min(n_candidates, result.ab.k)
     idx, corr, kk = result.ab.index[:, :c], result.ab.score[:, :c], result.ab.count[:, :c]
     rows_a, ranks = np.nonzero(idx >= 0)
@@ -324,12 +366,8 @@ def compute_significance(
     log_row = np.minimum(0.0, log_p[pick] + math.log(max(n_live_b, 1)))
     log_q = benjamini_hochberg_log(log_row)
     fa, fb, kp, mup = rows_a[pick], pb[pick], k[pick], mu[pick]
-    flags = [
-        ([FLAG_LOW_K] if kv <= 2 else []) + ([FLAG_FILLING] if fv >= _FILL_SHARE else [])
-        for kv, fv in zip(kp, fill[pick], strict=True)
-    ]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(mup > 0, kp / np.where(mup > 0, mup, 1.0), np.where(kp > 0, np.inf, np.nan))
+    flags = pair_flags(kp, fill[pick])
+    ratio = k_over_mu(kp, mup)
     rows = pl.DataFrame(
         {
             "feature_a": fa.astype(np.int64),
@@ -375,13 +413,14 @@ def _empty_rows() -> pl.DataFrame:
 def compute_pair_significance(
     moments_a: FeatureMoments,
     moments_b: FeatureMoments,
-    codes_a: SparseCodes,
-    codes_b: SparseCodes,
+    codes_a: SparseCodes | None,
+    codes_b: SparseCodes | None,
     docs: np.ndarray | None,
     pair_a: np.ndarray,
     pair_b: np.ndarray,
     k: np.ndarray,
     alpha: float = 0.05,
+    doc_counts: DocCounts | None = None,
 ) -> pl.DataFrame:
     """The same test for a given list of pairs (an assignment), one hypothesis per pair.
 
@@ -392,29 +431,35 @@ def compute_pair_significance(
     Args:
         moments_a: statistics of SAE A.
         moments_b: statistics of SAE B.
-        codes_a: codes of SAE A.
-        codes_b: codes of SAE B.
+        codes_a: codes of SAE A (None when ``doc_counts`` is given).
+        codes_b: codes of SAE B (None when ``doc_counts`` is given).
         docs: the document of each unit, or None (unstratified).
         pair_a: int [P] A features.
         pair_b: int [P] B features.
         k: int [P] co-firing counts of the pairs.
         alpha: q-value at which a pair is significant.
+        doc_counts: :func:`compute_document_counts` of the codes (computed here if None).
 
     Returns:
-        ``mu``, ``neglog10_p``, ``q``, ``significant`` for the pairs, in their order.
+        ``mu``, ``k_over_mu``, ``neglog10_p``, ``q``, ``significant``, ``flags`` for the pairs, in
+        their order.
     """
-    doc_of_unit, doc_len = document_index(docs, codes_a.n_rows)
-    counts_a = compute_doc_counts(codes_a, doc_of_unit, doc_len.shape[0])
-    counts_b = compute_doc_counts(codes_b, doc_of_unit, doc_len.shape[0])
-    mu, log_c, _ = compute_pair_null(counts_a, counts_b, doc_len, pair_a, pair_b, k)
+    if doc_counts is None:
+        if codes_a is None or codes_b is None:
+            raise ValueError("compute_pair_significance needs the codes or their doc_counts")
+        doc_counts = compute_document_counts(codes_a, codes_b, docs)
+    dc = doc_counts
+    mu, log_c, fill = compute_pair_null(dc.counts_a, dc.counts_b, dc.doc_len, pair_a, pair_b, k)
     log_p = log_pvalues(k, mu, log_c)
     m = max(int((~moments_a.is_dead).sum()), int((~moments_b.is_dead).sum()), 1)
     log_q = benjamini_hochberg_log(np.minimum(0.0, log_p + math.log(m)))
     return pl.DataFrame(
         {
             "mu": mu,
+            "k_over_mu": k_over_mu(k, mu),
             "neglog10_p": -log_p / math.log(10),
             "q": np.exp(log_q),
             "significant": log_q <= math.log(alpha),
+            "flags": pl.Series(pair_flags(k, fill), dtype=pl.List(pl.String)),
         }
     )

@@ -37,17 +37,22 @@ from core.matching.assign import (
     compute_assignment,
     compute_orphans,
     compute_splits,
-    greedy_one_to_one,
     hungarian_fits,
     summarize_pairs,
 )
 from core.matching.correlate import CorrelationResult, TopK, compute_correlation, compute_pair_stats, jaccard
-from core.matching.filters import SideFlags, apply_filters, compute_side_flags
+from core.matching.filters import SideFlags, compute_side_flags
+from core.matching.labels import compute_side_labels, load_filter_tokens
+from core.matching.presets import apply_pipeline
 from core.matching.settings import ASSIGN_METHODS, MatchSettings
-from core.matching.significance import compute_pair_significance, compute_significance
+from core.matching.significance import (
+    DocCounts,
+    compute_document_counts,
+    compute_pair_significance,
+    compute_significance,
+)
 from core.matching.weights import compute_pair_cosine, compute_weight_matches
 from core.progress import ProgressFn, no_progress
-from core.tokens import load_nonconcept_tokens
 
 
 def build_matching(
@@ -94,8 +99,9 @@ def build_matching(
 
     t0 = time.perf_counter()
     progress("significance", 0, 1)
+    doc_counts = compute_document_counts(codes_a, codes_b, docs)
     sig_rows, sig_candidates = compute_significance(
-        result, codes_a, codes_b, docs, settings.sig_candidates, settings.alpha
+        result, codes_a, codes_b, docs, settings.sig_candidates, settings.alpha, doc_counts
     )
     progress("significance", 1, 1)
     timings["significance_s"] = time.perf_counter() - t0
@@ -107,26 +113,50 @@ def build_matching(
     matches = _attach_splits(matches, splits)
 
     t0 = time.perf_counter()
-    tokens = load_nonconcept_tokens(settings.nonconcept_file)
-    flags_a = compute_side_flags(result.moments_a, feats_a, tokens, settings.nonconcept_top_n, settings.max_freq)
-    flags_b = compute_side_flags(result.moments_b, feats_b, tokens, settings.nonconcept_top_n, settings.max_freq)
-    summaries: dict[str, Any] = {}
-    assignment: pl.DataFrame | None = None
+    progress("labels", 0, 2)
+    labels_a = compute_side_labels(bundle, "a", codes_a, feats_a, settings)
+    progress("labels", 1, 2)
+    labels_b = compute_side_labels(bundle, "b", codes_b, feats_b, settings)
+    progress("labels", 2, 2)
+    timings["labels_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tokens = load_filter_tokens(settings)
+    flags_a = compute_side_flags(
+        result.moments_a, nonconcept_tokens=tokens, max_freq=settings.max_freq, label_sets=labels_a.sets
+    )
+    flags_b = compute_side_flags(
+        result.moments_b, nonconcept_tokens=tokens, max_freq=settings.max_freq, label_sets=labels_b.sets
+    )
     methods = [m for m in ASSIGN_METHODS if m != "hungarian" or result.dense is not None]
     if settings.method not in methods:
         methods.append(settings.method)  # fails below with a clear message
-    for done, method in enumerate(methods, start=1):
-        progress("assign", done - 1, len(methods))
-        pairs = compute_assignment(
+    pairings = {
+        method: compute_assignment(
             method, result.ab, result.ba, result.dense, unmatched_value=settings.sparse_unmatched_value
         )
+        for method in methods
+    }
+    # exact counts of every pair of every method at once (Hungarian pairs can lie outside the top-k lists)
+    union = pl.concat([p.select("feature_a", "feature_b") for p in pairings.values()]).unique()
+    _, union_k = compute_pair_stats(
+        codes_a,
+        codes_b,
+        result.moments_a,
+        result.moments_b,
+        union["feature_a"].to_numpy(),
+        union["feature_b"].to_numpy(),
+    )
+    counts = union.with_columns(n_coactive=pl.Series(union_k, dtype=pl.Int64))
+    summaries: dict[str, Any] = {}
+    assignment: pl.DataFrame | None = None
+    for done, method in enumerate(methods, start=1):
+        progress("assign", done - 1, len(methods))
+        frame = _full_assignment(
+            pairings[method], method, result, counts, doc_counts, dec_a, dec_b, same_space, flags_a, flags_b, settings
+        )
         if method == settings.method:
-            assignment = _full_assignment(
-                pairs, method, result, codes_a, codes_b, docs, dec_a, dec_b, same_space, flags_a, flags_b, settings
-            )
-            frame = assignment
-        else:
-            frame = _filtered(pairs, flags_a, flags_b, settings, method)
+            assignment = frame
         summaries[method] = summarize_pairs(frame, method, settings.min_corr).to_dict()
     progress("assign", len(methods), len(methods))
     timings["assign_s"] = time.perf_counter() - t0
@@ -165,7 +195,9 @@ def build_matching(
         )
     timings["total_s"] = time.perf_counter() - started
     record = {
+        "preset": settings.preset,
         "settings": settings.to_dict(),
+        "labels": {"a": labels_a.record, "b": labels_b.record},
         "device": str(device),
         "backend": result.backend,
         "n_blocks": result.n_blocks,
@@ -282,20 +314,12 @@ def _attach_splits(matches: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("is_split").fill_null(False))
 
 
-def _filtered(
-    pairs: pl.DataFrame, flags_a: SideFlags, flags_b: SideFlags, settings: MatchSettings, method: str
-) -> pl.DataFrame:
-    frame = apply_filters(pairs, flags_a, flags_b, settings.min_corr, settings.require_shared_token)
-    return greedy_one_to_one(frame) if method == "greedy" else frame
-
-
 def _full_assignment(
     pairs: pl.DataFrame,
     method: str,
     result: CorrelationResult,
-    codes_a,
-    codes_b,
-    docs: np.ndarray | None,
+    counts: pl.DataFrame,
+    doc_counts: DocCounts,
     dec_a: np.ndarray,
     dec_b: np.ndarray,
     same_space: bool,
@@ -303,32 +327,25 @@ def _full_assignment(
     flags_b: SideFlags,
     settings: MatchSettings,
 ) -> pl.DataFrame:
+    """One method's pairs with their statistics and significance, run through the preset's pipeline."""
+    pairs = pairs.join(counts, on=["feature_a", "feature_b"], how="left", maintain_order="left")
     fa, fb = pairs["feature_a"].to_numpy(), pairs["feature_b"].to_numpy()
-    # exact counts for every pair, including Hungarian pairs outside the top-k lists
-    _, count = compute_pair_stats(codes_a, codes_b, result.moments_a, result.moments_b, fa, fb)
+    count = pairs["n_coactive"].to_numpy()
     sig = compute_pair_significance(
-        result.moments_a, result.moments_b, codes_a, codes_b, docs, fa, fb, count, settings.alpha
+        result.moments_a, result.moments_b, None, None, None, fa, fb, count, settings.alpha, doc_counts
     )
     frame = pairs.with_columns(
         method=pl.lit(method),
-        n_coactive=pl.Series(count, dtype=pl.Int64),
         jaccard=pl.Series(jaccard(count, result.moments_a.n_fire[fa], result.moments_b.n_fire[fb])),
         cos=pl.Series(compute_pair_cosine(dec_a, dec_b, fa, fb) if same_space else np.full(fa.shape, None)),
         mu=sig["mu"],
+        k_over_mu=sig["k_over_mu"],
         neglog10_p=sig["neglog10_p"],
         q=sig["q"],
         significant=sig["significant"],
+        flags=sig["flags"],
     ).with_columns(pl.col("cos").cast(pl.Float64))
-    frame = apply_filters(
-        frame,
-        flags_a,
-        flags_b,
-        settings.min_corr,
-        settings.require_shared_token,
-        settings.alpha if settings.require_significant else None,
-    )
-    if method == "greedy":
-        frame = greedy_one_to_one(frame)
+    frame = apply_pipeline(frame, flags_a, flags_b, settings, method)
     first = ["feature_a", "feature_b", "method", "corr", "kept", "reason"]
     return frame.select(first + [c for c in frame.columns if c not in first])
 

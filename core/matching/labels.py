@@ -1,0 +1,134 @@
+"""Feature label lists: what the non-concept and shared-token filters read.
+
+Two definitions (``MatchSettings.label_source``):
+
+- ``top_tokens``: the features table's ``top_tokens``, distinct surface strings, most frequent
+  among the feature's top activations first (what the harvest writes); the first
+  ``nonconcept_top_n`` of them;
+- ``top_activations``: the units of the feature's ``nonconcept_top_n`` highest activations over all
+  units, highest first (the earlier unit first on ties), repeats allowed: the published pipeline's
+  labels. Each unit is its surface text or, with ``label_form="vocab"``, its tokenizer's
+  vocabulary form (:mod:`core.harvest.vocab`).
+
+Label tokens are compared in one of two ways (``label_match``): ``normalized`` (through
+:func:`core.tokens.normalize_token`, case-folded when ``fold_case``) or ``exact`` (the strings as
+they are, as published). The token list of the non-concept filter is read in the same form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core.bundle.codes import SparseCodes
+from core.bundle.reader import Bundle
+from core.errors import MatchingError
+from core.matching.filters import top_token_lists
+from core.matching.kernels import feature_major, top_units
+from core.matching.settings import MatchSettings
+from core.tokens import TOKEN_LISTS, load_token_list, normalize_token
+
+
+@dataclass(frozen=True)
+class SideLabels:
+    """One side's label lists and how they were made.
+
+    Attributes:
+        lists: per feature, its label tokens in order (repeats kept for ``top_activations``).
+        sets: per feature, the set of its label tokens in comparison form.
+        record: what the manifest records: source, form actually used, tokenizer, fallbacks.
+    """
+
+    lists: tuple[tuple[str, ...], ...]
+    sets: tuple[frozenset[str], ...]
+    record: dict[str, Any]
+
+
+def compute_top_units(codes: SparseCodes, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's highest-activation units, in one pass over the codes.
+
+    Args:
+        codes: CSR codes of one side.
+        counts: int [F], how many units to take per feature (capped at its firing count).
+
+    Returns:
+        ``(ptr, units)``: feature ``j``'s units are ``units[ptr[j]:ptr[j+1]]``, highest activation
+        first, the earlier unit first on ties.
+    """
+    colptr, units, vals = feature_major(
+        codes.indptr.astype(np.int64), codes.indices, codes.values.astype(np.float32), codes.n_features
+    )
+    take = np.minimum(np.asarray(counts, np.int64), np.diff(colptr))
+    ptr = np.zeros(codes.n_features + 1, np.int64)
+    np.cumsum(take, out=ptr[1:])
+    out = np.empty(int(ptr[-1]), np.int32)
+    top_units(colptr, units, vals, ptr, out)
+    return ptr, out.astype(np.int64)
+
+
+def compare_form(token: str, settings: MatchSettings) -> str:
+    """A label token in the form the filters compare it in (see the module docstring)."""
+    return normalize_token(token, settings.fold_case) if settings.label_match == "normalized" else token
+
+
+def load_filter_tokens(settings: MatchSettings) -> frozenset[str]:
+    """The non-concept token list of the settings, in the label comparison form."""
+    path = settings.nonconcept_file or TOKEN_LISTS[settings.nonconcept_list]
+    return load_token_list(path, normalize=settings.label_match == "normalized", fold_case=settings.fold_case)
+
+
+def compute_side_labels(
+    bundle: Bundle, side: str, codes: SparseCodes, features: pl.DataFrame | None, settings: MatchSettings
+) -> SideLabels:
+    """One side's label lists under the settings.
+
+    Args:
+        bundle: the opened bundle (units, docs and the manifest's model spec for vocabulary forms).
+        side: "a" or "b".
+        codes: that side's codes.
+        features: that side's features frame (``feature``, ``top_tokens``) for ``top_tokens`` labels.
+        settings: the matching settings.
+
+    Returns:
+        The :class:`SideLabels`.
+    """
+    n, top_n = codes.n_features, settings.nonconcept_top_n
+    if settings.label_source == "top_tokens":
+        raw = top_token_lists(features, n, top_n)
+        lists = tuple(tuple(t) for t in raw)
+        record: dict[str, Any] = {"source": "top_tokens", "form": "surface", "top_n": top_n}
+        if features is None:
+            record["note"] = "no features table: every label list is empty"
+    else:
+        ptr, units = compute_top_units(codes, np.full(n, top_n, np.int64))
+        texts, record = _unit_texts(bundle, side, units, settings.label_form)
+        record = {"source": "top_activations", "top_n": top_n, **record}
+        lists = tuple(tuple(texts[ptr[j] : ptr[j + 1]]) for j in range(n))
+    sets = tuple(frozenset(compare_form(t, settings) for t in labels) for labels in lists)
+    return SideLabels(lists, sets, {**record, "match": settings.label_match, "fold_case": settings.fold_case})
+
+
+def _unit_texts(bundle: Bundle, side: str, units: np.ndarray, form: str) -> tuple[list[str], dict[str, Any]]:
+    if form == "vocab":
+        from core.harvest.vocab import side_model_spec, unit_vocab_tokens
+
+        if side_model_spec(bundle, side) is not None:
+            vocab = unit_vocab_tokens(bundle, side, units)
+            return list(vocab.tokens), {"form": "vocab", "tokenizer": vocab.tokenizer, "n_fallback": vocab.n_fallback}
+        note = "the manifest names no model for this side, so units keep their surface text"
+    else:
+        note = None
+    frame = bundle.units().select("unit", "text").collect()
+    if frame.height and not np.array_equal(frame["unit"].to_numpy(), np.arange(frame.height)):
+        frame = frame.sort("unit")
+    if units.size and units.max() >= frame.height:
+        raise MatchingError(f"units.parquet lists {frame.height} units but the codes name more; rebuild the bundle.")
+    text = frame["text"].to_numpy()
+    out = [str(t) for t in text[units]] if units.size else []
+    record: dict[str, Any] = {"form": "surface"}
+    if note:
+        record["note"] = note
+    return out, record
