@@ -78,12 +78,26 @@ def render_hook_sanity(rows: list[dict[str, Any]], verdict: dict[str, Any]) -> N
     st.dataframe(frame.select(keep), hide_index=True, width="stretch")
 
 
+PRESET_NOTES = {
+    "featurebridge": "Exact correlations; non-concept, dead and always-on filters; every kept pair significant "
+    "(q <= 0.05, document-stratified test); exact 1-1 pairing.",
+    "paper": "The published 1-1 pipeline of Lan et al., step by step (best A per B, the paper's labels and junk "
+    "list, greedy by B id, then r > 0.1; no significance filter).",
+    "custom": "Settings of your own (see the manifest's matching.settings).",
+}
+
+
 def render_matching_summary(bundle: Bundle) -> None:
     """How many features were alive, matched and kept, and why pairs were dropped."""
     matching = bundle.manifest.get("matching", {})
     summary = matching.get("summary", {})
-    method = matching.get("settings", {}).get("method", "greedy")
+    settings = matching.get("settings", {})
+    method = settings.get("method", "greedy")
     chosen = summary.get("methods", {}).get(method, {})
+    preset = matching.get("preset", settings.get("preset"))
+    st.markdown(
+        f"Matching preset: **{preset or 'not recorded (built before presets)'}**. " + PRESET_NOTES.get(preset, "")
+    )
     cols = st.columns(5)
     for i, side in enumerate(("a", "b")):
         total = summary.get(f"n_features_{side}", bundle.side(side).get("d_sae", 0))
@@ -283,6 +297,7 @@ def render_json_download(obj: Any, name: str, key: str) -> None:
 
 
 BUILD_STAGES = ("matching", "similarity", "dashboards", "umap")
+MATCH_PRESETS = ("featurebridge", "paper")
 
 
 def render_build_form() -> dict[str, Any] | None:
@@ -319,6 +334,12 @@ def render_build_form() -> dict[str, Any] | None:
             default=list(BUILD_STAGES),
             help="matching (correlations + assignment), similarity (SVCCA, RSA, ... with nulls), "
             "dashboards (examples, histograms), umap (maps of decoder directions)",
+        )
+        values["preset"] = st.selectbox(
+            "Matching preset",
+            MATCH_PRESETS,
+            key="build-preset",
+            help=" ".join(f"{name}: {note}" for name, note in PRESET_NOTES.items() if name in MATCH_PRESETS),
         )
         submitted = st.form_submit_button("Build comparison", type="primary")
     if not submitted:

@@ -103,6 +103,7 @@ if values:
     progress = make_progress()
     try:
         from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
+        from core.matching.settings import MatchSettings
         from core.pipeline.compare import ComparisonSpec, build_comparison
 
         sides = {
@@ -124,7 +125,14 @@ if values:
         )
         out = Path(values["out"].strip()).expanduser()
         # the same call as `python -m core compare`: harvest, then the chosen stages in order
-        build_comparison(spec, out, overwrite=values["overwrite"], progress=progress, stages=tuple(values["stages"]))
+        build_comparison(
+            spec,
+            out,
+            overwrite=values["overwrite"],
+            progress=progress,
+            stages=tuple(values["stages"]),
+            stage_settings={"matching": MatchSettings.from_preset(values["preset"])},
+        )
     except UserError as exc:
         st.error(str(exc))
     else:

@@ -4,8 +4,10 @@
     python -m core demo --pair family        the cross-family demo (MiniLM vs SmolLM2, aligned spans)
     python -m core compare --sae-a ... --model-a ... --sae-b ... --model-b ... --out DIR
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
+    python -m core match BUNDLE --preset paper|featurebridge  the published pipeline, or ours (default)
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
+    python -m core explain BUNDLE a12 b40    every piece of evidence on one pair
     python -m core info BUNDLE               what a bundle holds
 
 A user error prints one sentence and exits 2; anything else is a bug and keeps its traceback.
@@ -147,6 +149,16 @@ def _parse_stages(text: str) -> tuple[str, ...]:
     return names
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from core.bundle.reader import open_bundle
+    from core.matching.explain import explain_pair, parse_pair
+
+    feature_a, feature_b = parse_pair(args.first, args.second)
+    evidence = explain_pair(open_bundle(args.bundle), feature_a, feature_b)
+    print(json.dumps(evidence.to_dict(), indent=2) if args.json else evidence.to_text())
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from core.bundle.reader import open_bundle
 
@@ -178,9 +190,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     settings: Any = None
     if args.command == "match":
-        from core.matching.settings import MatchSettings
-
-        settings = MatchSettings(top_k=args.top_k, min_corr=args.min_corr, method=args.method, memory_mb=args.memory_mb)
+        settings = match_settings_from_args(args)
     elif args.command == "similarity":
         from core.spaces.settings import SimilaritySettings
 
@@ -188,8 +198,53 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stage = {"match": "matching"}.get(args.command, args.command)
     with TqdmProgress() as progress:
         bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+    if args.command == "match":
+        record = bundle.manifest["matching"]
+        kept = record["summary"]["methods"][settings.method]["n_kept"]
+        print(f"preset {record['preset']}: {kept:,} pairs kept ({settings.method})", file=sys.stderr)
     print(bundle.path)
     return 0
+
+
+# `python -m core match` flags -> the MatchSettings field each sets
+MATCH_FLAGS = {
+    "top_k": "--top-k",
+    "min_corr": "--min-corr",
+    "method": "--method",
+    "memory_mb": "--memory-mb",
+    "alpha": "--alpha",
+    "require_significant": "--significance",
+    "require_shared_token": "--shared-token",
+    "label_source": "--labels",
+    "label_form": "--label-form",
+    "fold_case": "--fold-case",
+}
+
+
+def match_settings_from_args(args: argparse.Namespace) -> Any:
+    """The matching settings of ``python -m core match``: a preset, then the flags given on top of it.
+
+    Without ``--preset`` the flags change the featurebridge defaults (the result is recorded as the
+    preset it still equals, else "custom"); with ``--preset NAME`` a flag that contradicts a setting the
+    preset fixes is refused, naming both.
+    """
+    from core.errors import SpecError
+    from core.matching.settings import DEFAULT_PRESET, PRESET_NAMES, PRESETS, MatchSettings
+
+    given = {field: getattr(args, field) for field in MATCH_FLAGS if getattr(args, field, None) is not None}
+    if args.preset is None:
+        return MatchSettings.from_preset("custom", **{**PRESETS[DEFAULT_PRESET], **given})
+    if args.preset not in PRESET_NAMES:
+        raise SpecError(f"Unknown preset {args.preset!r}; choose one of {', '.join(PRESET_NAMES)}.")
+    fixed = PRESETS.get(args.preset, {})
+    for field, value in given.items():
+        if field in fixed and value != fixed[field]:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise SpecError(
+                f"{MATCH_FLAGS[field]} {shown} contradicts --preset {args.preset}, which fixes {field}={fixed[field]!r}; "
+                f"drop {MATCH_FLAGS[field]}, or use --preset custom to set every option yourself."
+            )
+    return MatchSettings.from_preset(args.preset, **given)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -349,12 +404,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")
     match.add_argument("bundle")
-    match.add_argument("--top-k", type=int, default=10)
-    match.add_argument("--min-corr", type=float, default=0.1)
     match.add_argument(
-        "--method", default="greedy", help="greedy (default), mutual, many_to_1_ab, many_to_1_ba, hungarian or sparse"
+        "--preset",
+        default=None,
+        help="featurebridge (the default: significance required), paper (the published 1-1 pipeline, step by "
+        "step) or custom; a flag below that contradicts the named preset is refused",
     )
-    match.add_argument("--memory-mb", type=float, default=1024.0)
+    match.add_argument("--top-k", type=int, default=None, help="partners listed per feature (default 10)")
+    match.add_argument("--min-corr", type=float, default=None, help="correlation a kept pair exceeds (default 0.1)")
+    match.add_argument(
+        "--method", default=None, help="sparse (default), greedy, mutual, many_to_1_ab, many_to_1_ba or hungarian"
+    )
+    match.add_argument("--memory-mb", type=float, default=None, help="bound on the dense block (default 1024)")
+    match.add_argument("--alpha", type=float, default=None, help="q-value a significant pair reaches (default 0.05)")
+    match.add_argument(
+        "--significance",
+        dest="require_significant",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="drop pairs with q above alpha (default on; the paper preset: off)",
+    )
+    match.add_argument(
+        "--shared-token",
+        dest="require_shared_token",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="drop pairs whose label lists share no token (default off; the paper preset: on)",
+    )
+    match.add_argument(
+        "--labels",
+        dest="label_source",
+        default=None,
+        help="top_tokens (distinct surface strings, the default) or top_activations (top-5 activations, repeats)",
+    )
+    match.add_argument(
+        "--label-form", default=None, help="surface (the default) or vocab (the tokenizer's own form, the paper)"
+    )
+    match.add_argument(
+        "--fold-case",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compare label tokens case-folded (default on)",
+    )
     match.add_argument("--device", default="auto")
     match.set_defaults(func=cmd_stage)
 
@@ -404,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     discover.set_defaults(func=cmd_discover)
 
     add_app_command(sub)
+
+    explain = sub.add_parser(
+        "explain", help="every piece of evidence on one pair: r, co-firing, significance, top tokens, score"
+    )
+    explain.add_argument("bundle")
+    explain.add_argument("first", help="a feature, e.g. a12 (or a bare id: the first is A)")
+    explain.add_argument("second", help="the other side's feature, e.g. b40")
+    explain.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    explain.set_defaults(func=cmd_explain)
 
     info = sub.add_parser("info", help="summarise a bundle")
     info.add_argument("bundle")

@@ -311,82 +311,91 @@ def benjamini_hochberg_log(log_p: np.ndarray) -> np.ndarray:
 
 def compute_significance(
     result: CorrelationResult,
-    codes_a: SparseCodes,
-    codes_b: SparseCodes,
+    codes_a: SparseCodes | None,
+    codes_b: SparseCodes | None,
     docs: np.ndarray | None,
     n_candidates: int = 10,
     alpha: float = 0.05,
     doc_counts: DocCounts | None = None,
+    direction: str = "a->b",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The per-A-feature significance test of the module docstring.
+    """The per-feature significance test of the module docstring (per A feature, or per B feature).
 
     Args:
-        result: the correlation top-k (its ``ab`` lists give the candidates and their k).
-        codes_a: codes of SAE A.
-        codes_b: codes of SAE B.
+        result: the correlation top-k (its ``ab`` (or ``ba``) lists give the candidates and their k).
+        codes_a: codes of SAE A (None when ``doc_counts`` is given).
+        codes_b: codes of SAE B (None when ``doc_counts`` is given).
         docs: the document of each unit (``units.parquet``'s ``doc``), or None for the
             unstratified test (one document; kept for comparison, not for use).
-        n_candidates: candidates per A feature (its top partners by r).
+        n_candidates: candidates per feature (its top partners by r).
         alpha: q-value at which a row is called.
         doc_counts: :func:`compute_document_counts` of the codes (computed here if None).
+        direction: "a->b" (one hypothesis per A feature, Bonferroni over the live B features) or
+            "b->a" (the mirror: per B feature, over the live A features).
 
     Returns:
-        ``(rows, candidates)``. ``rows``: one row per live A feature with a candidate:
-        ``feature_a``, ``feature_b`` (the chosen partner), ``rank``, ``corr``, ``k``, ``n_a``,
+        ``(rows, candidates)``. ``rows``: one row per live feature with a candidate:
+        ``feature_a``, ``feature_b`` (the chosen pair), ``rank``, ``corr``, ``k``, ``n_a``,
         ``n_b``, ``mu``, ``k_over_mu``, ``neglog10_p``, ``neglog10_p_row`` (Bonferroni),
         ``q``, ``significant``, ``flags``. ``candidates``: every tested pair with ``feature_a``,
         ``feature_b``, ``rank``, ``mu``, ``neglog10_p``.
     """
-    dc = doc_counts or compute_document_counts(codes_a, codes_b, docs)
-    counts_a, counts_b, doc_len = dc.counts_a, dc.counts_b, dc.doc_len
-    c = min(n_candidates, result.ab.k)
-    idx, corr, kk = result.ab.index[:, :c], result.ab.score[:, :c], result.ab.count[:, :c]
-    rows_a, ranks = np.nonzero(idx >= 0)
-    pb = idx[rows_a, ranks]
-    k = kk[rows_a, ranks]
-    mu, log_c, fill = compute_pair_null(counts_a, counts_b, doc_len, rows_a, pb, k)
+    if direction not in ("a->b", "b->a"):
+        raise ValueError(f"direction must be 'a->b' or 'b->a', got {direction!r}")
+    if doc_counts is None:
+        if codes_a is None or codes_b is None:
+            raise ValueError("compute_significance needs the codes or their doc_counts")
+        doc_counts = compute_document_counts(codes_a, codes_b, docs)
+    forward = direction == "a->b"
+    topk = result.ab if forward else result.ba
+    c = min(n_candidates, topk.k)
+    idx, corr, kk = topk.index[:, :c], topk.score[:, :c], topk.count[:, :c]
+    own, ranks = np.nonzero(idx >= 0)
+    other = idx[own, ranks]
+    k = kk[own, ranks]
+    fa_all, fb_all = (own, other) if forward else (other, own)
+    mu, log_c, fill = compute_pair_null(doc_counts.counts_a, doc_counts.counts_b, doc_counts.doc_len, fa_all, fb_all, k)
     log_p = log_pvalues(k, mu, log_c)
     candidates = pl.DataFrame(
         {
-            "feature_a": rows_a.astype(np.int64),
-            "feature_b": pb.astype(np.int64),
+            "feature_a": fa_all.astype(np.int64),
+            "feature_b": fb_all.astype(np.int64),
             "rank": (ranks + 1).astype(np.int32),
             "mu": mu,
             "neglog10_p": -log_p / math.log(10),
         }
     )
-    if rows_a.size == 0:
+    if own.size == 0:
         return _empty_rows(), candidates
-    # best candidate per A row: smallest p, then the higher r (lower rank) on ties
-    order = np.lexsort((ranks, log_p, rows_a))
+    # best candidate per feature: smallest p, then the higher r (lower rank) on ties
+    order = np.lexsort((ranks, log_p, own))
     first = np.ones(order.shape[0], bool)
-    first[1:] = rows_a[order][1:] != rows_a[order][:-1]
+    first[1:] = own[order][1:] != own[order][:-1]
     pick = order[first]
-    n_live_b = int((~result.moments_b.is_dead).sum())
-    log_row = np.minimum(0.0, log_p[pick] + math.log(max(n_live_b, 1)))
+    searched = result.moments_b if forward else result.moments_a
+    n_live = int((~searched.is_dead).sum())
+    log_row = np.minimum(0.0, log_p[pick] + math.log(max(n_live, 1)))
     log_q = benjamini_hochberg_log(log_row)
-    fa, fb, kp, mup = rows_a[pick], pb[pick], k[pick], mu[pick]
-    flags = pair_flags(kp, fill[pick])
-    ratio = k_over_mu(kp, mup)
+    fa, fb, kp, mup = fa_all[pick], fb_all[pick], k[pick], mu[pick]
     rows = pl.DataFrame(
         {
             "feature_a": fa.astype(np.int64),
             "feature_b": fb.astype(np.int64),
             "rank": (ranks[pick] + 1).astype(np.int32),
-            "corr": corr[fa, ranks[pick]],
+            "corr": corr[own[pick], ranks[pick]],
             "k": kp.astype(np.int64),
             "n_a": result.moments_a.n_fire[fa],
             "n_b": result.moments_b.n_fire[fb],
             "mu": mup,
-            "k_over_mu": ratio,
+            "k_over_mu": k_over_mu(kp, mup),
             "neglog10_p": -log_p[pick] / math.log(10),
             "neglog10_p_row": -log_row / math.log(10),
             "q": np.exp(log_q),
             "significant": log_q <= math.log(alpha),
-            "flags": pl.Series(flags, dtype=pl.List(pl.String)),
+            "flags": pl.Series(pair_flags(kp, fill[pick]), dtype=pl.List(pl.String)),
         }
     )
-    return rows.sort("feature_a"), candidates
+    return rows.sort("feature_a" if forward else "feature_b"), candidates
 
 
 def _empty_rows() -> pl.DataFrame:

@@ -10,16 +10,23 @@ matches.parquet, one row per (feature, partner, direction), top-k both ways:
     feature_a, feature_b, direction ("a->b" / "b->a"), rank (1 = best), corr, cos (decoder
     cosine, null when d_in differ), jaccard, n_coactive, is_mutual (each is the other's best),
     and extras: in_both (the pair is in both directions' lists), n_a, n_b (firing counts),
-    is_split (the row belongs to a 1 -> k split group), and for "a->b" significance
-    candidates mu, neglog10_p, plus on each A feature's chosen partner q, significant, flags.
+    is_split (the row belongs to a 1 -> k split group), the null of every row (mu, k_over_mu,
+    neglog10_p, flags), q and significant on each feature's chosen partner (per A feature for
+    "a->b" rows, per B feature for "b->a" rows), and the evidence columns (token_overlap,
+    n_shared_tokens, combined_score, note; core.matching.evidence).
 
 assignment.parquet, one row per pair of the chosen method:
     feature_a, feature_b, method, corr, kept, reason (first reason dropped, null if kept),
-    and extras: reasons (all of them), n_coactive, jaccard, cos, mu, neglog10_p, q, significant.
+    and extras: reasons (all of them), n_coactive, jaccard, cos, mu, k_over_mu, neglog10_p, q,
+    significant, flags, and the evidence columns.
+
+feature_tokens_a.parquet / feature_tokens_b.parquet, one row per feature: feature, n_top (its top
+10% activations), tokens, counts (its 50 most frequent tokens there): what the evidence reads.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,13 @@ from core.matching.assign import (
     summarize_pairs,
 )
 from core.matching.correlate import CorrelationResult, TopK, compute_correlation, compute_pair_stats, jaccard
+from core.matching.evidence import (
+    EVIDENCE_COLUMNS,
+    FeatureTokens,
+    compute_feature_tokens,
+    compute_pair_evidence,
+    unit_token_ids,
+)
 from core.matching.filters import SideFlags, compute_side_flags
 from core.matching.labels import compute_side_labels, load_filter_tokens
 from core.matching.presets import apply_pipeline
@@ -48,8 +62,12 @@ from core.matching.settings import ASSIGN_METHODS, MatchSettings
 from core.matching.significance import (
     DocCounts,
     compute_document_counts,
+    compute_pair_null,
     compute_pair_significance,
     compute_significance,
+    k_over_mu,
+    log_pvalues,
+    pair_flags,
 )
 from core.matching.weights import compute_pair_cosine, compute_weight_matches
 from core.progress import ProgressFn, no_progress
@@ -100,8 +118,11 @@ def build_matching(
     t0 = time.perf_counter()
     progress("significance", 0, 1)
     doc_counts = compute_document_counts(codes_a, codes_b, docs)
-    sig_rows, sig_candidates = compute_significance(
-        result, codes_a, codes_b, docs, settings.sig_candidates, settings.alpha, doc_counts
+    sig_rows, _ = compute_significance(
+        result, None, None, docs, settings.sig_candidates, settings.alpha, doc_counts, "a->b"
+    )
+    sig_rows_ba, _ = compute_significance(
+        result, None, None, docs, settings.sig_candidates, settings.alpha, doc_counts, "b->a"
     )
     progress("significance", 1, 1)
     timings["significance_s"] = time.perf_counter() - t0
@@ -109,7 +130,7 @@ def build_matching(
     same_space = dec_a.ndim == 2 and dec_b.ndim == 2 and dec_a.shape[1] == dec_b.shape[1]
     splits = compute_splits(result.ab, result.ba, settings.split_min_corr)
     matches = build_matches_frame(result, dec_a if same_space else None, dec_b if same_space else None)
-    matches = _attach_significance(matches, sig_rows, sig_candidates)
+    matches = _attach_significance(matches, doc_counts, sig_rows, sig_rows_ba)
     matches = _attach_splits(matches, splits)
 
     t0 = time.perf_counter()
@@ -162,6 +183,18 @@ def build_matching(
     timings["assign_s"] = time.perf_counter() - t0
     assert assignment is not None
 
+    t0 = time.perf_counter()
+    progress("evidence", 0, 3)
+    token_ids, vocab = unit_token_ids(_unit_texts(bundle, codes_a.n_rows), settings.fold_case)
+    tokens_a = compute_feature_tokens(codes_a, token_ids, vocab)
+    progress("evidence", 1, 3)
+    tokens_b = compute_feature_tokens(codes_b, token_ids, vocab)
+    progress("evidence", 2, 3)
+    matches = _with_evidence(matches, tokens_a, tokens_b)
+    assignment = _with_evidence(assignment, tokens_a, tokens_b)
+    progress("evidence", 3, 3)
+    timings["evidence_s"] = time.perf_counter() - t0
+
     orphans = compute_orphans(result.ab, result.ba, flags_a.dead, flags_b.dead, settings.min_corr)
     summary = {
         "n_features_a": codes_a.n_features,
@@ -181,12 +214,18 @@ def build_matching(
         ).to_dict(),
         "methods": summaries,
         "significance": _significance_summary(sig_rows, settings),
+        "significance_b_to_a": _significance_summary(sig_rows_ba, settings),
         "n_split_groups_a": int(splits.filter(pl.col("side") == "a")["feature"].n_unique()),
         "n_split_groups_b": int(splits.filter(pl.col("side") == "b")["feature"].n_unique()),
         "n_orphans_a": int((orphans["side"] == "a").sum()),
         "n_orphans_b": int((orphans["side"] == "b").sum()),
     }
-    frames = {"matches.parquet": matches, "assignment.parquet": assignment}
+    frames = {
+        "matches.parquet": matches,
+        "assignment.parquet": assignment,
+        "feature_tokens_a.parquet": tokens_a.to_frame(),
+        "feature_tokens_b.parquet": tokens_b.to_frame(),
+    }
     known = {f for files in bundle_schema.PART_FILES.values() for f in files}
     if same_space and "weight_matches.parquet" in known:
         # written once the bundle contract lists the part (see docs/matching.md)
@@ -215,6 +254,23 @@ def _features(bundle: Bundle, side: str) -> pl.DataFrame | None:
     if "top_tokens" not in names:
         return None
     return frame.select("feature", "top_tokens").collect()
+
+
+def _unit_texts(bundle: Bundle, n_units: int) -> pl.Series:
+    units = bundle.units().select("unit", "text").sort("unit").collect()
+    if units.height != n_units:
+        raise MatchingError(
+            f"units.parquet lists {units.height} units but the codes hold {n_units}; rebuild the bundle."
+        )
+    return units["text"]
+
+
+def _with_evidence(frame: pl.DataFrame, tokens_a: FeatureTokens, tokens_b: FeatureTokens) -> pl.DataFrame:
+    """``frame`` (pairs with ``corr``) with the evidence columns of core.matching.evidence."""
+    evidence = compute_pair_evidence(
+        tokens_a, tokens_b, frame["feature_a"].to_numpy(), frame["feature_b"].to_numpy(), frame["corr"].to_numpy()
+    )
+    return frame.drop([c for c in EVIDENCE_COLUMNS if c in frame.columns]).hstack(evidence)
 
 
 def _unit_docs(bundle: Bundle, n_units: int) -> np.ndarray | None:
@@ -292,13 +348,28 @@ def build_matches_frame(
     return pl.concat([p.select(columns) for p in parts])
 
 
-def _attach_significance(matches: pl.DataFrame, rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
-    cand = candidates.select("feature_a", "feature_b", "mu", "neglog10_p").with_columns(direction=pl.lit("a->b"))
-    chosen = rows.select("feature_a", "feature_b", "q", "significant", "flags").with_columns(direction=pl.lit("a->b"))
-    keys = ["feature_a", "feature_b", "direction"]
-    return matches.join(cand, on=keys, how="left", maintain_order="left").join(
-        chosen, on=keys, how="left", maintain_order="left"
+def _attach_significance(
+    matches: pl.DataFrame, doc_counts: DocCounts, rows_ab: pl.DataFrame, rows_ba: pl.DataFrame
+) -> pl.DataFrame:
+    """The null of every listed pair (mu, k/mu, -log10 p, flags), and q on each feature's chosen partner."""
+    fa, fb = matches["feature_a"].to_numpy(), matches["feature_b"].to_numpy()
+    k = matches["n_coactive"].to_numpy()
+    mu, log_c, fill = compute_pair_null(doc_counts.counts_a, doc_counts.counts_b, doc_counts.doc_len, fa, fb, k)
+    log_p = log_pvalues(k, mu, log_c)
+    matches = matches.with_columns(
+        mu=pl.Series(mu),
+        k_over_mu=pl.Series(k_over_mu(k, mu)),
+        neglog10_p=pl.Series(-log_p / math.log(10)),
+        flags=pl.Series(pair_flags(k, fill), dtype=pl.List(pl.String)),
     )
+    keys = ["feature_a", "feature_b", "direction"]
+    chosen = pl.concat(
+        [
+            rows.select("feature_a", "feature_b", "q", "significant").with_columns(direction=pl.lit(direction))
+            for rows, direction in ((rows_ab, "a->b"), (rows_ba, "b->a"))
+        ]
+    )
+    return matches.join(chosen, on=keys, how="left", maintain_order="left")
 
 
 def _attach_splits(matches: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
