@@ -244,10 +244,13 @@ def render_feature_card(card: Any, key: str) -> None:
 
 
 def render_table_downloads(frame: pl.DataFrame, name: str, key: str) -> None:
-    """CSV and Parquet download buttons for a table."""
+    """CSV and Parquet download buttons for a table (list columns, such as flags, joined by "; " in the CSV)."""
     c1, c2 = st.columns(2)
+    flat = frame.with_columns(
+        pl.col(c).cast(pl.List(pl.String)).list.join("; ") for c, t in frame.schema.items() if isinstance(t, pl.List)
+    )
     c1.download_button(
-        f"{name}.csv", frame.write_csv().encode(), file_name=f"{name}.csv", mime="text/csv", key=f"{key}-csv"
+        f"{name}.csv", flat.write_csv().encode(), file_name=f"{name}.csv", mime="text/csv", key=f"{key}-csv"
     )
     buf = io.BytesIO()
     frame.write_parquet(buf)
@@ -389,3 +392,71 @@ def render_alignment(alignment: dict[str, Any] | None) -> None:
     cols[1].metric("A tokens used", f"{alignment.get('share_tokens_used_a', 0):.1%}")
     cols[2].metric("B tokens used", f"{alignment.get('share_tokens_used_b', 0):.1%}")
     cols[3].metric("1:1 units", f"{alignment.get('share_one_to_one', 0):.1%}")
+
+
+def evidence_column_config() -> dict[str, Any]:
+    """How the evidence columns read in a table: each with its meaning in the header's help (sortable as numbers)."""
+    cc = st.column_config
+    return {
+        "corr": cc.NumberColumn("r", format="%.3f", help="Pearson correlation over all units"),
+        "n_coactive": cc.NumberColumn("k", help="units where both features fire"),
+        "mu": cc.NumberColumn(
+            "mu", format="%.3g", help="expected co-firings if B's firings were shuffled within documents"
+        ),
+        "k_over_mu": cc.NumberColumn("k/mu", format="%.3g", help="observed over expected co-firings"),
+        "neglog10_p": cc.NumberColumn("-log10 p", format="%.1f", help="the pair's own co-firing p-value"),
+        "q": cc.NumberColumn(
+            "q",
+            format="%.2g",
+            help="false-discovery-rate q of the pair's family (the assignment; in a partner list each feature's "
+            "most significant candidate); empty where the pair was not tested in one",
+        ),
+        "flags": cc.ListColumn(
+            "flags", help="k <= 2: indistinguishable from chance; document-filling: test uninformative"
+        ),
+        "token_overlap": cc.NumberColumn("token overlap", format="%.2f", help="Jaccard of the two top-token sets"),
+        "combined_score": cc.NumberColumn(
+            "combined", format="%.3f", help="0.4 x token overlap + 0.6 x r (SplatNLP's score; a negative r counts)"
+        ),
+        "note": cc.TextColumn("note", help="Strong > 0.5, Good > 0.3, Moderate > 0.1, else Weak"),
+        "cos": cc.NumberColumn("decoder cos", format="%.3f", help="cosine of the two decoder directions"),
+    }
+
+
+def render_pair_evidence(evidence: dict[str, Any], key: str) -> None:
+    """One pair's evidence (core.matching.explain.PairEvidence as a dict): the numbers, the flags, the tokens."""
+
+    def show(value: Any, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    cols = st.columns(6)
+    cols[0].metric("k (co-firing)", f"{evidence['n_coactive']:,}", help="units where both fire")
+    cols[1].metric("expected mu", show(evidence["mu"], ".3g"), help="under the document-stratified null")
+    cols[2].metric("k / mu", show(evidence["k_over_mu"], ".3g"))
+    cols[3].metric("-log10 p", show(evidence["neglog10_p"], ".1f"))
+    q_help = f"from {evidence['q_source']}" if evidence.get("q_source") else "not tested in a family"
+    cols[4].metric("q", show(evidence["q"], ".2g"), help=q_help)
+    cols[5].metric(
+        "combined score",
+        show(evidence["combined_score"], ".3f"),
+        help="0.4 x token overlap + 0.6 x r; Strong > 0.5, Good > 0.3, Moderate > 0.1, else Weak",
+    )
+    status = "not in the assignment"
+    if evidence.get("assignment"):
+        a = evidence["assignment"]
+        status = f"{a['method']}: " + ("kept" if a["kept"] else f"dropped ({a['reason']})")
+    st.markdown(
+        f"**{evidence['note']} match** · token overlap {show(evidence['token_overlap'], '.2f')} · "
+        f"decoder cosine {show(evidence['cos'], '.3f')} · assignment: {status}"
+    )
+    for flag in evidence.get("flags") or []:
+        st.warning(flag)
+    cols = st.columns(3)
+    for col, name, label in (
+        (cols[0], "shared_tokens", "Shared top tokens"),
+        (cols[1], "a_only_tokens", "A only"),
+        (cols[2], "b_only_tokens", "B only"),
+    ):
+        tokens = evidence.get(name) or []
+        col.caption(f"{label} ({len(tokens)})")
+        col.text(", ".join(repr(t) for t in tokens[:30]) or "–")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import polars as pl
 
@@ -149,7 +150,11 @@ def compute_feature_tokens(
         The :class:`FeatureTokens`.
     """
     colptr, units, vals = feature_major(
-        codes.indptr.astype(np.int64), codes.indices, codes.values.astype(np.float32), codes.n_features
+        codes.indptr.astype(np.int64),
+        codes.indices,
+        codes.values.astype(np.float32),
+        codes.n_features,
+        nb.get_num_threads(),
     )
     n_fire = np.diff(colptr)
     # SplatNLP's rule: max(1, n // 10) of the firings (an integer division for the default share)

@@ -22,7 +22,6 @@ import scipy.sparse as sp
 from core.bundle.codes import SparseCodes
 from core.bundle.reader import Bundle
 from core.errors import BundleError, SpecError
-from core.matching.correlate import jaccard
 from core.matching.evidence import (
     FeatureTokens,
     combined_score,
@@ -33,7 +32,6 @@ from core.matching.evidence import (
 )
 from core.matching.moments import FeatureMoments
 from core.matching.significance import compute_pair_null, document_index, k_over_mu, log_pvalues, pair_flags
-from core.matching.weights import compute_pair_cosine
 
 _FEATURE = re.compile(r"^\s*([abAB])?\s*(\d+)\s*$")
 
@@ -177,7 +175,6 @@ def explain_pair(bundle: Bundle, feature_a: int, feature_b: int) -> PairEvidence
                 f"({side}0..{side}{n - 1}); pick an id in that range."
             )
     codes_a, codes_b = bundle.codes("a"), bundle.codes("b")
-    fa, fb = np.array([int(feature_a)]), np.array([int(feature_b)])
     # only the pair's two columns are read: the same formulas as the stage (moments, r, the
     # per-document null), on one feature per side
     units_a, vals_a = _column(codes_a, int(feature_a))
@@ -204,8 +201,7 @@ def explain_pair(bundle: Bundle, feature_a: int, feature_b: int) -> PairEvidence
     union = len(set(tokens_a.tokens(int(feature_a))) | set(tokens_b.tokens(int(feature_b))))
     overlap = len(shared) / union if union else 0.0
     score = float(combined_score(overlap, corr))
-    dec_a, dec_b = bundle.decoder("a"), bundle.decoder("b")
-    cos = float(compute_pair_cosine(dec_a, dec_b, fa, fb)[0]) if dec_a.shape[1] == dec_b.shape[1] else None
+    cos = _decoder_cosine(bundle, int(feature_a), int(feature_b))
     q, q_source, row = _stage_q(bundle, int(feature_a), int(feature_b))
     rank_ab, rank_ba = _ranks(bundle, int(feature_a), int(feature_b))
     return PairEvidence(
@@ -215,7 +211,7 @@ def explain_pair(bundle: Bundle, feature_a: int, feature_b: int) -> PairEvidence
         n_coactive=k,
         n_a=n_a,
         n_b=n_b,
-        jaccard=float(jaccard(k_arr, np.array([n_a]), np.array([n_b]))[0]),
+        jaccard=k / (n_a + n_b - k) if n_a + n_b - k > 0 else 0.0,
         mu=float(mu[0]),
         k_over_mu=float(k_over_mu(k_arr, mu)[0]),
         neglog10_p=float(-log_p[0] / math.log(10)),
@@ -235,6 +231,17 @@ def explain_pair(bundle: Bundle, feature_a: int, feature_b: int) -> PairEvidence
         rank_ab=rank_ab,
         rank_ba=rank_ba,
     )
+
+
+def _decoder_cosine(bundle: Bundle, feature_a: int, feature_b: int) -> float | None:
+    """The two decoder rows' cosine (the stage's compute_pair_cosine for one pair; None when d_in differ)."""
+    if not bundle.has("decoders"):
+        return None
+    w_a, w_b = bundle.decoder("a")[feature_a].astype(np.float64), bundle.decoder("b")[feature_b].astype(np.float64)
+    if w_a.shape != w_b.shape:
+        return None
+    norm = float(np.linalg.norm(w_a) * np.linalg.norm(w_b))
+    return float(np.clip(w_a @ w_b / norm, -1.0, 1.0)) if norm > 0 else float("nan")
 
 
 def _column(codes: SparseCodes, feature: int) -> tuple[np.ndarray, np.ndarray]:

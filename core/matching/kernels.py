@@ -146,8 +146,8 @@ def column_topk_numba(r, counts, lo, tile, col_v, col_i, col_c):  # pragma: no c
                     col_c[b, pos] = counts[j, b]
 
 
-@njit(cache=True)
-def feature_major(indptr, indices, values, n_features):  # pragma: no cover - compiled
+@njit(parallel=True, cache=True)
+def feature_major(indptr, indices, values, n_features, n_workers):  # pragma: no cover - compiled
     """Every CSR entry regrouped by feature (a counting sort), units ascending within a feature."""
     nnz = indices.shape[0]
     colptr = np.zeros(n_features + 1, np.int64)
@@ -155,16 +155,26 @@ def feature_major(indptr, indices, values, n_features):  # pragma: no cover - co
         colptr[indices[p] + 1] += 1
     for j in range(n_features):
         colptr[j + 1] += colptr[j]
-    fill = colptr[:-1].copy()
     units = np.empty(nnz, np.int32)
     vals = np.empty(nnz, np.float32)
-    for u in range(indptr.shape[0] - 1):
-        for p in range(indptr[u], indptr[u + 1]):
-            f = indices[p]
-            q = fill[f]
-            units[q] = u
-            vals[q] = values[p]
-            fill[f] = q + 1
+    # each worker owns a run of features holding about nnz / workers entries: it reads every entry
+    # (sequential, cheap) and scatters only its own, so the random writes split across the cores
+    n_workers = max(1, min(n_features, n_workers))
+    bounds = np.searchsorted(colptr, np.arange(n_workers + 1) * (nnz / n_workers)).astype(np.int64)
+    bounds[0], bounds[-1] = 0, n_features
+    for w in prange(n_workers):
+        f_lo, f_hi = bounds[w], bounds[w + 1]
+        if f_hi <= f_lo:
+            continue
+        fill = colptr[f_lo:f_hi].copy()
+        for u in range(indptr.shape[0] - 1):
+            for p in range(indptr[u], indptr[u + 1]):
+                f = indices[p]
+                if f >= f_lo and f < f_hi:
+                    q = fill[f - f_lo]
+                    units[q] = u
+                    vals[q] = values[p]
+                    fill[f - f_lo] = q + 1
     return colptr, units, vals
 
 

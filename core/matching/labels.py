@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba as nb
 import numpy as np
 import polars as pl
 
@@ -59,7 +60,11 @@ def compute_top_units(codes: SparseCodes, counts: np.ndarray) -> tuple[np.ndarra
         first, the earlier unit first on ties.
     """
     colptr, units, vals = feature_major(
-        codes.indptr.astype(np.int64), codes.indices, codes.values.astype(np.float32), codes.n_features
+        codes.indptr.astype(np.int64),
+        codes.indices,
+        codes.values.astype(np.float32),
+        codes.n_features,
+        nb.get_num_threads(),
     )
     take = np.minimum(np.asarray(counts, np.int64), np.diff(colptr))
     ptr = np.zeros(codes.n_features + 1, np.int64)

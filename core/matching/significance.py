@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba as nb
 import numpy as np
@@ -37,8 +38,10 @@ from scipy.special import gammainc, gammaln
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.matching.correlate import CorrelationResult
 from core.matching.moments import FeatureMoments
+
+if TYPE_CHECKING:  # torch-free at run time: core.matching.explain (the app's pair view) reads this module
+    from core.matching.correlate import CorrelationResult
 
 FLAG_LOW_K = "k <= 2: indistinguishable from chance"
 FLAG_FILLING = "document-filling: token-level test uninformative"
