@@ -6,7 +6,7 @@
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
     python -m core match BUNDLE --preset paper|featurebridge  the published pipeline, or ours (default)
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
-    python -m core discover --bundle B --text "..." [--out results.json|.csv]
+    python -m core discover --bundle B --text "..." [--score_mode M] [--saes S1,S2 --merge-across-layers] [--out F]
     python -m core explain BUNDLE a12 b40    every piece of evidence on one pair
     python -m core info BUNDLE               what a bundle holds
 
@@ -278,35 +278,102 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def cmd_discover(args: argparse.Namespace) -> int:
-    from core.bundle.reader import open_bundle
-    from core.device import resolve_device
-    from core.errors import UserError as _UserError
-    from core.explore.discover import DiscoverSettings
-    from core.explore.prompts import load_sides, run_discovery
+def _ids(text: str | None) -> tuple[int, ...]:
+    from core.errors import SpecError
 
+    if not text:
+        return ()
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError as exc:
+        raise SpecError(f"Feature ids are whole numbers separated by commas, e.g. 3,17,42; got {text!r}.") from exc
+
+
+def discover_settings_from_args(args: argparse.Namespace) -> Any:
+    """The DiscoverSettings of ``python -m core discover`` (validated here, before anything loads)."""
+    from core.explore.discover import DiscoverSettings
+
+    return DiscoverSettings(
+        score_mode=args.score_mode,
+        return_top_x=args.return_top_x,
+        min_coverage_pct=args.min_coverage_pct,
+        restrict_features=_ids(args.restrict_features),
+        restrict_features_a=_ids(args.restrict_features_a),
+        restrict_features_b=_ids(args.restrict_features_b),
+        topk_tokens_per_seq=args.topk_tokens_per_seq,
+        token_filter=args.token_filter,
+        attach_examples=args.attach_examples,
+        merge_across_layers=args.merge_across_layers,
+        label_catalog=args.label_catalog,
+    )
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.bundle.reader import open_bundle
+    from core.dashboards.read import has_dashboards
+    from core.errors import BundleError, SpecError
+    from core.explore.discover import check_output_path, check_restrictions
+    from core.harvest.specs import SAESpec
+
+    # every option is checked before a model loads (that takes tens of seconds)
     if bool(args.text) == bool(args.prompts_file):
-        raise _UserError("Give exactly one of --text or --prompts-file.")
+        raise SpecError("Give exactly one of --text or --prompts-file.")
+    settings = discover_settings_from_args(args)
+    if args.out:
+        check_output_path(args.out, batch=bool(args.prompts_file))
+    prompts = [args.text] if args.text else _read_prompts(args.prompts_file)
     bundle = open_bundle(args.bundle)
+    if not has_dashboards(bundle):
+        raise BundleError(
+            f"Bundle {bundle.path} has no dashboards, which discovery needs for its thresholds; "
+            "add them with `python -m core dashboards BUNDLE`."
+        )
+    check_restrictions(bundle, settings)
+    if args.gen_tokens < 0:
+        raise SpecError(f"--gen-tokens must be 0 or more, got {args.gen_tokens}.")
+    if args.gen_tokens and not bundle.side("a").get("model", {}).get("is_causal", False):
+        raise SpecError("Side A's model is an encoder and cannot continue a prompt; leave out --gen-tokens.")
+    if args.saes_side not in ("a", "b"):
+        raise SpecError(f"--saes-side must be a or b, got {args.saes_side!r}.")
+    layer_specs = [SAESpec.parse(t) for t in _split(args.saes or "")]
+    layer_hooks = [h or None for h in _split(args.hooks or "")]
+    if layer_hooks and len(layer_hooks) != len(layer_specs):
+        raise SpecError(f"Give one hook per SAE in --saes ({len(layer_specs)}), or none; got {len(layer_hooks)}.")
+    for spec in layer_specs:
+        if spec.kind in ("local", "sparsify") and not Path(spec.source).exists():
+            raise SpecError(f"SAE folder {spec.source} does not exist; check the path in --saes.")
+    if settings.merge_across_layers and not layer_specs:
+        raise SpecError("--merge-across-layers merges several SAEs of one model: name the others with --saes.")
+
+    from core.device import resolve_device
+    from core.explore.prompts import load_layer_saes, load_sides, run_discovery, sample_layer_stats
+    from core.harvest.specs import HarvestSettings
+
     device = resolve_device(args.device)
     sides = load_sides(bundle, device)
-    settings = DiscoverSettings(score=args.score, return_top_x=args.top, min_coverage=args.min_coverage)
+    layer_saes = (
+        load_layer_saes(bundle, sides, args.saes_side, layer_specs, layer_hooks, device) if layer_specs else None
+    )
+    stats = None
+    if layer_saes:
+        harvest = HarvestSettings(**bundle.manifest["settings"]["harvest"])
+        stats = sample_layer_stats(bundle, sides[args.saes_side].model, layer_saes, harvest, settings, device=device)
+    results = [
+        run_discovery(
+            bundle, sides, prompt, settings, args.gen_tokens, args.seed, device, args.saes_side, layer_saes, stats
+        )
+        for prompt in prompts
+    ]
     if args.text:
-        result = run_discovery(bundle, sides, args.text, settings, args.gen_tokens, args.seed, device)
         if args.out:
-            print(result.write(args.out))
+            print(results[0].write(args.out))
         else:
-            print(json.dumps(result.to_json_dict(), indent=2, default=str))
+            print(json.dumps(results[0].to_json_dict(), indent=2, default=str))
         return 0
-    prompts = _read_prompts(args.prompts_file)
-    lines = []
-    for prompt in prompts:
-        result = run_discovery(bundle, sides, prompt, settings, args.gen_tokens, args.seed, device)
-        lines.append(json.dumps(result.to_json_dict(), default=str))
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(json.dumps(r.to_json_dict(), default=str) for r in results) + "\n"
     if args.out:
-        from pathlib import Path
-
         Path(args.out).write_text(text)
         print(args.out)
     else:
@@ -486,9 +553,60 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--text", default=None)
     discover.add_argument("--prompts-file", default=None, help='JSONL, one {"text": ...} per line (batch mode)')
     discover.add_argument("--out", default=None, help="results.json or results.csv (batch: a .jsonl file)")
-    discover.add_argument("--score", default="mean_x_coverage", help="mean, max, mean_x_coverage or selectivity")
-    discover.add_argument("--top", type=int, default=20)
-    discover.add_argument("--min-coverage", type=float, default=0.0)
+    discover.add_argument(
+        "--score_mode",
+        "--score-mode",
+        "--score",
+        dest="score_mode",
+        default="mean_x_coverage",
+        help="mean, max, mean_x_coverage (default) or selectivity",
+    )
+    discover.add_argument(
+        "--return_top_x", "--return-top-x", "--top", dest="return_top_x", type=int, default=20, help="features per list"
+    )
+    discover.add_argument(
+        "--min_coverage_pct",
+        "--min-coverage-pct",
+        dest="min_coverage_pct",
+        type=float,
+        default=0.5,
+        help="percent of analysed tokens a feature must exceed its threshold on (default 0.5)",
+    )
+    discover.add_argument(
+        "--restrict_features", "--restrict-features", dest="restrict_features", default=None, help="ids, e.g. 3,17"
+    )
+    discover.add_argument("--restrict-features-a", dest="restrict_features_a", default=None, help="side A only")
+    discover.add_argument("--restrict-features-b", dest="restrict_features_b", default=None, help="side B only")
+    discover.add_argument(
+        "--topk_tokens_per_seq",
+        "--topk-tokens-per-seq",
+        dest="topk_tokens_per_seq",
+        type=int,
+        default=None,
+        help="analyse only the k most informative tokens (entropy for causal LMs, code norm otherwise)",
+    )
+    discover.add_argument(
+        "--token_filter", "--token-filter", dest="token_filter", default="auto", help="auto, entropy or norm"
+    )
+    discover.add_argument(
+        "--attach_examples",
+        "--attach-examples",
+        dest="attach_examples",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="top spans in the text and corpus examples per feature (default on)",
+    )
+    discover.add_argument(
+        "--merge_across_layers",
+        "--merge-across-layers",
+        dest="merge_across_layers",
+        action="store_true",
+        help="rank the --saes layers and the bundle's SAE of that side together",
+    )
+    discover.add_argument("--label_catalog", "--label-catalog", dest="label_catalog", default=None)
+    discover.add_argument("--saes", default=None, help="more SAEs of one side's model (layers), comma-separated")
+    discover.add_argument("--saes-side", default="a", help="the side whose model --saes read (default a)")
+    discover.add_argument("--hooks", default=None, help="a hook per --saes SAE (default: each SAE's own)")
     discover.add_argument("--gen-tokens", type=int, default=0, help="continue the prompt first (causal LMs)")
     discover.add_argument("--seed", type=int, default=0)
     discover.add_argument("--device", default="auto")
