@@ -231,6 +231,7 @@ def select_tokens(codes: SparseCodes, k: int | None, entropy: np.ndarray | None 
     n = codes.n_rows
     if k is None or k >= n:
         return np.arange(n, dtype=np.int64)
+    informative: np.ndarray
     if entropy is not None:
         informative = np.asarray(entropy, dtype=np.float64)
     else:

@@ -27,6 +27,7 @@ per pair from the two short token lists (:func:`compute_pair_evidence`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -104,7 +105,7 @@ class FeatureTokens:
         return cls(ptr, ids, counts, frame["n_top"].to_numpy().astype(np.int64), tuple(vocab.to_list()))
 
 
-def _split(flat: pl.Series, lengths: np.ndarray, dtype: pl.DataType) -> pl.Series:
+def _split(flat: pl.Series, lengths: np.ndarray, dtype: Any) -> pl.Series:
     offsets = np.zeros(lengths.shape[0] + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = flat.to_list()

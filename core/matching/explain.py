@@ -283,10 +283,10 @@ def _stage_q(bundle: Bundle, fa: int, fb: int) -> tuple[float | None, str | None
             row = {k: first.get(k) for k in ("method", "kept", "reason")}
             if first.get("q") is not None:
                 return float(first["q"]), "assignment", row
-    if bundle.has("matches"):
-        hits = bundle.matches().filter(pair & pl.col("q").is_not_null()).collect() if _has_q(bundle) else None
-        if hits is not None and hits.height:
-            first = hits.sort("q").row(0, named=True)
+    if bundle.has("matches") and _has_q(bundle):
+        found = bundle.matches().filter(pair & pl.col("q").is_not_null()).collect()
+        if found.height:
+            first = found.sort("q").row(0, named=True)
             return float(first["q"]), f"matches {first['direction']}", row
     return None, None, row
 
