@@ -62,7 +62,6 @@ from core.matching.settings import ASSIGN_METHODS, MatchSettings
 from core.matching.significance import (
     DocCounts,
     compute_document_counts,
-    compute_pair_null,
     compute_pair_significance,
     compute_significance,
     k_over_mu,
@@ -354,7 +353,7 @@ def _attach_significance(
     """The null of every listed pair (mu, k/mu, -log10 p, flags), and q on each feature's chosen partner."""
     fa, fb = matches["feature_a"].to_numpy(), matches["feature_b"].to_numpy()
     k = matches["n_coactive"].to_numpy()
-    mu, log_c, fill = compute_pair_null(doc_counts.counts_a, doc_counts.counts_b, doc_counts.doc_len, fa, fb, k)
+    mu, log_c, fill = doc_counts.null(fa, fb, k)
     log_p = log_pvalues(k, mu, log_c)
     matches = matches.with_columns(
         mu=pl.Series(mu),
