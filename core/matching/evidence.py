@@ -29,12 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numba as nb
 import numpy as np
 import polars as pl
 
 from core.bundle.codes import SparseCodes
-from core.matching.kernels import count_top_tokens, feature_major, token_overlap, top_units
+from core.matching.kernels import count_top_tokens, token_overlap
+from core.matching.labels import compute_top_units
 from core.tokens import normalize_token_expr
 
 TOP_SHARE = 0.1
@@ -150,22 +150,11 @@ def compute_feature_tokens(
     Returns:
         The :class:`FeatureTokens`.
     """
-    colptr, units, vals = feature_major(
-        codes.indptr.astype(np.int64),
-        codes.indices,
-        codes.values.astype(np.float32),
-        codes.n_features,
-        nb.get_num_threads(),
-    )
-    n_fire = np.diff(colptr)
+    n_fire = np.bincount(codes.indices, minlength=codes.n_features).astype(np.int64)
     # SplatNLP's rule: max(1, n // 10) of the firings (an integer division for the default share)
     wanted = n_fire // 10 if share == TOP_SHARE else (n_fire * share).astype(np.int64)
     n_top = np.where(n_fire > 0, np.maximum(1, wanted), 0)
-    top_ptr = np.zeros(codes.n_features + 1, np.int64)
-    np.cumsum(n_top, out=top_ptr[1:])
-    chosen = np.empty(int(top_ptr[-1]), np.int32)
-    top_units(colptr, units, vals, top_ptr, chosen)
-    del colptr, units, vals
+    top_ptr, chosen = compute_top_units(codes, n_top)
     out_ptr = np.zeros(codes.n_features + 1, np.int64)
     np.cumsum(np.minimum(n_top, top_n), out=out_ptr[1:])
     out_tok = np.full(int(out_ptr[-1]), -1, np.int64)

@@ -28,7 +28,7 @@ from core.bundle.codes import SparseCodes
 from core.bundle.reader import Bundle
 from core.errors import MatchingError
 from core.matching.filters import top_token_lists
-from core.matching.kernels import feature_major, top_units
+from core.matching.kernels import feature_major, top_share_units, top_units
 from core.matching.settings import MatchSettings
 from core.tokens import TOKEN_LISTS, load_token_list, normalize_token
 
@@ -59,18 +59,32 @@ def compute_top_units(codes: SparseCodes, counts: np.ndarray) -> tuple[np.ndarra
         ``(ptr, units)``: feature ``j``'s units are ``units[ptr[j]:ptr[j+1]]``, highest activation
         first, the earlier unit first on ties.
     """
-    colptr, units, vals = feature_major(
-        codes.indptr.astype(np.int64),
-        codes.indices,
-        codes.values.astype(np.float32),
-        codes.n_features,
-        nb.get_num_threads(),
-    )
-    take = np.minimum(np.asarray(counts, np.int64), np.diff(colptr))
+    n_fire = np.bincount(codes.indices, minlength=codes.n_features).astype(np.int64)
+    take = np.minimum(np.asarray(counts, np.int64), n_fire)
     ptr = np.zeros(codes.n_features + 1, np.int64)
     np.cumsum(take, out=ptr[1:])
-    out = np.empty(int(ptr[-1]), np.int32)
-    top_units(colptr, units, vals, ptr, out)
+    values = np.ascontiguousarray(codes.values, dtype=np.float32)
+    if values.size and values.min() > 0:
+        # positive activations (every SAE here): the histogram route never regroups all entries
+        out = np.empty(int(ptr[-1]), np.int64)
+        top_share_units(
+            codes.indptr.astype(np.int64),
+            codes.indices,
+            values.view(np.uint32),
+            values,
+            codes.n_features,
+            take,
+            nb.get_num_threads(),
+            ptr,
+            out,
+        )
+        return ptr, out
+    colptr, units, vals = feature_major(
+        codes.indptr.astype(np.int64), codes.indices, values, codes.n_features, nb.get_num_threads()
+    )
+    out32 = np.empty(int(ptr[-1]), np.int32)
+    top_units(colptr, units, vals, ptr, out32)
+    out = out32.astype(np.int64)
     return ptr, out.astype(np.int64)
 
 

@@ -118,9 +118,7 @@ class DocCounts:
     doc_len: np.ndarray
     cache: dict[tuple[int, int, int], tuple[float, float, float]] = field(default_factory=dict, repr=False)
 
-    def null(
-        self, pair_a: np.ndarray, pair_b: np.ndarray, k: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def null(self, pair_a: np.ndarray, pair_b: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`compute_pair_null` of listed pairs, each pair computed once per DocCounts."""
         pair_a, pair_b = np.asarray(pair_a, np.int64), np.asarray(pair_b, np.int64)
         k = np.asarray(k, np.int64)

@@ -150,3 +150,30 @@ def test_the_stage_writes_evidence_for_every_listed_pair(tmp_path):
         own = "feature_a" if direction == "a->b" else "feature_b"
         assert rows[own].n_unique() == rows.height > 0
     assert open_bundle(path).manifest["matching"]["timings"]["evidence_s"] >= 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_units_equal_a_sort_for_any_take_ties_and_dynamic_range(seed):
+    from core.matching.labels import compute_top_units
+
+    rng = np.random.default_rng(seed)
+    n, f = 1500, 30
+    dense = np.where(rng.random((n, f)) < rng.uniform(0.01, 0.6, f), np.exp(rng.normal(0, 12, (n, f))), 0.0)
+    dense[:, 0] = np.where(rng.random(n) < 0.5, 2.0, 0.0)  # one value throughout: ties decide everything
+    dense[:, 1] = np.where(rng.random(n) < 0.3, rng.choice([1.0, 1.0 + 2**-20, 3.0], n), 0.0)  # a bin shared
+    dense[5, 2] = 1e30  # the rest of feature 2 sits far below its maximum (the last, clamped bin)
+    codes = SparseCodes.from_dense(dense.astype(np.float32))
+    d32 = codes.to_dense()
+    take = rng.integers(0, 400, f)
+    ptr, units = compute_top_units(codes, take)
+    for j in range(f):
+        fired = np.flatnonzero(d32[:, j] > 0)
+        expected = fired[np.lexsort((fired, -d32[fired, j]))][: take[j]]
+        assert units[ptr[j] : ptr[j + 1]].tolist() == expected.tolist(), j
+    # non-positive values take the regrouping route, with the same answer
+    signed = SparseCodes.from_dense(-dense.astype(np.float32))
+    ptr2, units2 = compute_top_units(signed, take)
+    for j in range(f):
+        fired = np.flatnonzero(-d32[:, j] < 0)
+        expected = fired[np.lexsort((fired, d32[fired, j]))][: take[j]]
+        assert units2[ptr2[j] : ptr2[j + 1]].tolist() == expected.tolist(), j
