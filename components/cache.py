@@ -103,3 +103,34 @@ def load_discovery_sides(path: str, mtime: float) -> Any:
     from core.explore.prompts import load_sides  # torch: imported on first use only, never by components at import
 
     return load_sides(load_bundle(path, mtime), "cpu")
+
+
+@st.cache_data(show_spinner="Reading the feature's partners…", max_entries=64)
+def load_partner_table(path: str, mtime: float, side: str, feature: int) -> pl.DataFrame:
+    """A feature's top-k partners with their evidence and assignment status."""
+    return data.partner_table(load_bundle(path, mtime), side, feature)
+
+
+@st.cache_resource(show_spinner="Reading the top tokens…", max_entries=4)
+def load_feature_tokens(path: str, mtime: float, side: str) -> Any:
+    """A side's top tokens per feature (core.matching.evidence.FeatureTokens), or None without the part."""
+    return data.feature_tokens(load_bundle(path, mtime), side)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def load_split_group(
+    path: str, mtime: float, side: str, feature: int, min_score: float
+) -> tuple[pl.DataFrame, int | None]:
+    """A feature's split group (partners above a combined score, their distinct tokens) and its badge count."""
+    other = "b" if side == "a" else "a"
+    return data.split_group_frame(
+        load_bundle(path, mtime), side, feature, min_score, load_feature_tokens(path, mtime, other)
+    )
+
+
+@st.cache_data(show_spinner="Computing the pair's evidence…", max_entries=64)
+def load_pair_evidence(path: str, mtime: float, feature_a: int, feature_b: int) -> dict[str, Any]:
+    """Every piece of evidence on one pair (core.matching.explain.explain_pair, as a dict)."""
+    from core.matching.explain import explain_pair
+
+    return explain_pair(load_bundle(path, mtime), feature_a, feature_b).to_dict()

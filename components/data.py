@@ -64,8 +64,31 @@ def best_partner_frame(bundle: Bundle, side: str) -> pl.DataFrame:
     )
 
 
+# the evidence every pair listing shows (written by the matching stage; null in an older bundle)
+EVIDENCE_SCHEMA: dict[str, Any] = {
+    "n_coactive": pl.Int64,
+    "mu": pl.Float64,
+    "k_over_mu": pl.Float64,
+    "neglog10_p": pl.Float64,
+    "q": pl.Float64,
+    "flags": pl.List(pl.String),
+    "token_overlap": pl.Float64,
+    "combined_score": pl.Float64,
+    "note": pl.String,
+}
+
+
+def _evidence_columns(names: list[str]) -> list[pl.Expr]:
+    return [
+        (pl.col(name) if name in names else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in EVIDENCE_SCHEMA.items()
+    ]
+
+
 def pair_frame(bundle: Bundle, kept_only: bool = False) -> pl.DataFrame:
-    """The chosen pairing (assignment.parquet): ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``."""
+    """The chosen pairing (assignment.parquet): ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``,
+    ``reason``, then the evidence columns of :data:`EVIDENCE_SCHEMA` (r, k, mu, k/mu, -log10 p, q,
+    flags, token overlap, combined score, note)."""
     schema = {
         "feature_a": pl.Int32,
         "feature_b": pl.Int32,
@@ -73,6 +96,7 @@ def pair_frame(bundle: Bundle, kept_only: bool = False) -> pl.DataFrame:
         "cos": pl.Float64,
         "kept": pl.Boolean,
         "reason": pl.String,
+        **EVIDENCE_SCHEMA,
     }
     if not bundle.has("assignment"):
         return pl.DataFrame(schema=schema)
@@ -85,6 +109,7 @@ def pair_frame(bundle: Bundle, kept_only: bool = False) -> pl.DataFrame:
         (pl.col("cos") if "cos" in names else pl.lit(None)).cast(pl.Float64).alias("cos"),
         (pl.col("kept") if "kept" in names else pl.lit(True)).cast(pl.Boolean).alias("kept"),
         (pl.col("reason") if "reason" in names else pl.lit(None)).cast(pl.String).alias("reason"),
+        *_evidence_columns(names),
     )
     if kept_only:
         frame = frame.filter(pl.col("kept"))
@@ -115,8 +140,8 @@ def selection_pair_table(bundle: Bundle, side: str, features: list[int]) -> pl.D
     """The pairs touching the selected features of ``side`` (all pairs, kept or not), with top tokens.
 
     Returns:
-        ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``, ``tokens_a``, ``tokens_b``;
-        a selected feature without any pair appears with a null partner.
+        ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``, the evidence columns,
+        ``tokens_a``, ``tokens_b``; a selected feature without any pair appears with a null partner.
     """
     pairs = pair_frame(bundle).filter(pl.col(f"feature_{side}").is_in(features))
     mine = pl.DataFrame({f"feature_{side}": features}, schema={f"feature_{side}": pl.Int32})
@@ -124,9 +149,74 @@ def selection_pair_table(bundle: Bundle, side: str, features: list[int]) -> pl.D
     for s in SIDES:
         labels = feature_labels(bundle, s).rename({"feature": f"feature_{s}", "label": f"tokens_{s}"})
         table = table.join(labels, on=f"feature_{s}", how="left")
-    return table.select("feature_a", "feature_b", "corr", "cos", "kept", "reason", "tokens_a", "tokens_b").sort(
-        "corr", descending=True, nulls_last=True
+    return table.select(
+        "feature_a", "feature_b", "corr", "cos", "kept", "reason", *EVIDENCE_SCHEMA, "tokens_a", "tokens_b"
+    ).sort("corr", descending=True, nulls_last=True)
+
+
+def partner_table(bundle: Bundle, side: str, feature: int) -> pl.DataFrame:
+    """A feature's top-k partners (matches.parquet, its own direction) with their evidence and assignment status.
+
+    Returns:
+        ``partner``, ``rank``, ``corr``, ``cos``, the evidence columns, ``assigned`` (the pair is in
+        the assignment), ``kept``, ``reason``; best r first. Empty without matches.
+    """
+    other = other_side(side)
+    schema = {"partner": pl.Int32, "rank": pl.Int32, "corr": pl.Float64, "cos": pl.Float64, **EVIDENCE_SCHEMA}
+    if not bundle.has("matches"):
+        return pl.DataFrame(schema={**schema, "assigned": pl.Boolean, "kept": pl.Boolean, "reason": pl.String})
+    frame = bundle.matches()
+    names = frame.collect_schema().names()
+    rows = (
+        frame.filter((pl.col("direction") == f"{side}->{other}") & (pl.col(f"feature_{side}") == feature))
+        .select(
+            pl.col(f"feature_{other}").cast(pl.Int32).alias("partner"),
+            pl.col("rank").cast(pl.Int32),
+            pl.col("corr").cast(pl.Float64),
+            (pl.col("cos") if "cos" in names else pl.lit(None)).cast(pl.Float64).alias("cos"),
+            *_evidence_columns(names),
+        )
+        .collect()
     )
+    status = pair_frame(bundle).filter(pl.col(f"feature_{side}") == feature)
+    status = status.select(
+        pl.col(f"feature_{other}").alias("partner"), pl.lit(True).alias("assigned"), "kept", "reason"
+    )
+    return rows.join(status, on="partner", how="left").with_columns(pl.col("assigned").fill_null(False)).sort("rank")
+
+
+def feature_tokens(bundle: Bundle, side: str) -> Any:
+    """A side's top tokens per feature (core.matching.evidence.FeatureTokens), or None without the part."""
+    if not bundle.has("feature_tokens"):
+        return None
+    from core.matching.evidence import FeatureTokens  # numba kernels: loaded only where the part is read
+
+    return FeatureTokens.from_frame(bundle.feature_tokens(side).collect())
+
+
+def split_group_frame(
+    bundle: Bundle, side: str, feature: int, min_score: float = 0.1, tokens: Any = None
+) -> tuple[pl.DataFrame, int | None]:
+    """A feature's split group: its partners above ``min_score`` combined score, with their distinct tokens.
+
+    Args:
+        bundle: an opened bundle with matches.
+        side: the feature's side.
+        feature: the feature.
+        min_score: a partner belongs to the group above this combined score.
+        tokens: the other side's :func:`feature_tokens` (read here when None).
+
+    Returns:
+        ``(group, k)``: :func:`partner_table` rows of the group (plus ``distinct_tokens``), and ``k``, the
+        number of partners above 0.1 when more than 3 pass (the "decomposed into k" badge), else None.
+    """
+    from core.matching.evidence import split_group
+
+    partners = partner_table(bundle, side, feature).filter(pl.col("combined_score").is_not_null())
+    tokens = tokens if tokens is not None else feature_tokens(bundle, other_side(side))
+    if tokens is None or partners.height == 0:
+        return partners.with_columns(distinct_tokens=pl.lit([], pl.List(pl.String))).head(0), None
+    return split_group(partners, tokens, min_score)
 
 
 def best_corr_frame(bundle: Bundle) -> pl.DataFrame:

@@ -83,12 +83,26 @@ def render_hook_sanity(rows: list[dict[str, Any]], verdict: dict[str, Any]) -> N
     st.dataframe(frame.select(keep), hide_index=True, width="stretch")
 
 
+PRESET_NOTES = {
+    "featurebridge": "Exact correlations; non-concept, dead and always-on filters; every kept pair significant "
+    "(q <= 0.05, document-stratified test); exact 1-1 pairing.",
+    "paper": "The published 1-1 pipeline of Lan et al., step by step (best A per B, the paper's labels and junk "
+    "list, greedy by B id, then r > 0.1; no significance filter).",
+    "custom": "Settings of your own (see the manifest's matching.settings).",
+}
+
+
 def render_matching_summary(bundle: Bundle) -> None:
     """How many features were alive, matched and kept, and why pairs were dropped."""
     matching = bundle.manifest.get("matching", {})
     summary = matching.get("summary", {})
-    method = matching.get("settings", {}).get("method", "greedy")
+    settings = matching.get("settings", {})
+    method = settings.get("method", "greedy")
     chosen = summary.get("methods", {}).get(method, {})
+    preset = matching.get("preset", settings.get("preset"))
+    st.markdown(
+        f"Matching preset: **{preset or 'not recorded (built before presets)'}**. " + PRESET_NOTES.get(preset, "")
+    )
     cols = st.columns(5)
     for i, side in enumerate(("a", "b")):
         total = summary.get(f"n_features_{side}", bundle.side(side).get("d_sae", 0))
@@ -235,10 +249,13 @@ def render_feature_card(card: Any, key: str) -> None:
 
 
 def render_table_downloads(frame: pl.DataFrame, name: str, key: str) -> None:
-    """CSV and Parquet download buttons for a table."""
+    """CSV and Parquet download buttons for a table (list columns, such as flags, joined by "; " in the CSV)."""
     c1, c2 = st.columns(2)
+    flat = frame.with_columns(
+        pl.col(c).cast(pl.List(pl.String)).list.join("; ") for c, t in frame.schema.items() if isinstance(t, pl.List)
+    )
     c1.download_button(
-        f"{name}.csv", frame.write_csv().encode(), file_name=f"{name}.csv", mime="text/csv", key=f"{key}-csv"
+        f"{name}.csv", flat.write_csv().encode(), file_name=f"{name}.csv", mime="text/csv", key=f"{key}-csv"
     )
     buf = io.BytesIO()
     frame.write_parquet(buf)
@@ -289,6 +306,8 @@ def render_json_download(obj: Any, name: str, key: str) -> None:
 
 # the device choices; the default is HarvestSettings.device
 DEVICES = ("auto", "cpu", "cuda")
+# the matching presets the form offers (the default first)
+MATCH_PRESETS = ("featurebridge", "paper")
 
 
 def render_build_form() -> dict[str, Any] | None:
@@ -339,6 +358,12 @@ def render_build_form() -> dict[str, Any] | None:
             help="matching (correlations + assignment), similarity (SVCCA, RSA, ... with nulls), "
             "dashboards (examples, histograms), umap (maps of decoder directions)",
         )
+        values["preset"] = st.selectbox(
+            "Matching preset",
+            MATCH_PRESETS,
+            key="build-preset",
+            help=" ".join(f"{name}: {note}" for name, note in PRESET_NOTES.items() if name in MATCH_PRESETS),
+        )
         submitted = st.form_submit_button("Build comparison", type="primary")
     if not submitted:
         return None
@@ -384,3 +409,71 @@ def render_alignment(alignment: dict[str, Any] | None) -> None:
     cols[1].metric("A tokens used", f"{alignment.get('share_tokens_used_a', 0):.1%}")
     cols[2].metric("B tokens used", f"{alignment.get('share_tokens_used_b', 0):.1%}")
     cols[3].metric("1:1 units", f"{alignment.get('share_one_to_one', 0):.1%}")
+
+
+def evidence_column_config() -> dict[str, Any]:
+    """How the evidence columns read in a table: each with its meaning in the header's help (sortable as numbers)."""
+    cc = st.column_config
+    return {
+        "corr": cc.NumberColumn("r", format="%.3f", help="Pearson correlation over all units"),
+        "n_coactive": cc.NumberColumn("k", help="units where both features fire"),
+        "mu": cc.NumberColumn(
+            "mu", format="%.3g", help="expected co-firings if B's firings were shuffled within documents"
+        ),
+        "k_over_mu": cc.NumberColumn("k/mu", format="%.3g", help="observed over expected co-firings"),
+        "neglog10_p": cc.NumberColumn("-log10 p", format="%.1f", help="the pair's own co-firing p-value"),
+        "q": cc.NumberColumn(
+            "q",
+            format="%.2g",
+            help="false-discovery-rate q of the pair's family (the assignment; in a partner list each feature's "
+            "most significant candidate); empty where the pair was not tested in one",
+        ),
+        "flags": cc.ListColumn(
+            "flags", help="k <= 2: indistinguishable from chance; document-filling: test uninformative"
+        ),
+        "token_overlap": cc.NumberColumn("token overlap", format="%.2f", help="Jaccard of the two top-token sets"),
+        "combined_score": cc.NumberColumn(
+            "combined", format="%.3f", help="0.4 x token overlap + 0.6 x r (SplatNLP's score; a negative r counts)"
+        ),
+        "note": cc.TextColumn("note", help="Strong > 0.5, Good > 0.3, Moderate > 0.1, else Weak"),
+        "cos": cc.NumberColumn("decoder cos", format="%.3f", help="cosine of the two decoder directions"),
+    }
+
+
+def render_pair_evidence(evidence: dict[str, Any], key: str) -> None:
+    """One pair's evidence (core.matching.explain.PairEvidence as a dict): the numbers, the flags, the tokens."""
+
+    def show(value: Any, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    cols = st.columns(6)
+    cols[0].metric("k (co-firing)", f"{evidence['n_coactive']:,}", help="units where both fire")
+    cols[1].metric("expected mu", show(evidence["mu"], ".3g"), help="under the document-stratified null")
+    cols[2].metric("k / mu", show(evidence["k_over_mu"], ".3g"))
+    cols[3].metric("-log10 p", show(evidence["neglog10_p"], ".1f"))
+    q_help = f"from {evidence['q_source']}" if evidence.get("q_source") else "not tested in a family"
+    cols[4].metric("q", show(evidence["q"], ".2g"), help=q_help)
+    cols[5].metric(
+        "combined score",
+        show(evidence["combined_score"], ".3f"),
+        help="0.4 x token overlap + 0.6 x r; Strong > 0.5, Good > 0.3, Moderate > 0.1, else Weak",
+    )
+    status = "not in the assignment"
+    if evidence.get("assignment"):
+        a = evidence["assignment"]
+        status = f"{a['method']}: " + ("kept" if a["kept"] else f"dropped ({a['reason']})")
+    st.markdown(
+        f"**{evidence['note']} match** · token overlap {show(evidence['token_overlap'], '.2f')} · "
+        f"decoder cosine {show(evidence['cos'], '.3f')} · assignment: {status}"
+    )
+    for flag in evidence.get("flags") or []:
+        st.warning(flag)
+    cols = st.columns(3)
+    for col, name, label in (
+        (cols[0], "shared_tokens", "Shared top tokens"),
+        (cols[1], "a_only_tokens", "A only"),
+        (cols[2], "b_only_tokens", "B only"),
+    ):
+        tokens = evidence.get(name) or []
+        col.caption(f"{label} ({len(tokens)})")
+        col.text(", ".join(repr(t) for t in tokens[:30]) or "–")

@@ -22,6 +22,10 @@ from core.paths import ASSETS
 MARKERS = ("Ġ", "Ċ", "▁")
 # the editable list of tokens that mark a feature as not a concept (the paper's junk list and ours)
 DEFAULT_TOKEN_FILE = ASSETS / "nonconcept_tokens.txt"
+# the published pipeline's own junk list, compared as exact strings by the ``paper`` matching preset
+PAPER_TOKEN_FILE = ASSETS / "paper_junk_tokens.txt"
+# the shipped lists by name (MatchSettings.nonconcept_list)
+TOKEN_LISTS = {"featurebridge": DEFAULT_TOKEN_FILE, "paper": PAPER_TOKEN_FILE}
 
 
 def normalize_token(token: str, fold_case: bool = True) -> str:
@@ -94,6 +98,20 @@ def load_nonconcept_tokens(path: str | Path | None = None) -> frozenset[str]:
     Returns:
         The normalised tokens (see :func:`normalize_token`).
     """
+    return load_token_list(path)
+
+
+def load_token_list(path: str | Path | None = None, normalize: bool = True, fold_case: bool = True) -> frozenset[str]:
+    """Read a token list file (the format of :func:`parse_token_line`).
+
+    Args:
+        path: the list file; None for ``assets/nonconcept_tokens.txt``.
+        normalize: bring each token into :func:`normalize_token`'s form; False keeps the exact strings.
+        fold_case: with ``normalize``, lower-case them too.
+
+    Returns:
+        The tokens.
+    """
     path = Path(path) if path is not None else DEFAULT_TOKEN_FILE
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -101,4 +119,5 @@ def load_nonconcept_tokens(path: str | Path | None = None) -> frozenset[str]:
         raise MatchingError(
             f"The non-concept token list {path} cannot be read ({exc}); fix the path or restore the file."
         ) from exc
-    return frozenset(normalize_token(tok) for tok in map(parse_token_line, lines) if tok is not None)
+    tokens = (tok for tok in map(parse_token_line, lines) if tok is not None)
+    return frozenset(normalize_token(tok, fold_case) if normalize else tok for tok in tokens)

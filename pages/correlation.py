@@ -8,10 +8,10 @@ import polars as pl
 import streamlit as st
 
 from components import figures
-from components.cache import bundle_mtime, load_pairs, load_unit_pair
+from components.cache import bundle_mtime, load_pair_evidence, load_pairs, load_unit_pair
 from components.data import n_features, pair_stats
 from components.state import get_state
-from components.widgets import require_bundle, require_parts
+from components.widgets import render_pair_evidence, require_bundle, require_parts
 
 state = get_state()
 st.title("Correlation")
@@ -44,6 +44,8 @@ cols[1].metric("co-activation Jaccard", "n/a" if math.isnan(stats["jaccard"]) el
 cols[2].metric("A fires", f"{stats['n_a']:,}")
 cols[3].metric("B fires", f"{stats['n_b']:,}")
 cols[4].metric("both", f"{stats['n_both']:,}")
+st.caption(f"Evidence on A{fa} ↔ B{fb} (the same numbers `python -m core explain BUNDLE a{fa} b{fb}` prints)")
+render_pair_evidence(load_pair_evidence(path, mtime, fa, fb), key="corr-evidence")
 if frame.height == 0:
     st.info(f"Neither A{fa} nor B{fb} fires on any unit of this corpus.")
 else:

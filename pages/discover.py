@@ -29,9 +29,20 @@ path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
 if not require_parts(bundle, "dashboards", "examples", what="Discovery (thresholds and examples)"):
     st.stop()
 text = st.text_area("Text", placeholder="Type a sentence to see which features of each SAE it uses", key="disc-text")
-c1, c2 = st.columns(2)
-top_x = int(c1.number_input("Features per side", 1, 100, 10, key="disc-top"))
-score = c2.selectbox("Score", ("mean_x_coverage", "mean", "max", "selectivity"), key="disc-score")
+c1, c2, c3 = st.columns(3)
+top_x = int(c1.number_input("Features per side (return_top_x)", 1, 100, 10, key="disc-top"))
+score = c2.selectbox("Score mode", ("mean_x_coverage", "mean", "max", "selectivity"), key="disc-score")
+coverage = float(
+    c3.number_input(
+        "min_coverage_pct",
+        0.0,
+        100.0,
+        0.5,
+        0.5,
+        key="disc-coverage",
+        help="percent of the analysed tokens a feature must exceed its corpus threshold on (the spec's 0.5)",
+    )
+)
 if not st.button("Discover", type="primary", key="disc-go"):
     st.stop()
 if not text.strip():
@@ -45,7 +56,8 @@ if runner is not None:
     try:
         with st.spinner("Loading both models and SAEs (once), then running them over the text"):
             sides = load_discovery_sides(path, mtime)
-            result = runner(bundle, sides, text, DiscoverSettings(score=score, return_top_x=top_x))
+            settings = DiscoverSettings(score_mode=score, return_top_x=top_x, min_coverage_pct=coverage)
+            result = runner(bundle, sides, text, settings)
     except UserError as exc:
         st.error(str(exc))
         st.stop()
@@ -54,7 +66,18 @@ if runner is not None:
         st.subheader(f"Side {side.upper()}: {bundle.side(side).get('label') or ''}")
         st.dataframe(
             table.filter(pl.col("side") == side).select(
-                "rank", "feature_id", "score", "mean", "coverage", "max", "top_span_text", "partner", "partner_corr"
+                "rank",
+                "feature_id",
+                "layer",
+                "proto_label",
+                "score",
+                "mean",
+                "coverage",
+                "max",
+                "top_span_text",
+                "partner",
+                "partner_corr",
+                "rank_drift",
             ),
             hide_index=True,
             width="stretch",

@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from components import figures
-from components.cache import bundle_mtime, load_correlation_block, load_pairs
+from components.cache import bundle_mtime, load_correlation_block, load_pairs, load_split_group
 from components.data import n_features, sweep_frame
 from components.state import get_state
 from components.widgets import require_bundle
@@ -24,8 +24,27 @@ st.subheader("Feature x feature correlation")
 sources = ["strongest kept pairs", "feature ids"]
 if state.selection.get("a") or state.selection.get("b"):
     sources.insert(0, "Pair explorer selection")
+SPLIT = "this feature's split group"
+if state.feature is not None and bundle.has("matches"):
+    sources.insert(0, SPLIT)
 source = st.radio("Features", sources, horizontal=True, key="hm-source")
-if source == "strongest kept pairs":
+if source == SPLIT:
+    side, hub = state.side, int(state.feature)
+    other = "b" if side == "a" else "a"
+    threshold = st.slider("Partners above this combined score", 0.0, 1.0, 0.1, 0.05, key="hm-split-min")
+    group, decomposed = load_split_group(path, mtime, side, hub, threshold)
+    parts = group["partner"].to_list()
+    if decomposed:
+        st.badge(f"{side.upper()}{hub} decomposed into {decomposed}", icon=":material/call_split:", color="orange")
+    if not parts:
+        st.info(
+            f"No partner of {side.upper()}{hub} is above {threshold:.2f}; lower the threshold or pick another feature."
+        )
+    # the hub beside its parts, and the features on the hub's side the parts match best (do they map back?)
+    back = kept.filter(pl.col(f"feature_{other}").is_in(parts))[f"feature_{side}"].to_list()
+    hub_side = [hub, *[f for f in back if f != hub]]
+    feats_a, feats_b = (hub_side, parts) if side == "a" else (parts, hub_side)
+elif source == "strongest kept pairs":
     n = st.slider("Pairs", 2, MAX_BLOCK, min(20, max(2, kept.height)), key="hm-n")
     feats_a, feats_b = kept["feature_a"].head(n).to_list(), kept["feature_b"].head(n).to_list()
     if not feats_a:

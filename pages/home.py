@@ -109,6 +109,7 @@ if values:
             harvest=core.HarvestSettings(
                 max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
             ),
+            matching=core.MatchSettings.from_preset(values["preset"]),
             stages=tuple(values["stages"]),
         )
         sides = {

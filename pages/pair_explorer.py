@@ -8,7 +8,7 @@ import streamlit as st
 from components import figures
 from components.cache import bundle_mtime, load_pairs, load_search_hits, load_selection_table, load_umap_points
 from components.state import get_state, widget_value
-from components.widgets import render_table_downloads, require_bundle, require_parts
+from components.widgets import evidence_column_config, render_table_downloads, require_bundle, require_parts
 from core.errors import UserError
 
 state = get_state()
@@ -89,7 +89,11 @@ if not tables:
     st.info("Select points in either map (click, or drag a box or lasso) to list their pairs here.")
     st.stop()
 table = pl.concat(tables).unique(["feature_a", "feature_b"], maintain_order=True)
-st.dataframe(table, hide_index=True, width="stretch")
+st.caption(
+    "Each pair with its evidence: k co-firings against mu expected, -log10 p and q of the significance test, "
+    "top-token overlap and the combined score (0.4 x overlap + 0.6 x r). Click a header to sort."
+)
+st.dataframe(table, hide_index=True, width="stretch", column_config=evidence_column_config(), key="pe-table")
 if state.feature is not None:
     st.page_link(
         "pages/feature.py", label=f"Open feature {state.side.upper()}{state.feature}", icon=":material/feature_search:"

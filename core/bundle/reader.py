@@ -114,6 +114,10 @@ class Bundle:
     def assignment(self) -> pl.LazyFrame:
         return self.scan("assignment.parquet")
 
+    def feature_tokens(self, side: str) -> pl.LazyFrame:
+        """Each feature's top tokens over its top 10% activations (written by the matching stage)."""
+        return self.scan(f"feature_tokens_{check_side(side)}.parquet")
+
     def examples(self, side: str) -> pl.LazyFrame:
         return self.scan(f"examples_{check_side(side)}.parquet")
 

@@ -23,6 +23,7 @@ PART_FILES: dict[str, tuple[str, ...]] = {
     "matches": ("matches.parquet",),
     "weight_matches": ("weight_matches.parquet",),
     "assignment": ("assignment.parquet",),
+    "feature_tokens": ("feature_tokens_a.parquet", "feature_tokens_b.parquet"),
     "similarity": ("similarity.json",),
     "examples": ("examples_a.parquet", "examples_b.parquet"),
     "dashboards": ("dashboards_a.parquet", "dashboards_b.parquet"),

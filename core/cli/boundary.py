@@ -59,7 +59,10 @@ fraction = _number(float, 0, False, 1, "a number from 0 to 1")
 
 class _NoticeHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"note: {' '.join(record.getMessage().split())}", file=sys.stderr)
+        from tqdm import tqdm
+
+        # tqdm.write clears an active progress bar first, so the note gets a line of its own
+        tqdm.write(f"note: {' '.join(record.getMessage().split())}", file=sys.stderr)
 
 
 def install_notices() -> None:

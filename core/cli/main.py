@@ -4,8 +4,10 @@
     python -m core demo --pair family        the cross-family demo (MiniLM vs SmolLM2, aligned spans)
     python -m core compare --sae-a ... --model-a ... --sae-b ... --model-b ... --out DIR
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
+    python -m core match BUNDLE --preset paper|featurebridge  the published pipeline, or ours (default)
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
-    python -m core discover --bundle B --text "..." [--out results.json|.csv]
+    python -m core discover --bundle B --text "..." [--score_mode M] [--saes S1,S2 --merge-across-layers] [--out F]
+    python -m core explain BUNDLE a12 b40    every piece of evidence on one pair
     python -m core submit --address http://HEAD:8265 -- <compare args>   a cluster job, followed
     python -m core info BUNDLE               what a bundle holds
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +32,6 @@ from core.cli.app import add_app_command
 from core.cli.boundary import (
     OneLineParser,
     correlation,
-    fraction,
     non_negative_int,
     positive_float,
     positive_int,
@@ -80,24 +80,6 @@ def _set_threads(n: int) -> None:
 
     torch.set_num_threads(n)
     threadpool_limits(n)
-
-
-class _NoticeHandler(logging.Handler):
-    """Prints core's notices as ``note: ...`` lines on the stderr of the moment."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        # tqdm.write clears an active progress bar first, so the note gets a line of its own
-        tqdm.write(f"note: {record.getMessage()}", file=sys.stderr)
-
-
-def _show_notices() -> None:
-    # core logs what a user should know but that does not stop the run (shards rebuilt, workers capped)
-    logger = logging.getLogger("core")
-    if not any(isinstance(h, _NoticeHandler) for h in logger.handlers):
-        logger.addHandler(_NoticeHandler(logging.WARNING))
-        logger.setLevel(logging.WARNING)
 
 
 def _quiet_libraries() -> None:
@@ -161,10 +143,8 @@ def harvest_settings(args: argparse.Namespace) -> Any:
 
 
 def match_settings(args: argparse.Namespace) -> Any:
-    """:class:`~core.matching.settings.MatchSettings` from the matching flags."""
-    from core.matching.settings import MatchSettings
-
-    return settings_from_args(args, "matching", MatchSettings)
+    """:class:`~core.matching.settings.MatchSettings` from the matching flags (see :func:`match_settings_from_args`)."""
+    return match_settings_from_args(args)
 
 
 def similarity_settings(args: argparse.Namespace, base: Any = None) -> Any:
@@ -296,6 +276,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from core.bundle.reader import open_bundle
+    from core.matching.explain import explain_pair, parse_pair
+
+    feature_a, feature_b = parse_pair(args.first, args.second)
+    evidence = explain_pair(open_bundle(args.bundle), feature_a, feature_b)
+    print(json.dumps(evidence.to_dict(), indent=2) if args.json else evidence.to_text())
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from core.bundle.reader import open_bundle
 
@@ -365,8 +355,54 @@ def cmd_stage(args: argparse.Namespace) -> int:
         bundle = run_stage(
             stage, args.bundle, settings, device=args.device, progress=progress, correlator=engine.correlator()
         )
+    if stage == "matching":
+        record = bundle.manifest["matching"]
+        method = record["settings"]["method"]
+        kept = record["summary"]["methods"][method]["n_kept"]
+        print(f"preset {record['preset']}: {kept:,} pairs kept ({method})", file=sys.stderr)
     print(bundle.path)
     return 0
+
+
+# `python -m core match` flags -> the MatchSettings field each sets
+MATCH_FLAGS = {
+    "top_k": "--top-k",
+    "min_corr": "--min-corr",
+    "method": "--method",
+    "memory_mb": "--memory-mb",
+    "alpha": "--alpha",
+    "require_significant": "--significance",
+    "require_shared_token": "--shared-token",
+    "label_source": "--labels",
+    "label_form": "--label-form",
+    "fold_case": "--fold-case",
+}
+
+
+def match_settings_from_args(args: argparse.Namespace) -> Any:
+    """The matching settings of ``python -m core match``: a preset, then the flags given on top of it.
+
+    Without ``--preset`` the flags change the featurebridge defaults (the result is recorded as the
+    preset it still equals, else "custom"); with ``--preset NAME`` a flag that contradicts a setting the
+    preset fixes is refused, naming both.
+    """
+    from core.errors import SpecError
+    from core.matching.settings import DEFAULT_PRESET, PRESET_NAMES, PRESETS, MatchSettings
+
+    given = {field: getattr(args, field) for field in MATCH_FLAGS if getattr(args, field, None) is not None}
+    if args.preset is None:
+        return MatchSettings.from_preset("custom", **{**PRESETS[DEFAULT_PRESET], **given})
+    if args.preset not in PRESET_NAMES:
+        raise SpecError(f"Unknown preset {args.preset!r}; choose one of {', '.join(PRESET_NAMES)}.")
+    fixed = PRESETS.get(args.preset, {})
+    for field, value in given.items():
+        if field in fixed and value != fixed[field]:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise SpecError(
+                f"{MATCH_FLAGS[field]} {shown} contradicts --preset {args.preset}, which fixes {field}={fixed[field]!r}; "
+                f"drop {MATCH_FLAGS[field]}, or use --preset custom to set every option yourself."
+            )
+    return MatchSettings.from_preset(args.preset, **given)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -401,38 +437,102 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def cmd_discover(args: argparse.Namespace) -> int:
-    from core.bundle.reader import open_bundle
-    from core.device import resolve_device
-    from core.errors import UserError
-    from core.explore.discover import DiscoverSettings
-    from core.explore.prompts import load_sides, run_discovery
+def _ids(text: str | None) -> tuple[int, ...]:
+    from core.errors import SpecError
 
+    if not text:
+        return ()
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError as exc:
+        raise SpecError(f"Feature ids are whole numbers separated by commas, e.g. 3,17,42; got {text!r}.") from exc
+
+
+def discover_settings_from_args(args: argparse.Namespace) -> Any:
+    """The DiscoverSettings of ``python -m core discover`` (validated here, before anything loads)."""
+    from core.explore.discover import DiscoverSettings
+
+    return DiscoverSettings(
+        score_mode=args.score_mode,
+        return_top_x=args.return_top_x,
+        min_coverage_pct=args.min_coverage_pct,
+        restrict_features=_ids(args.restrict_features),
+        restrict_features_a=_ids(args.restrict_features_a),
+        restrict_features_b=_ids(args.restrict_features_b),
+        topk_tokens_per_seq=args.topk_tokens_per_seq,
+        token_filter=args.token_filter,
+        attach_examples=args.attach_examples,
+        merge_across_layers=args.merge_across_layers,
+        label_catalog=args.label_catalog,
+    )
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.bundle.reader import open_bundle
+    from core.dashboards.read import has_dashboards
+    from core.errors import BundleError, SpecError
+    from core.explore.discover import check_output_path, check_restrictions
+    from core.harvest.specs import SAESpec
+
+    # every option is checked before a model loads (that takes tens of seconds)
     if bool(args.text) == bool(args.prompts_file):
-        raise UserError("Give exactly one of --text or --prompts-file.")
-    # every input is checked before the models load
+        raise SpecError("Give exactly one of --text or --prompts-file.")
+    settings = discover_settings_from_args(args)
+    if args.out:
+        check_output_path(args.out, batch=bool(args.prompts_file))
+    prompts = [args.text] if args.text else _read_prompts(args.prompts_file)
     bundle = open_bundle(args.bundle)
-    settings = settings_from_args(args, "discover", DiscoverSettings)
-    prompts = _read_prompts(args.prompts_file) if args.prompts_file else []
-    # run parameters the user left out keep run_discovery's own defaults
-    run = {k: v for k, v in (("gen_tokens", args.gen_tokens), ("seed", args.seed)) if v is not None}
+    if not has_dashboards(bundle):
+        raise BundleError(
+            f"Bundle {bundle.path} has no dashboards, which discovery needs for its thresholds; "
+            "add them with `python -m core dashboards BUNDLE`."
+        )
+    check_restrictions(bundle, settings)
+    if args.gen_tokens < 0:
+        raise SpecError(f"--gen-tokens must be 0 or more, got {args.gen_tokens}.")
+    if args.gen_tokens and not bundle.side("a").get("model", {}).get("is_causal", False):
+        raise SpecError("Side A's model is an encoder and cannot continue a prompt; leave out --gen-tokens.")
+    if args.saes_side not in ("a", "b"):
+        raise SpecError(f"--saes-side must be a or b, got {args.saes_side!r}.")
+    layer_specs = [SAESpec.parse(t) for t in _split(args.saes or "")]
+    layer_hooks = [h or None for h in _split(args.hooks or "")]
+    if layer_hooks and len(layer_hooks) != len(layer_specs):
+        raise SpecError(f"Give one hook per SAE in --saes ({len(layer_specs)}), or none; got {len(layer_hooks)}.")
+    for spec in layer_specs:
+        if spec.kind in ("local", "sparsify") and not Path(spec.source).exists():
+            raise SpecError(f"SAE folder {spec.source} does not exist; check the path in --saes.")
+    if settings.merge_across_layers and not layer_specs:
+        raise SpecError("--merge-across-layers merges several SAEs of one model: name the others with --saes.")
+
+    from core.device import resolve_device
+    from core.explore.prompts import load_layer_saes, load_sides, run_discovery, sample_layer_stats
+    from core.harvest.specs import HarvestSettings
+
     device = resolve_device(args.device)
     sides = load_sides(bundle, device)
+    layer_saes = (
+        load_layer_saes(bundle, sides, args.saes_side, layer_specs, layer_hooks, device) if layer_specs else None
+    )
+    stats = None
+    if layer_saes:
+        harvest = HarvestSettings(**bundle.manifest["settings"]["harvest"])
+        stats = sample_layer_stats(bundle, sides[args.saes_side].model, layer_saes, harvest, settings, device=device)
+    results = [
+        run_discovery(
+            bundle, sides, prompt, settings, args.gen_tokens, args.seed, device, args.saes_side, layer_saes, stats
+        )
+        for prompt in prompts
+    ]
     if args.text:
-        result = run_discovery(bundle, sides, args.text, settings, device=device, **run)
         if args.out:
-            print(result.write(args.out))
+            print(results[0].write(args.out))
         else:
-            print(json.dumps(result.to_json_dict(), indent=2, default=str))
+            print(json.dumps(results[0].to_json_dict(), indent=2, default=str))
         return 0
-    lines = []
-    for prompt in prompts:
-        result = run_discovery(bundle, sides, prompt, settings, device=device, **run)
-        lines.append(json.dumps(result.to_json_dict(), default=str))
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(json.dumps(r.to_json_dict(), default=str) for r in results) + "\n"
     if args.out:
-        from pathlib import Path
-
         Path(args.out).write_text(text)
         print(args.out)
     else:
@@ -511,21 +611,76 @@ def _add_device_arg(parser: argparse.ArgumentParser, group: str | None = None) -
 
 
 def _add_match_args(parser: argparse.ArgumentParser) -> None:
-    from core.matching.settings import ASSIGN_METHODS, MatchSettings
+    from core.matching.settings import ASSIGN_METHODS, DEFAULT_PRESET, LABEL_FORMS, LABEL_SOURCES, MatchSettings
+    from core.pipeline.config import field_default
 
-    _setting(parser, "--top-k", "matching", MatchSettings, "top_k", type=positive_int, help="partners kept per feature")
-    _setting(
-        parser, "--min-corr", "matching", MatchSettings, "min_corr", type=correlation, help="threshold to keep a pair"
+    # every flag defaults to None: a preset fills what is not given (see match_settings_from_args)
+    def default(name: str) -> str:
+        value = field_default(MatchSettings, name)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help=f"{DEFAULT_PRESET} (the default: significance required), paper (the published 1-1 pipeline, step "
+        "by step) or custom; a flag below that contradicts the named preset is refused",
     )
-    _setting(
-        parser,
+    parser.add_argument(
+        "--top-k", type=positive_int, default=None, help=f"partners listed per feature (default {default('top_k')})"
+    )
+    parser.add_argument(
+        "--min-corr",
+        type=correlation,
+        default=None,
+        help=f"correlation a kept pair exceeds (default {default('min_corr')})",
+    )
+    parser.add_argument(
         "--method",
-        "matching",
-        MatchSettings,
-        "method",
-        help=f"pairing written to assignment.parquet: {', '.join(ASSIGN_METHODS)} (default %(default)s)",
+        default=None,
+        help=f"pairing written to assignment.parquet: {', '.join(ASSIGN_METHODS)} (default {default('method')})",
     )
-    _setting(parser, "--memory-mb", "matching", MatchSettings, "memory_mb", type=positive_float)
+    parser.add_argument(
+        "--memory-mb",
+        type=positive_float,
+        default=None,
+        help=f"bound on the dense block (default {default('memory_mb')})",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=None, help=f"q-value a significant pair reaches (default {default('alpha')})"
+    )
+    parser.add_argument(
+        "--significance",
+        dest="require_significant",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"drop pairs with q above alpha (default {default('require_significant')}; the paper preset: off)",
+    )
+    parser.add_argument(
+        "--shared-token",
+        dest="require_shared_token",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"drop pairs whose label lists share no token (default {default('require_shared_token')}; "
+        "the paper preset: on)",
+    )
+    parser.add_argument(
+        "--labels",
+        dest="label_source",
+        default=None,
+        help=f"{' or '.join(LABEL_SOURCES)} (default {default('label_source')}; top_activations: the top-5 "
+        "activations, repeats kept)",
+    )
+    parser.add_argument(
+        "--label-form",
+        default=None,
+        help=f"{' or '.join(LABEL_FORMS)} (default {default('label_form')}; vocab: the tokenizer's own form, the paper)",
+    )
+    parser.add_argument(
+        "--fold-case",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"compare label tokens case-folded (default {default('fold_case')})",
+    )
 
 
 def _add_similarity_args(parser: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -698,16 +853,73 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--text", default=None)
     discover.add_argument("--prompts-file", default=None, help='JSONL, one {"text": ...} per line (batch mode)')
     discover.add_argument("--out", default=None, help="results.json or results.csv (batch: a .jsonl file)")
-    _setting(
-        discover, "--score", "discover", DiscoverSettings, "score", help="mean, max, mean_x_coverage or selectivity"
-    )
-    _setting(discover, "--top", "discover", DiscoverSettings, "return_top_x", type=positive_int)
-    _setting(discover, "--min-coverage", "discover", DiscoverSettings, "min_coverage", type=fraction)
     discover.add_argument(
-        "--gen-tokens", type=non_negative_int, default=None, help="continue the prompt first (causal LMs; default 0)"
+        "--score_mode",
+        "--score-mode",
+        "--score",
+        dest="score_mode",
+        default=field_default(DiscoverSettings, "score_mode"),
+        help="mean, max, mean_x_coverage or selectivity (default %(default)s)",
     )
-    discover.add_argument("--seed", type=non_negative_int, default=None, help="seed of the continuation")
-    _add_device_arg(discover)
+    discover.add_argument(
+        "--return_top_x",
+        "--return-top-x",
+        "--top",
+        dest="return_top_x",
+        type=int,
+        default=field_default(DiscoverSettings, "return_top_x"),
+        help="features per list",
+    )
+    discover.add_argument(
+        "--min_coverage_pct",
+        "--min-coverage-pct",
+        dest="min_coverage_pct",
+        type=float,
+        default=field_default(DiscoverSettings, "min_coverage_pct"),
+        help="percent of analysed tokens a feature must exceed its threshold on (default %(default)s)",
+    )
+    discover.add_argument(
+        "--restrict_features", "--restrict-features", dest="restrict_features", default=None, help="ids, e.g. 3,17"
+    )
+    discover.add_argument("--restrict-features-a", dest="restrict_features_a", default=None, help="side A only")
+    discover.add_argument("--restrict-features-b", dest="restrict_features_b", default=None, help="side B only")
+    discover.add_argument(
+        "--topk_tokens_per_seq",
+        "--topk-tokens-per-seq",
+        dest="topk_tokens_per_seq",
+        type=int,
+        default=None,
+        help="analyse only the k most informative tokens (entropy for causal LMs, code norm otherwise)",
+    )
+    discover.add_argument(
+        "--token_filter",
+        "--token-filter",
+        dest="token_filter",
+        default=field_default(DiscoverSettings, "token_filter"),
+        help="auto, entropy or norm",
+    )
+    discover.add_argument(
+        "--attach_examples",
+        "--attach-examples",
+        dest="attach_examples",
+        action=argparse.BooleanOptionalAction,
+        default=field_default(DiscoverSettings, "attach_examples"),
+        help="top spans in the text and corpus examples per feature (default %(default)s)",
+    )
+    discover.add_argument(
+        "--merge_across_layers",
+        "--merge-across-layers",
+        dest="merge_across_layers",
+        action="store_true",
+        help="rank the --saes layers and the bundle's SAE of that side together",
+    )
+    discover.add_argument("--label_catalog", "--label-catalog", dest="label_catalog", default=None)
+    discover.add_argument("--saes", default=None, help="more SAEs of one side's model (layers), comma-separated")
+    discover.add_argument("--saes-side", default="a", help="the side whose model --saes read (default a)")
+    discover.add_argument("--hooks", default=None, help="a hook per --saes SAE (default: each SAE's own)")
+    discover.add_argument("--gen-tokens", type=int, default=0, help="continue the prompt first (causal LMs)")
+    discover.add_argument("--seed", type=int, default=0)
+    discover.add_argument("--device", default="auto")
     discover.set_defaults(func=cmd_discover)
 
     add_app_command(sub)
@@ -722,6 +934,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--poll-s", type=float, default=2.0, help=argparse.SUPPRESS)
     submit.add_argument("compare_args", nargs=argparse.REMAINDER, help="-- then the compare arguments")
     submit.set_defaults(func=cmd_submit)
+
+    explain = sub.add_parser(
+        "explain", help="every piece of evidence on one pair: r, co-firing, significance, top tokens, score"
+    )
+    explain.add_argument("bundle")
+    explain.add_argument("first", help="a feature, e.g. a12 (or a bare id: the first is A)")
+    explain.add_argument("second", help="the other side's feature, e.g. b40")
+    explain.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    explain.set_defaults(func=cmd_explain)
 
     info = sub.add_parser("info", help="summarise a bundle")
     info.add_argument("bundle")
@@ -741,7 +962,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    _show_notices()
     if args.threads:
         _set_threads(args.threads)
     if args.command not in ("info", "app"):

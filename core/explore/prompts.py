@@ -16,7 +16,7 @@ import torch
 
 from core.bundle.reader import Bundle
 from core.errors import UserError
-from core.explore.discover import DiscoverSettings, DiscoveryResult, TextCodes, discover_from_codes
+from core.explore.discover import DiscoverSettings, DiscoveryResult, LayerCodes, TextCodes, discover_from_codes
 from core.harvest.encode import HarvestSide, encode_windows
 from core.harvest.loading import LoadedModel, load_model, load_sae
 from core.harvest.specs import HarvestSettings, ModelSpec, SAESpec
@@ -93,10 +93,104 @@ def encode_text(
         raise UserError("The text produced no tokens to analyse; give a longer text.")
     offsets = np.concatenate([w.offsets[w.keep] for w in windows])
     tokens = tuple(text[a:b] for a, b in offsets)
+    causal = next((side.model for side in sides.values() if side.model.is_causal), None)
+    entropy = token_entropy(causal, windows, device) if causal is not None else None
     out = {}
     for name, side in sides.items():
         (codes,) = encode_windows(side.model, [(side.sae, side.hook)], windows, settings, device)
-        out[name] = TextCodes(codes=codes, tokens=tokens, text=text, offsets=offsets)
+        out[name] = TextCodes(codes=codes, tokens=tokens, text=text, offsets=offsets, entropy=entropy)
+    return out
+
+
+def token_entropy(model: LoadedModel, windows: list, device: torch.device | str = "cpu") -> np.ndarray:
+    """A causal LM's next-token entropy (nats) at every kept token of the windows, in order.
+
+    The informative-token pre-filter of discovery keeps the tokens where the model is least sure
+    what comes next.
+
+    Args:
+        model: a causal LM.
+        windows: the text's windows (core.harvest.windows.Window).
+        device: where to run.
+
+    Returns:
+        float64 [n_kept_tokens].
+    """
+    out = []
+    with torch.inference_mode():
+        for w in windows:
+            ids = torch.from_numpy(w.input_ids[None, :]).to(device)
+            logits = model.model(input_ids=ids).logits[0].double()
+            logp = torch.log_softmax(logits, dim=-1)
+            entropy = -(logp.exp() * logp).sum(-1).cpu().numpy()
+            out.append(entropy[w.keep])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def load_layer_saes(
+    bundle: Bundle,
+    sides: dict[str, HarvestSide],
+    side: str,
+    saes: list[SAESpec],
+    hooks: list[str | None],
+    device: torch.device | str = "cpu",
+) -> list[tuple[SAESpec, Any, Any]]:
+    """Load extra SAEs of one side's model (other layers) and check each fits it.
+
+    Returns:
+        ``(spec, LoadedSAE, HookPoint)`` per SAE.
+    """
+    model = sides[side].model
+    out = []
+    for spec, hook in zip(saes, hooks or [None] * len(saes), strict=True):
+        sae = load_sae(spec, device)
+        point = model.hook(hook or sae.hook_name or "")
+        HarvestSide(model, sae, point)  # checks that the SAE reads this model at that hook
+        out.append((spec, sae, point))
+    return out
+
+
+def sample_layer_stats(
+    bundle: Bundle,
+    model: LoadedModel,
+    layer_saes: list[tuple[SAESpec, Any, Any]],
+    harvest: HarvestSettings,
+    settings: DiscoverSettings,
+    n_tokens: int = 4096,
+    device: torch.device | str = "cpu",
+) -> list[tuple[np.ndarray, np.ndarray, tuple[tuple[str, ...], ...]]]:
+    """Thresholds, background means and proto-label tokens of extra SAEs, from a sample of the bundle's corpus.
+
+    The bundle's own SAEs take tau from their dashboards; an extra SAE has none, so its features'
+    ``tau_quantile`` quantiles are read off its codes on the first ``n_tokens`` units of the corpus,
+    and so is its background mean and its most frequent tokens among its top activations.
+
+    Returns:
+        Per SAE: ``(tau, background, top_tokens)``.
+    """
+    docs = bundle.docs().sort("doc").collect()["text"].to_list()
+    windows = tokenize_windows(model.tokenizer, docs, replace(harvest, max_tokens=n_tokens))
+    tokens = [model.tokenizer.convert_ids_to_tokens(int(i)) for w in windows for i in w.input_ids[w.keep]]
+    codes = encode_windows(model, [(sae, hook) for _, sae, hook in layer_saes], windows, harvest, torch.device(device))
+    out = []
+    for c in codes:
+        dense_tau = np.full(c.n_features, np.inf)
+        top: list[tuple[str, ...]] = []
+        csc = c.to_scipy().tocsc()
+        for f in range(c.n_features):
+            vals = csc.data[csc.indptr[f] : csc.indptr[f + 1]]
+            rows = csc.indices[csc.indptr[f] : csc.indptr[f + 1]]
+            if vals.size:
+                dense_tau[f] = float(np.quantile(vals, settings.tau_quantile))
+            best = rows[np.argsort(-vals, kind="stable")[:20]]
+            counts: dict[str, int] = {}
+            for r in best:
+                counts[tokens[r]] = counts.get(tokens[r], 0) + 1
+            top.append(tuple(t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+        if settings.tau is not None:
+            dense_tau = np.full(c.n_features, float(settings.tau))
+        background = np.asarray(csc.sum(axis=0)).ravel() / max(c.n_rows, 1)
+        out.append((dense_tau, background, tuple(top)))
     return out
 
 
@@ -108,6 +202,9 @@ def run_discovery(
     gen_tokens: int = 0,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    layer_side: str | None = None,
+    layer_saes: list[tuple[SAESpec, Any, Any]] | None = None,
+    layer_stats: list[tuple[np.ndarray, np.ndarray, tuple[tuple[str, ...], ...]]] | None = None,
 ) -> DiscoveryResult:
     """Rank the features of both sides on a text (optionally a continued prompt).
 
@@ -119,13 +216,33 @@ def run_discovery(
         gen_tokens: tokens to sample after the prompt first (causal side A only).
         seed: seeds the continuation.
         device: where to run.
+        layer_side: the side whose model the extra SAEs read.
+        layer_saes: extra SAEs of that model (:func:`load_layer_saes`).
+        layer_stats: their thresholds and labels (:func:`sample_layer_stats`; computed here if None).
 
     Returns:
-        The discovery result (per-side rankings, partners, rank drift).
+        The discovery result (per-SAE rankings, partners, rank drift).
     """
     settings = settings or DiscoverSettings()
     harvest = HarvestSettings(**{k: v for k, v in bundle.manifest["settings"]["harvest"].items()})
     full = continue_prompt(sides["a"].model, text, gen_tokens, seed, torch.device(device))
     codes = encode_text(sides, full, harvest, device)
-    extra: dict[str, Any] = {"gen_tokens": gen_tokens, "seed": seed}
-    return discover_from_codes(bundle, codes, settings, text=full, cache_extra=extra)
+    layers: list[LayerCodes] = []
+    if layer_saes:
+        assert layer_side is not None
+        model = sides[layer_side].model
+        stats = layer_stats or sample_layer_stats(bundle, model, layer_saes, harvest, settings, device=device)
+        base = codes[layer_side]
+        windows = tokenize_windows(model.tokenizer, [full], replace(harvest, max_tokens=10**9))
+        extra_codes = encode_windows(
+            model, [(sae, hook) for _, sae, hook in layer_saes], windows, harvest, torch.device(device)
+        )
+        for (spec, _, hook), c, (tau, background, top) in zip(layer_saes, extra_codes, stats, strict=True):
+            text_codes = TextCodes(c, base.tokens, base.text, base.offsets, base.entropy)
+            layers.append(LayerCodes(layer_side, spec.label(), hook.name, text_codes, tau, background, top))
+    extra: dict[str, Any] = {
+        "gen_tokens": gen_tokens,
+        "seed": seed,
+        "layers": [spec.label() for spec, _, _ in layer_saes or []],
+    }
+    return discover_from_codes(bundle, codes, settings, text=full, cache_extra=extra, layers=layers)

@@ -413,6 +413,44 @@ def load_model(spec: ModelSpec, device: torch.device | str = "cpu") -> LoadedMod
     return _load_hf(spec, str(folder), name, torch.device(device))
 
 
+def load_tokenizer(spec: ModelSpec) -> Any:
+    """Load only a model's fast tokenizer (no weights): what reading a bundle's tokens needs.
+
+    Args:
+        spec: where the model is (a GGUF's tokenizer is read from its cached conversion when
+            there is one, else from the GGUF file itself).
+
+    Returns:
+        The fast tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        if spec.tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
+        elif spec.kind == "hf":
+            tokenizer = AutoTokenizer.from_pretrained(spec.source)
+        elif spec.kind == "hf-package":
+            tokenizer = AutoTokenizer.from_pretrained(str(_package_file(spec.source, "config.json").parent))
+        elif spec.kind in ("gguf", "gguf-package"):
+            path = _package_file(spec.source, ".gguf") if spec.kind == "gguf-package" else Path(spec.source)
+            converted = cache_dir("models", f"gguf-{hash_file_identity(path)}")
+            if (converted / "tokenizer_config.json").is_file():
+                tokenizer = AutoTokenizer.from_pretrained(str(converted))
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(default_bert_tokenizer())
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"Could not load the tokenizer of {spec.label()}: {str(exc).splitlines()[0]}; check that the model "
+            "is still where the bundle says."
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"The tokenizer of {spec.label()} is not a fast tokenizer; character offsets need one.")
+    return tokenizer
+
+
 def _load_hf(spec: ModelSpec, source: str, name: str, device: torch.device) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer

@@ -8,7 +8,9 @@ Methods (each returns a frame with ``feature_a``, ``feature_b``, ``corr``):
 - ``greedy``: the paper's de-duplication (Lan et al.) of ``many_to_1_ba``: after the filters,
   walk the B features in ascending id order and keep, for each A feature, only the first B
   feature that chose it; later B features that chose an already-taken A feature are dropped
-  with reason ``duplicate_a``. The walk is by id, not by correlation, exactly as published;
+  with reason ``duplicate_a``. The walk is by id, not by correlation, as in the published code
+  (the ``paper`` preset runs it between the label filters and the threshold; its tests in
+  tests/core/matching/test_presets.py check the whole published order);
 - ``hungarian``: the 1-1 pairing maximising the summed correlation over the full dense
   matrix (``scipy.optimize.linear_sum_assignment``), while the matrix fits;
 - ``sparse``: the exact maximum-weight 1-1 pairing restricted to the top-k candidate graph
@@ -80,7 +82,7 @@ def assign_mutual(ab: TopK, ba: TopK) -> pl.DataFrame:
 
 
 def greedy_one_to_one(pairs: pl.DataFrame) -> pl.DataFrame:
-    """The paper's greedy de-duplication of a many-to-1 (B -> A) pairing, exactly.
+    """The paper's greedy de-duplication of a many-to-1 (B -> A) pairing (step 4 of the ``paper`` preset).
 
     Walk the rows in ascending ``feature_b`` order; a kept row whose ``feature_a`` was
     already taken by an earlier kept row is dropped with reason ``duplicate_a``. Rows that

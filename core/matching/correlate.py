@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.matching.kernels import block_csc, coact_numba, column_topk_numba, finalize_numba, pair_products
+from core.matching.kernels import block_csc, coact_numba, finalize_topk_numba, pair_products
 from core.matching.moments import FeatureMoments, compute_moments_chunked, unit_chunks
 from core.progress import ProgressFn, no_progress
 
@@ -55,6 +56,7 @@ class CorrelationResult:
             for and fitted in the memory setting, else None.
         backend: "numba" or "torch", what accumulated the co-activation sums.
         n_blocks: number of A-feature blocks streamed.
+        timings: seconds spent in each phase ("moments", "coact", "finalize"), wall clock.
     """
 
     moments_a: FeatureMoments
@@ -64,6 +66,7 @@ class CorrelationResult:
     dense: np.ndarray | None
     backend: str
     n_blocks: int
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def block_rows(n_features_b: int, memory_mb: float, n_features_a: int) -> int:
@@ -114,6 +117,46 @@ def compute_coact_block(
         co-firing units, on ``device``.
     """
     width, n_b = hi - lo, codes_b.n_features
+    if backend == "numba":
+        if device.type != "cpu":
+            raise ValueError("the numba backend runs on the CPU only")
+        if out is None:
+            sums = torch.empty((width, n_b), dtype=torch.float64)
+            counts = torch.empty((width, n_b), dtype=torch.int32)
+        else:
+            sums, counts = out[0][:width], out[1][:width]
+        sums_np, counts_np = sums.numpy(), counts.numpy()
+        # feature id order: ids carry no frequency order (power-law costs are spread by the
+        # interleaved split below), and walking the block's features in order reads its unit lists
+        # and writes its rows in order (a random permutation here cost 25% more CPU)
+        order = np.arange(width, dtype=np.int64)
+        # many small work items, handed out one at a time: on a busy machine a thread that loses
+        # its core no longer holds up the block (a static split of a few items per thread did)
+        n_workers = min(width, 32 * nb.get_num_threads())
+        previous = nb.get_parallel_chunksize()
+        nb.set_parallel_chunksize(1)
+        try:
+            # every chunk re-adds each touched block row, so fewer, larger chunks are faster here;
+            # the first chunk writes the rows, which also spares zeroing the block
+            for number, (c_lo, c_hi) in enumerate(unit_chunks(codes_a.n_rows, chunk_units)):
+                ca, cb = codes_a.row_slice(c_lo, c_hi), codes_b.row_slice(c_lo, c_hi)
+                colptr, units, vals = block_csc(ca.indptr, ca.indices, ca.values, lo, hi)
+                coact_numba(
+                    colptr,
+                    units,
+                    vals,
+                    cb.indptr,
+                    cb.indices,
+                    cb.values,
+                    order,
+                    n_workers,
+                    sums_np,
+                    counts_np,
+                    number == 0,
+                )
+        finally:
+            nb.set_parallel_chunksize(previous)
+        return sums, counts
     if out is None:
         sums = torch.zeros((width, n_b), dtype=torch.float64, device=device)
         counts = torch.zeros((width, n_b), dtype=torch.int32, device=device)
@@ -121,19 +164,6 @@ def compute_coact_block(
         sums, counts = out[0][:width], out[1][:width]
         sums.zero_()
         counts.zero_()
-    if backend == "numba":
-        if device.type != "cpu":
-            raise ValueError("the numba backend runs on the CPU only")
-        sums_np, counts_np = sums.numpy(), counts.numpy()
-        # a random order spreads the power-law feature costs evenly over numba's static split
-        order = np.random.default_rng(lo).permutation(width).astype(np.int64)
-        # every chunk re-adds each touched block row, so fewer, larger chunks are faster here
-        n_workers = 4 * nb.get_num_threads()
-        for c_lo, c_hi in unit_chunks(codes_a.n_rows, chunk_units):
-            ca, cb = codes_a.row_slice(c_lo, c_hi), codes_b.row_slice(c_lo, c_hi)
-            colptr, units, vals = block_csc(ca.indptr, ca.indices, ca.values, lo, hi)
-            coact_numba(colptr, units, vals, cb.indptr, cb.indices, cb.values, order, n_workers, sums_np, counts_np)
-        return sums, counts
     if backend != "torch":
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     # each expanded pair costs about 64 bytes of temporaries; keep them in a quarter of the budget
@@ -273,9 +303,12 @@ def compute_correlation(
     check_codes(codes_a, codes_b)
     n_a, n_b = codes_a.n_features, codes_b.n_features
     check_top_k(top_k, n_a, n_b)
-    # moments gather float64 copies of a chunk's values: smaller chunks keep that transient small
-    mom_a = compute_moments_chunked(codes_a, min(chunk_units, 1 << 16))
-    mom_b = compute_moments_chunked(codes_b, min(chunk_units, 1 << 16))
+    # one compiled pass per chunk (no float64 copies of the values any more), so whole chunks
+    timings = {"moments": 0.0, "coact": 0.0, "finalize": 0.0}
+    t0 = time.perf_counter()
+    mom_a = compute_moments_chunked(codes_a, chunk_units)
+    mom_b = compute_moments_chunked(codes_b, chunk_units)
+    timings["moments"] = time.perf_counter() - t0
     live_a = _live_or_fail(mom_a, "A")
     live_b = _live_or_fail(mom_b, "B")
     n = codes_a.n_rows
@@ -307,13 +340,15 @@ def compute_correlation(
     col_np = (col_v.numpy(), col_i.numpy(), col_c.numpy()) if backend == "numba" else None
     progress("correlate", 0, len(blocks))
     for done, (lo, hi) in enumerate(blocks, start=1):
+        t0 = time.perf_counter()
         sums, counts = compute_coact_block(
             codes_a, codes_b, lo, hi, chunk_units, device, backend, memory_mb, out=buffers
         )
+        timings["coact"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         if col_np is not None:
             r_np, c_np = sums.numpy(), counts.numpy()
-            finalize_numba(r_np, c_np, lo, float(n), *inputs, row_v, row_i, row_c)
-            column_topk_numba(r_np, c_np, lo, 256, *col_np)
+            finalize_topk_numba(r_np, c_np, lo, float(n), *inputs, row_v, row_i, row_c, *col_np, nb.get_num_threads())
         else:
             r = sums  # finalised in place: the block is the largest thing held
             r.addr_(mean_a[lo:hi], mean_b, alpha=-float(n))
@@ -331,12 +366,14 @@ def compute_correlation(
             col_v = keep_v
         if dense is not None:
             dense[lo:hi] = sums.float().cpu().numpy()
+        timings["finalize"] += time.perf_counter() - t0
         del sums, counts
         progress("correlate", done, len(blocks))
     if dense is not None:
         dense[~np.isfinite(dense)] = np.nan
     ba = _to_topk(col_v.cpu().numpy(), col_i.cpu().numpy(), col_c.cpu().numpy())
-    return CorrelationResult(mom_a, mom_b, _to_topk(row_v, row_i, row_c), ba, dense, backend, len(blocks))
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    return CorrelationResult(mom_a, mom_b, _to_topk(row_v, row_i, row_c), ba, dense, backend, len(blocks), timings)
 
 
 def _to_topk(score: np.ndarray, index: np.ndarray, count: np.ndarray) -> TopK:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from core.bundle.codes import SparseCodes
+from core.matching.kernels import moments_numba
 
 # a feature whose spread is below this fraction of its mean is constant to float32 precision
 _CONSTANT_RTOL = 1e-6
@@ -85,13 +87,9 @@ def compute_moments(codes: SparseCodes) -> FeatureMoments:
         The :class:`FeatureMoments` of those units.
     """
     n, f = codes.n_rows, codes.n_features
-    idx = codes.indices
-    vals = codes.values.astype(np.float64)
-    n_fire = np.bincount(idx, minlength=f).astype(np.int64)
-    mean = np.bincount(idx, weights=vals, minlength=f) / max(n, 1)
-    dev = vals - mean[idx]
-    # the units where a feature is zero each add mean^2
-    m2 = np.bincount(idx, weights=dev * dev, minlength=f) + (n - n_fire) * mean * mean
+    n_fire, mean, m2 = moments_numba(
+        codes.indptr.astype(np.int64), codes.indices, codes.values, f, numba.get_num_threads()
+    )
     return FeatureMoments(n, mean, m2, n_fire)
 
 

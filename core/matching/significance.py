@@ -27,6 +27,8 @@ called a match at ``q <= alpha``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numba as nb
 import numpy as np
@@ -36,8 +38,10 @@ from scipy.special import gammainc, gammaln
 
 from core.bundle.codes import SparseCodes
 from core.errors import MatchingError
-from core.matching.correlate import CorrelationResult
 from core.matching.moments import FeatureMoments
+
+if TYPE_CHECKING:  # torch-free at run time: core.matching.explain (the app's pair view) reads this module
+    from core.matching.correlate import CorrelationResult
 
 FLAG_LOW_K = "k <= 2: indistinguishable from chance"
 FLAG_FILLING = "document-filling: token-level test uninformative"
@@ -96,6 +100,65 @@ def compute_doc_counts(codes: SparseCodes, doc_of_unit: np.ndarray, n_docs: int)
     return total
 
 
+@dataclass(frozen=True, eq=False)
+class DocCounts:
+    """Per-document firing counts of both sides: what every pair's null needs, computed once.
+
+    Attributes:
+        counts_a: :func:`compute_doc_counts` of side A.
+        counts_b: :func:`compute_doc_counts` of side B.
+        doc_len: int64 [n_docs] units per document.
+        cache: (a, b, k) -> (mu, log Chernoff bound, filling share) of every pair computed so far:
+            the stage asks for the same pairs several times (both directions' candidates, every
+            listed row, each pairing method), and each null walks both features' documents.
+    """
+
+    counts_a: sp.csc_matrix
+    counts_b: sp.csc_matrix
+    doc_len: np.ndarray
+    cache: dict[tuple[int, int, int], tuple[float, float, float]] = field(default_factory=dict, repr=False)
+
+    def null(self, pair_a: np.ndarray, pair_b: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`compute_pair_null` of listed pairs, each pair computed once per DocCounts."""
+        pair_a, pair_b = np.asarray(pair_a, np.int64), np.asarray(pair_b, np.int64)
+        k = np.asarray(k, np.int64)
+        keys = list(zip(pair_a.tolist(), pair_b.tolist(), k.tolist(), strict=True))
+        todo = sorted({key for key in keys if key not in self.cache})
+        if todo:
+            ta, tb, tk = (np.array(col, np.int64) for col in zip(*todo, strict=True))
+            mu, log_c, fill = compute_pair_null(self.counts_a, self.counts_b, self.doc_len, ta, tb, tk)
+            self.cache.update(zip(todo, zip(mu.tolist(), log_c.tolist(), fill.tolist(), strict=True), strict=True))
+        if not keys:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        out = np.array([self.cache[key] for key in keys], np.float64)
+        return out[:, 0].copy(), out[:, 1].copy(), out[:, 2].copy()
+
+
+def compute_document_counts(codes_a: SparseCodes, codes_b: SparseCodes, docs: np.ndarray | None) -> DocCounts:
+    """:class:`DocCounts` of two sides' codes (``docs``: each unit's document, None for one document)."""
+    doc_of_unit, doc_len = document_index(docs, codes_a.n_rows)
+    return DocCounts(
+        compute_doc_counts(codes_a, doc_of_unit, doc_len.shape[0]),
+        compute_doc_counts(codes_b, doc_of_unit, doc_len.shape[0]),
+        doc_len,
+    )
+
+
+def pair_flags(k: np.ndarray, fill_share: np.ndarray) -> list[list[str]]:
+    """The flags of pairs with co-firing counts ``k`` and document-filling shares ``fill_share``."""
+    return [
+        ([FLAG_LOW_K] if kv <= 2 else []) + ([FLAG_FILLING] if fv >= _FILL_SHARE else [])
+        for kv, fv in zip(np.asarray(k), np.asarray(fill_share), strict=True)
+    ]
+
+
+def k_over_mu(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Observed over expected co-firings (inf where mu is 0 and k is not, nan where both are)."""
+    k, mu = np.asarray(k, np.float64), np.asarray(mu, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mu > 0, k / np.where(mu > 0, mu, 1.0), np.where(k > 0, np.inf, np.nan))
+
+
 @nb.njit(parallel=True, cache=True)
 def _pair_null(
     a_ptr, a_doc, a_cnt, b_ptr, b_doc, b_cnt, doc_len, pa, pb, k, mu, log_chernoff, fill
@@ -143,28 +206,44 @@ def _pair_null(
                 acc += m[t] * math.log(pi[t])
             log_chernoff[i] = acc if kk == s_m else -np.inf
             continue
-        # g'(lambda) = sum m pi / (pi + (1 - pi) e^-lambda) - k rises from s_mpi - k < 0 to s_m - k > 0
+        # g'(lambda) = sum m pi / (pi + (1 - pi) e^-lambda) - k rises from s_mpi - k < 0 to s_m - k > 0.
+        # Newton steps on g' (g'' > 0), kept inside a bisection bracket: a handful of passes over the
+        # documents instead of a hundred bisection passes with an exp per document (this was most
+        # of the matching stage's time). e^-lambda is one number per pass.
         lo, hi = 0.0, 1.0
         while True:
+            e = math.exp(-hi)
             grad = -kk
             for t in range(n):
-                grad += m[t] * pi[t] / (pi[t] + (1.0 - pi[t]) * math.exp(-hi))
+                grad += m[t] * pi[t] / (pi[t] + (1.0 - pi[t]) * e)
             if grad > 0 or hi > 1e4:
                 break
             lo, hi = hi, hi * 2.0
-        for _ in range(100):
-            mid = 0.5 * (lo + hi)
-            grad = -kk
-            for t in range(n):
-                grad += m[t] * pi[t] / (pi[t] + (1.0 - pi[t]) * math.exp(-mid))
-            if grad > 0:
-                hi = mid
-            else:
-                lo = mid
         lam = 0.5 * (lo + hi)
+        for _ in range(200):
+            e = math.exp(-lam)
+            grad = -kk
+            curv = 0.0
+            for t in range(n):
+                den = pi[t] + (1.0 - pi[t]) * e
+                grad += m[t] * pi[t] / den
+                curv += m[t] * pi[t] * (1.0 - pi[t]) * e / (den * den)
+            if grad > 0:
+                hi = lam
+            else:
+                lo = lam
+            step = grad / curv if curv > 0 else 0.0
+            nxt = lam - step
+            if not (lo < nxt < hi) or curv <= 0:
+                nxt = 0.5 * (lo + hi)
+            if abs(nxt - lam) <= 1e-13 * (1.0 + lam) or hi - lo <= 1e-13 * (1.0 + hi):
+                lam = nxt
+                break
+            lam = nxt
         g = -lam * kk
+        e = math.exp(-lam)
         for t in range(n):
-            g += m[t] * (lam + math.log(pi[t] + (1.0 - pi[t]) * math.exp(-lam)))
+            g += m[t] * (lam + math.log(pi[t] + (1.0 - pi[t]) * e))
         log_chernoff[i] = min(0.0, g)
 
 
@@ -270,85 +349,91 @@ def benjamini_hochberg_log(log_p: np.ndarray) -> np.ndarray:
 
 def compute_significance(
     result: CorrelationResult,
-    codes_a: SparseCodes,
-    codes_b: SparseCodes,
+    codes_a: SparseCodes | None,
+    codes_b: SparseCodes | None,
     docs: np.ndarray | None,
     n_candidates: int = 10,
     alpha: float = 0.05,
+    doc_counts: DocCounts | None = None,
+    direction: str = "a->b",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The per-A-feature significance test of the module docstring.
+    """The per-feature significance test of the module docstring (per A feature, or per B feature).
 
     Args:
-        result: the correlation top-k (its ``ab`` lists give the candidates and their k).
-        codes_a: codes of SAE A.
-        codes_b: codes of SAE B.
+        result: the correlation top-k (its ``ab`` (or ``ba``) lists give the candidates and their k).
+        codes_a: codes of SAE A (None when ``doc_counts`` is given).
+        codes_b: codes of SAE B (None when ``doc_counts`` is given).
         docs: the document of each unit (``units.parquet``'s ``doc``), or None for the
             unstratified test (one document; kept for comparison, not for use).
-        n_candidates: candidates per A feature (its top partners by r).
+        n_candidates: candidates per feature (its top partners by r).
         alpha: q-value at which a row is called.
+        doc_counts: :func:`compute_document_counts` of the codes (computed here if None).
+        direction: "a->b" (one hypothesis per A feature, Bonferroni over the live B features) or
+            "b->a" (the mirror: per B feature, over the live A features).
 
     Returns:
-        ``(rows, candidates)``. ``rows``: one row per live A feature with a candidate:
-        ``feature_a``, ``feature_b`` (the chosen partner), ``rank``, ``corr``, ``k``, ``n_a``,
+        ``(rows, candidates)``. ``rows``: one row per live feature with a candidate:
+        ``feature_a``, ``feature_b`` (the chosen pair), ``rank``, ``corr``, ``k``, ``n_a``,
         ``n_b``, ``mu``, ``k_over_mu``, ``neglog10_p``, ``neglog10_p_row`` (Bonferroni),
         ``q``, ``significant``, ``flags``. ``candidates``: every tested pair with ``feature_a``,
         ``feature_b``, ``rank``, ``mu``, ``neglog10_p``.
     """
-    doc_of_unit, doc_len = document_index(docs, codes_a.n_rows)
-    counts_a = compute_doc_counts(codes_a, doc_of_unit, doc_len.shape[0])
-    counts_b = compute_doc_counts(codes_b, doc_of_unit, doc_len.shape[0])
-    c = min(n_candidates, result.ab.k)
-    idx, corr, kk = result.ab.index[:, :c], result.ab.score[:, :c], result.ab.count[:, :c]
-    rows_a, ranks = np.nonzero(idx >= 0)
-    pb = idx[rows_a, ranks]
-    k = kk[rows_a, ranks]
-    mu, log_c, fill = compute_pair_null(counts_a, counts_b, doc_len, rows_a, pb, k)
+    if direction not in ("a->b", "b->a"):
+        raise ValueError(f"direction must be 'a->b' or 'b->a', got {direction!r}")
+    if doc_counts is None:
+        if codes_a is None or codes_b is None:
+            raise ValueError("compute_significance needs the codes or their doc_counts")
+        doc_counts = compute_document_counts(codes_a, codes_b, docs)
+    forward = direction == "a->b"
+    topk = result.ab if forward else result.ba
+    c = min(n_candidates, topk.k)
+    idx, corr, kk = topk.index[:, :c], topk.score[:, :c], topk.count[:, :c]
+    own, ranks = np.nonzero(idx >= 0)
+    other = idx[own, ranks]
+    k = kk[own, ranks]
+    fa_all, fb_all = (own, other) if forward else (other, own)
+    mu, log_c, fill = doc_counts.null(fa_all, fb_all, k)
     log_p = log_pvalues(k, mu, log_c)
     candidates = pl.DataFrame(
         {
-            "feature_a": rows_a.astype(np.int64),
-            "feature_b": pb.astype(np.int64),
+            "feature_a": fa_all.astype(np.int64),
+            "feature_b": fb_all.astype(np.int64),
             "rank": (ranks + 1).astype(np.int32),
             "mu": mu,
             "neglog10_p": -log_p / math.log(10),
         }
     )
-    if rows_a.size == 0:
+    if own.size == 0:
         return _empty_rows(), candidates
-    # best candidate per A row: smallest p, then the higher r (lower rank) on ties
-    order = np.lexsort((ranks, log_p, rows_a))
+    # best candidate per feature: smallest p, then the higher r (lower rank) on ties
+    order = np.lexsort((ranks, log_p, own))
     first = np.ones(order.shape[0], bool)
-    first[1:] = rows_a[order][1:] != rows_a[order][:-1]
+    first[1:] = own[order][1:] != own[order][:-1]
     pick = order[first]
-    n_live_b = int((~result.moments_b.is_dead).sum())
-    log_row = np.minimum(0.0, log_p[pick] + math.log(max(n_live_b, 1)))
+    searched = result.moments_b if forward else result.moments_a
+    n_live = int((~searched.is_dead).sum())
+    log_row = np.minimum(0.0, log_p[pick] + math.log(max(n_live, 1)))
     log_q = benjamini_hochberg_log(log_row)
-    fa, fb, kp, mup = rows_a[pick], pb[pick], k[pick], mu[pick]
-    flags = [
-        ([FLAG_LOW_K] if kv <= 2 else []) + ([FLAG_FILLING] if fv >= _FILL_SHARE else [])
-        for kv, fv in zip(kp, fill[pick], strict=True)
-    ]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(mup > 0, kp / np.where(mup > 0, mup, 1.0), np.where(kp > 0, np.inf, np.nan))
+    fa, fb, kp, mup = fa_all[pick], fb_all[pick], k[pick], mu[pick]
     rows = pl.DataFrame(
         {
             "feature_a": fa.astype(np.int64),
             "feature_b": fb.astype(np.int64),
             "rank": (ranks[pick] + 1).astype(np.int32),
-            "corr": corr[fa, ranks[pick]],
+            "corr": corr[own[pick], ranks[pick]],
             "k": kp.astype(np.int64),
             "n_a": result.moments_a.n_fire[fa],
             "n_b": result.moments_b.n_fire[fb],
             "mu": mup,
-            "k_over_mu": ratio,
+            "k_over_mu": k_over_mu(kp, mup),
             "neglog10_p": -log_p[pick] / math.log(10),
             "neglog10_p_row": -log_row / math.log(10),
             "q": np.exp(log_q),
             "significant": log_q <= math.log(alpha),
-            "flags": pl.Series(flags, dtype=pl.List(pl.String)),
+            "flags": pl.Series(pair_flags(kp, fill[pick]), dtype=pl.List(pl.String)),
         }
     )
-    return rows.sort("feature_a"), candidates
+    return rows.sort("feature_a" if forward else "feature_b"), candidates
 
 
 def _empty_rows() -> pl.DataFrame:
@@ -375,13 +460,14 @@ def _empty_rows() -> pl.DataFrame:
 def compute_pair_significance(
     moments_a: FeatureMoments,
     moments_b: FeatureMoments,
-    codes_a: SparseCodes,
-    codes_b: SparseCodes,
+    codes_a: SparseCodes | None,
+    codes_b: SparseCodes | None,
     docs: np.ndarray | None,
     pair_a: np.ndarray,
     pair_b: np.ndarray,
     k: np.ndarray,
     alpha: float = 0.05,
+    doc_counts: DocCounts | None = None,
 ) -> pl.DataFrame:
     """The same test for a given list of pairs (an assignment), one hypothesis per pair.
 
@@ -392,29 +478,35 @@ def compute_pair_significance(
     Args:
         moments_a: statistics of SAE A.
         moments_b: statistics of SAE B.
-        codes_a: codes of SAE A.
-        codes_b: codes of SAE B.
+        codes_a: codes of SAE A (None when ``doc_counts`` is given).
+        codes_b: codes of SAE B (None when ``doc_counts`` is given).
         docs: the document of each unit, or None (unstratified).
         pair_a: int [P] A features.
         pair_b: int [P] B features.
         k: int [P] co-firing counts of the pairs.
         alpha: q-value at which a pair is significant.
+        doc_counts: :func:`compute_document_counts` of the codes (computed here if None).
 
     Returns:
-        ``mu``, ``neglog10_p``, ``q``, ``significant`` for the pairs, in their order.
+        ``mu``, ``k_over_mu``, ``neglog10_p``, ``q``, ``significant``, ``flags`` for the pairs, in
+        their order.
     """
-    doc_of_unit, doc_len = document_index(docs, codes_a.n_rows)
-    counts_a = compute_doc_counts(codes_a, doc_of_unit, doc_len.shape[0])
-    counts_b = compute_doc_counts(codes_b, doc_of_unit, doc_len.shape[0])
-    mu, log_c, _ = compute_pair_null(counts_a, counts_b, doc_len, pair_a, pair_b, k)
+    if doc_counts is None:
+        if codes_a is None or codes_b is None:
+            raise ValueError("compute_pair_significance needs the codes or their doc_counts")
+        doc_counts = compute_document_counts(codes_a, codes_b, docs)
+    dc = doc_counts
+    mu, log_c, fill = dc.null(pair_a, pair_b, k)
     log_p = log_pvalues(k, mu, log_c)
     m = max(int((~moments_a.is_dead).sum()), int((~moments_b.is_dead).sum()), 1)
     log_q = benjamini_hochberg_log(np.minimum(0.0, log_p + math.log(m)))
     return pl.DataFrame(
         {
             "mu": mu,
+            "k_over_mu": k_over_mu(k, mu),
             "neglog10_p": -log_p / math.log(10),
             "q": np.exp(log_q),
             "significant": log_q <= math.log(alpha),
+            "flags": pl.Series(pair_flags(k, fill), dtype=pl.List(pl.String)),
         }
     )

@@ -1,29 +1,35 @@
 """The matching stage of a bundle: correlate, test, assign, filter; write matches and assignment.
 
-:func:`compute_matching` (``core.match_codes``) is the whole stage in memory, on code
-matrices; :func:`build_matching` (the CLI's ``python -m core match BUNDLE`` and every build)
-reads the codes, decoders, features and units of a bundle, calls it, and writes
-``matches.parquet`` and ``assignment.parquet`` with the columns docs/architecture.md fixes
-(plus the extras listed below) and ``weight_matches.parquet`` when both decoders share
-``d_in``, recording the settings and a summary under the manifest key ``"matching"``.
+:func:`build_matching` is the single entry point (the CLI's ``python -m core match BUNDLE``
+and the demo build call it). It reads the codes, decoders, features and units of an opened
+bundle and writes ``matches.parquet`` and ``assignment.parquet`` with the columns
+ARCHITECTURE.md fixes (plus the extras listed below), recording the settings and a summary
+under the manifest key ``"matching"``.
 
 matches.parquet, one row per (feature, partner, direction), top-k both ways:
     feature_a, feature_b, direction ("a->b" / "b->a"), rank (1 = best), corr, cos (decoder
     cosine, null when d_in differ), jaccard, n_coactive, is_mutual (each is the other's best),
     and extras: in_both (the pair is in both directions' lists), n_a, n_b (firing counts),
-    is_split (the row belongs to a 1 -> k split group), and for "a->b" significance
-    candidates mu, neglog10_p, plus on each A feature's chosen partner q, significant, flags.
+    is_split (the row belongs to a 1 -> k split group), the null of every row (mu, k_over_mu,
+    neglog10_p, flags), q and significant on each feature's chosen partner (per A feature for
+    "a->b" rows, per B feature for "b->a" rows), and the evidence columns (token_overlap,
+    n_shared_tokens, combined_score, note; core.matching.evidence).
 
 assignment.parquet, one row per pair of the chosen method:
     feature_a, feature_b, method, corr, kept, reason (first reason dropped, null if kept),
-    and extras: reasons (all of them), n_coactive, jaccard, cos, mu, neglog10_p, q, significant.
+    and extras: reasons (all of them), n_coactive, jaccard, cos, mu, k_over_mu, neglog10_p, q,
+    significant, flags, and the evidence columns.
+
+feature_tokens_a.parquet / feature_tokens_b.parquet, one row per feature: feature, n_top (its top
+10% activations), tokens, counts (its 50 most frequent tokens there): what the evidence reads.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,18 +48,34 @@ from core.matching.assign import (
     compute_assignment,
     compute_orphans,
     compute_splits,
-    greedy_one_to_one,
     hungarian_fits,
     summarize_pairs,
 )
 from core.matching.blocks import Correlator
 from core.matching.correlate import CorrelationResult, TopK, compute_correlation, compute_pair_stats, jaccard
-from core.matching.filters import SideFlags, apply_filters, compute_side_flags
+from core.matching.evidence import (
+    EVIDENCE_COLUMNS,
+    FeatureTokens,
+    compute_feature_tokens,
+    compute_pair_evidence,
+    unit_token_ids,
+)
+from core.matching.filters import SideFlags, compute_side_flags
+from core.matching.labels import VocabForms, bundle_vocab_forms, compute_side_labels, load_filter_tokens
+from core.matching.presets import apply_pipeline
 from core.matching.settings import ASSIGN_METHODS, MatchSettings
-from core.matching.significance import compute_pair_significance, compute_significance
+from core.matching.significance import (
+    DocCounts,
+    compute_document_counts,
+    compute_pair_significance,
+    compute_significance,
+    k_over_mu,
+    log_pvalues,
+    pair_flags,
+)
 from core.matching.weights import compute_pair_cosine, compute_weight_matches
 from core.progress import ProgressFn, no_progress
-from core.tokens import load_nonconcept_tokens
+from core.sides import SIDES
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +91,11 @@ class MatchResult:
         summary: counts per side, per pairing method, significance and splits (the manifest's
             ``matching.summary``).
         settings: the settings used.
+        labels: side -> how its label lists were made (source, form, match; the manifest's
+            ``matching.labels``).
+        feature_tokens_a: A's most frequent tokens in each feature's top activations (what the
+            evidence reads; feature_tokens_a.parquet), None without ``unit_text``.
+        feature_tokens_b: B's, likewise.
         device: where the correlation ran.
         backend: what accumulated the co-activation sums (``numba`` or ``torch``).
         n_blocks: A-feature blocks streamed.
@@ -82,15 +109,20 @@ class MatchResult:
     orphans: pl.DataFrame
     summary: dict[str, Any]
     settings: MatchSettings
+    labels: dict[str, Any]
+    feature_tokens_a: pl.DataFrame | None
+    feature_tokens_b: pl.DataFrame | None
     device: str
     backend: str
     n_blocks: int
     timings: dict[str, float] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        """The manifest's ``matching`` record: settings, device, backend, blocks, summary, timings."""
+        """The manifest's ``matching`` record: preset, settings, labels, device, backend, blocks, summary, timings."""
         return {
+            "preset": self.settings.preset,
             "settings": self.settings.to_dict(),
+            "labels": self.labels,
             "device": self.device,
             "backend": self.backend,
             "n_blocks": self.n_blocks,
@@ -112,8 +144,9 @@ def compute_matching(
     device: str | torch.device = "auto",
     progress: ProgressFn | None = None,
     correlate: Callable[..., CorrelationResult] | None = None,
+    vocab: Mapping[str, VocabForms] | None = None,
 ) -> MatchResult:
-    """The whole matching stage on two code matrices: correlate, test, filter, assign, split, orphan, summarise.
+    """The whole matching stage on two code matrices: correlate, test, label, filter, assign, split, summarise.
 
     Args:
         codes_a: codes of SAE A [n_units, Fa]: :class:`~core.bundle.codes.SparseCodes`, a scipy
@@ -125,15 +158,20 @@ def compute_matching(
         decoder_a: ``W_dec`` of SAE A [Fa, d_in] (numpy or torch), for the ``cos`` columns and
             weight matches; None leaves cos null.
         decoder_b: ``W_dec`` of SAE B [Fb, d_in].
-        features_a: A's top tokens for the non-concept and shared-token filters: a frame with
-            ``feature`` and ``top_tokens``, or one token list per feature; None computes them
-            from ``unit_text`` when given, else those filters see no tokens.
+        features_a: A's top tokens for the ``top_tokens`` labels (non-concept and shared-token
+            filters): a frame with ``feature`` and ``top_tokens``, or one token list per
+            feature; None computes them from ``unit_text`` when given, else the labels are empty.
         features_b: B's, likewise.
-        unit_text: the text of every unit, to compute top tokens the way a bundle's features do.
+        unit_text: the text of every unit: the top tokens when ``features_*`` are not given,
+            the ``top_activations`` labels, and the evidence columns (token overlap, combined
+            score), which are left out without it.
         device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
-        progress: the progress callback (stages "correlate", "significance", "assign").
+        progress: the progress callback (stages "correlate", "significance", "labels", "assign",
+            "evidence").
         correlate: runs the correlation reduce elsewhere (called like :func:`compute_correlation`,
             e.g. an engine's row-block tasks); None runs :func:`compute_correlation` here.
+        vocab: side -> the vocabulary form of units (``label_form="vocab"``); a side without
+            one keeps the units' surface text, with a note in the labels record.
 
     Returns:
         The :class:`MatchResult`.
@@ -143,10 +181,16 @@ def compute_matching(
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     started = time.perf_counter()
     codes_a, codes_b = as_sparse_codes(codes_a, "codes_a"), as_sparse_codes(codes_b, "codes_b")
+    if codes_a.n_rows != codes_b.n_rows:
+        raise MatchingError(
+            f"codes_a has {codes_a.n_rows} units but codes_b has {codes_b.n_rows}; both must be codes of the same units."
+        )
     dec_a, dec_b = _decoder(decoder_a, codes_a.n_features, "a"), _decoder(decoder_b, codes_b.n_features, "b")
     docs = _docs(docs, codes_a.n_rows)
-    feats_a = _top_tokens_frame(features_a, codes_a, unit_text, "a")
-    feats_b = _top_tokens_frame(features_b, codes_b, unit_text, "b")
+    texts = _texts(unit_text, codes_a.n_rows)
+    feats_a = _top_tokens_frame(features_a, codes_a, texts, "a")
+    feats_b = _top_tokens_frame(features_b, codes_b, texts, "b")
+    vocab = vocab or {}
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -165,8 +209,12 @@ def compute_matching(
 
     t0 = time.perf_counter()
     progress("significance", 0, 1)
-    sig_rows, sig_candidates = compute_significance(
-        result, codes_a, codes_b, docs, settings.sig_candidates, settings.alpha
+    doc_counts = compute_document_counts(codes_a, codes_b, docs)
+    sig_rows, _ = compute_significance(
+        result, None, None, docs, settings.sig_candidates, settings.alpha, doc_counts, "a->b"
+    )
+    sig_rows_ba, _ = compute_significance(
+        result, None, None, docs, settings.sig_candidates, settings.alpha, doc_counts, "b->a"
     )
     progress("significance", 1, 1)
     timings["significance_s"] = time.perf_counter() - t0
@@ -174,34 +222,72 @@ def compute_matching(
     same_space = dec_a is not None and dec_b is not None and dec_a.shape[1] == dec_b.shape[1]
     splits = compute_splits(result.ab, result.ba, settings.split_min_corr)
     matches = build_matches_frame(result, dec_a if same_space else None, dec_b if same_space else None)
-    matches = _attach_significance(matches, sig_rows, sig_candidates)
+    matches = _attach_significance(matches, doc_counts, sig_rows, sig_rows_ba)
     matches = _attach_splits(matches, splits)
 
     t0 = time.perf_counter()
-    tokens = load_nonconcept_tokens(settings.nonconcept_file)
-    flags_a = compute_side_flags(result.moments_a, feats_a, tokens, settings.nonconcept_top_n, settings.max_freq)
-    flags_b = compute_side_flags(result.moments_b, feats_b, tokens, settings.nonconcept_top_n, settings.max_freq)
-    summaries: dict[str, Any] = {}
-    assignment: pl.DataFrame | None = None
+    progress("labels", 0, 2)
+    labels_a = compute_side_labels(codes_a, feats_a, settings, texts, vocab.get("a"))
+    progress("labels", 1, 2)
+    labels_b = compute_side_labels(codes_b, feats_b, settings, texts, vocab.get("b"))
+    progress("labels", 2, 2)
+    timings["labels_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tokens = load_filter_tokens(settings)
+    flags_a = compute_side_flags(
+        result.moments_a, nonconcept_tokens=tokens, max_freq=settings.max_freq, label_sets=labels_a.sets
+    )
+    flags_b = compute_side_flags(
+        result.moments_b, nonconcept_tokens=tokens, max_freq=settings.max_freq, label_sets=labels_b.sets
+    )
     methods = [m for m in ASSIGN_METHODS if m != "hungarian" or result.dense is not None]
     if settings.method not in methods:
         methods.append(settings.method)  # fails below with a clear message
-    for done, method in enumerate(methods, start=1):
-        progress("assign", done - 1, len(methods))
-        pairs = compute_assignment(
+    pairings = {
+        method: compute_assignment(
             method, result.ab, result.ba, result.dense, unmatched_value=settings.sparse_unmatched_value
         )
+        for method in methods
+    }
+    # exact counts of every pair of every method at once (Hungarian pairs can lie outside the top-k lists)
+    union = pl.concat([p.select("feature_a", "feature_b") for p in pairings.values()]).unique()
+    _, union_k = compute_pair_stats(
+        codes_a,
+        codes_b,
+        result.moments_a,
+        result.moments_b,
+        union["feature_a"].to_numpy(),
+        union["feature_b"].to_numpy(),
+    )
+    counts = union.with_columns(n_coactive=pl.Series(union_k, dtype=pl.Int64))
+    summaries: dict[str, Any] = {}
+    assignment: pl.DataFrame | None = None
+    for done, method in enumerate(methods, start=1):
+        progress("assign", done - 1, len(methods))
+        frame = _full_assignment(
+            pairings[method], method, result, counts, doc_counts, dec_a, dec_b, same_space, flags_a, flags_b, settings
+        )
         if method == settings.method:
-            assignment = _full_assignment(
-                pairs, method, result, codes_a, codes_b, docs, dec_a, dec_b, same_space, flags_a, flags_b, settings
-            )
-            frame = assignment
-        else:
-            frame = _filtered(pairs, flags_a, flags_b, settings, method)
+            assignment = frame
         summaries[method] = summarize_pairs(frame, method, settings.min_corr).to_dict()
     progress("assign", len(methods), len(methods))
     timings["assign_s"] = time.perf_counter() - t0
     assert assignment is not None
+
+    tokens_a = tokens_b = None
+    if texts is not None:
+        t0 = time.perf_counter()
+        progress("evidence", 0, 3)
+        token_ids, token_vocab = unit_token_ids(pl.Series(texts, dtype=pl.String), settings.fold_case)
+        tokens_a = compute_feature_tokens(codes_a, token_ids, token_vocab)
+        progress("evidence", 1, 3)
+        tokens_b = compute_feature_tokens(codes_b, token_ids, token_vocab)
+        progress("evidence", 2, 3)
+        matches = _with_evidence(matches, tokens_a, tokens_b)
+        assignment = _with_evidence(assignment, tokens_a, tokens_b)
+        progress("evidence", 3, 3)
+        timings["evidence_s"] = time.perf_counter() - t0
 
     orphans = compute_orphans(result.ab, result.ba, flags_a.dead, flags_b.dead, settings.min_corr)
     summary = {
@@ -222,6 +308,7 @@ def compute_matching(
         ).to_dict(),
         "methods": summaries,
         "significance": _significance_summary(sig_rows, settings),
+        "significance_b_to_a": _significance_summary(sig_rows_ba, settings),
         "n_split_groups_a": int(splits.filter(pl.col("side") == "a")["feature"].n_unique()),
         "n_split_groups_b": int(splits.filter(pl.col("side") == "b")["feature"].n_unique()),
         "n_orphans_a": int((orphans["side"] == "a").sum()),
@@ -239,6 +326,9 @@ def compute_matching(
         orphans=orphans,
         summary=summary,
         settings=settings,
+        labels={"a": labels_a.record, "b": labels_b.record},
+        feature_tokens_a=None if tokens_a is None else tokens_a.to_frame(),
+        feature_tokens_b=None if tokens_b is None else tokens_b.to_frame(),
         device=str(device),
         backend=result.backend,
         n_blocks=result.n_blocks,
@@ -253,13 +343,13 @@ def build_matching(
     progress: ProgressFn | None = None,
     correlator: Correlator | None = None,
 ) -> Bundle:
-    """(Re)compute a bundle's matches.parquet and assignment.parquet: read the bundle, :func:`compute_matching`, write.
+    """(Re)compute a bundle's matches, assignment and feature tokens: read the bundle, :func:`compute_matching`, write.
 
     Args:
         bundle_path: a bundle folder holding at least units, codes, decoders and features.
         settings: the matching settings (defaults if None).
         device: "auto", "cpu", "cuda" (or "cuda:N"), or a torch device.
-        progress: the progress callback (stages "correlate", "significance", "assign").
+        progress: the progress callback (see :func:`compute_matching`).
         correlator: runs the correlation reduce elsewhere (an engine's row-block tasks, which
             may stream the bundle's codes files); None runs :func:`compute_correlation` here.
 
@@ -278,11 +368,16 @@ def build_matching(
         decoder_b=bundle.decoder("b"),
         features_a=_features(bundle, "a"),
         features_b=_features(bundle, "b"),
+        unit_text=_unit_texts(bundle, codes_a.n_rows).to_list(),
         device=device,
         progress=progress,
         correlate=None if correlator is None else functools.partial(correlator, bundle.path),
+        vocab={side: forms for side in SIDES if (forms := bundle_vocab_forms(bundle, side)) is not None},
     )
     frames = {"matches.parquet": result.matches, "assignment.parquet": result.assignment}
+    if result.feature_tokens_a is not None and result.feature_tokens_b is not None:
+        frames["feature_tokens_a.parquet"] = result.feature_tokens_a
+        frames["feature_tokens_b.parquet"] = result.feature_tokens_b
     if result.weight_matches is not None:
         frames["weight_matches.parquet"] = result.weight_matches
     record = result.record()
@@ -315,18 +410,24 @@ def _docs(docs: Any, n_units: int) -> np.ndarray | None:
     return out
 
 
+def _texts(unit_text: Sequence[str] | None, n_units: int) -> list[str] | None:
+    if unit_text is None:
+        return None
+    texts = [str(t) for t in unit_text]
+    if len(texts) != n_units:
+        raise MatchingError(f"unit_text holds {len(texts)} texts but the codes have {n_units} units.")
+    return texts
+
+
 def _top_tokens_frame(
     features: pl.DataFrame | Sequence[Sequence[str]] | None,
     codes: SparseCodes,
-    unit_text: Sequence[str] | None,
+    texts: list[str] | None,
     side: str,
 ) -> pl.DataFrame | None:
     if features is None:
-        if unit_text is None:
+        if texts is None:
             return None
-        texts = list(unit_text)
-        if len(texts) != codes.n_rows:
-            raise MatchingError(f"unit_text holds {len(texts)} texts but the codes have {codes.n_rows} units.")
         features = top_tokens_per_feature(codes, texts)
     if isinstance(features, pl.DataFrame):
         return features
@@ -349,6 +450,23 @@ def _features(bundle: Bundle, side: str) -> pl.DataFrame | None:
     if "top_tokens" not in names:
         return None
     return frame.select("feature", "top_tokens").collect()
+
+
+def _unit_texts(bundle: Bundle, n_units: int) -> pl.Series:
+    units = bundle.units().select("unit", "text").sort("unit").collect()
+    if units.height != n_units:
+        raise MatchingError(
+            f"units.parquet lists {units.height} units but the codes hold {n_units}; rebuild the bundle."
+        )
+    return units["text"]
+
+
+def _with_evidence(frame: pl.DataFrame, tokens_a: FeatureTokens, tokens_b: FeatureTokens) -> pl.DataFrame:
+    """``frame`` (pairs with ``corr``) with the evidence columns of core.matching.evidence."""
+    evidence = compute_pair_evidence(
+        tokens_a, tokens_b, frame["feature_a"].to_numpy(), frame["feature_b"].to_numpy(), frame["corr"].to_numpy()
+    )
+    return frame.drop([c for c in EVIDENCE_COLUMNS if c in frame.columns]).hstack(evidence)
 
 
 def _unit_docs(bundle: Bundle, n_units: int) -> np.ndarray | None:
@@ -426,13 +544,28 @@ def build_matches_frame(
     return pl.concat([p.select(columns) for p in parts])
 
 
-def _attach_significance(matches: pl.DataFrame, rows: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
-    cand = candidates.select("feature_a", "feature_b", "mu", "neglog10_p").with_columns(direction=pl.lit("a->b"))
-    chosen = rows.select("feature_a", "feature_b", "q", "significant", "flags").with_columns(direction=pl.lit("a->b"))
-    keys = ["feature_a", "feature_b", "direction"]
-    return matches.join(cand, on=keys, how="left", maintain_order="left").join(
-        chosen, on=keys, how="left", maintain_order="left"
+def _attach_significance(
+    matches: pl.DataFrame, doc_counts: DocCounts, rows_ab: pl.DataFrame, rows_ba: pl.DataFrame
+) -> pl.DataFrame:
+    """The null of every listed pair (mu, k/mu, -log10 p, flags), and q on each feature's chosen partner."""
+    fa, fb = matches["feature_a"].to_numpy(), matches["feature_b"].to_numpy()
+    k = matches["n_coactive"].to_numpy()
+    mu, log_c, fill = doc_counts.null(fa, fb, k)
+    log_p = log_pvalues(k, mu, log_c)
+    matches = matches.with_columns(
+        mu=pl.Series(mu),
+        k_over_mu=pl.Series(k_over_mu(k, mu)),
+        neglog10_p=pl.Series(-log_p / math.log(10)),
+        flags=pl.Series(pair_flags(k, fill), dtype=pl.List(pl.String)),
     )
+    keys = ["feature_a", "feature_b", "direction"]
+    chosen = pl.concat(
+        [
+            rows.select("feature_a", "feature_b", "q", "significant").with_columns(direction=pl.lit(direction))
+            for rows, direction in ((rows_ab, "a->b"), (rows_ba, "b->a"))
+        ]
+    )
+    return matches.join(chosen, on=keys, how="left", maintain_order="left")
 
 
 def _attach_splits(matches: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
@@ -448,20 +581,12 @@ def _attach_splits(matches: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("is_split").fill_null(False))
 
 
-def _filtered(
-    pairs: pl.DataFrame, flags_a: SideFlags, flags_b: SideFlags, settings: MatchSettings, method: str
-) -> pl.DataFrame:
-    frame = apply_filters(pairs, flags_a, flags_b, settings.min_corr, settings.require_shared_token)
-    return greedy_one_to_one(frame) if method == "greedy" else frame
-
-
 def _full_assignment(
     pairs: pl.DataFrame,
     method: str,
     result: CorrelationResult,
-    codes_a: SparseCodes,
-    codes_b: SparseCodes,
-    docs: np.ndarray | None,
+    counts: pl.DataFrame,
+    doc_counts: DocCounts,
     dec_a: np.ndarray | None,
     dec_b: np.ndarray | None,
     same_space: bool,
@@ -469,15 +594,15 @@ def _full_assignment(
     flags_b: SideFlags,
     settings: MatchSettings,
 ) -> pl.DataFrame:
+    """One method's pairs with their statistics and significance, run through the preset's pipeline."""
+    pairs = pairs.join(counts, on=["feature_a", "feature_b"], how="left", maintain_order="left")
     fa, fb = pairs["feature_a"].to_numpy(), pairs["feature_b"].to_numpy()
-    # exact counts for every pair, including Hungarian pairs outside the top-k lists
-    _, count = compute_pair_stats(codes_a, codes_b, result.moments_a, result.moments_b, fa, fb)
+    count = pairs["n_coactive"].to_numpy()
     sig = compute_pair_significance(
-        result.moments_a, result.moments_b, codes_a, codes_b, docs, fa, fb, count, settings.alpha
+        result.moments_a, result.moments_b, None, None, None, fa, fb, count, settings.alpha, doc_counts
     )
     frame = pairs.with_columns(
         method=pl.lit(method),
-        n_coactive=pl.Series(count, dtype=pl.Int64),
         jaccard=pl.Series(jaccard(count, result.moments_a.n_fire[fa], result.moments_b.n_fire[fb])),
         cos=pl.Series(
             compute_pair_cosine(dec_a, dec_b, fa, fb)
@@ -485,20 +610,13 @@ def _full_assignment(
             else np.full(fa.shape, None)
         ),
         mu=sig["mu"],
+        k_over_mu=sig["k_over_mu"],
         neglog10_p=sig["neglog10_p"],
         q=sig["q"],
         significant=sig["significant"],
+        flags=sig["flags"],
     ).with_columns(pl.col("cos").cast(pl.Float64))
-    frame = apply_filters(
-        frame,
-        flags_a,
-        flags_b,
-        settings.min_corr,
-        settings.require_shared_token,
-        settings.alpha if settings.require_significant else None,
-    )
-    if method == "greedy":
-        frame = greedy_one_to_one(frame)
+    frame = apply_pipeline(frame, flags_a, flags_b, settings, method)
     first = ["feature_a", "feature_b", "method", "corr", "kept", "reason"]
     return frame.select(first + [c for c in frame.columns if c not in first])
 

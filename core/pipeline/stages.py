@@ -23,13 +23,24 @@ from core.pipeline.costs import CostWatcher, check_stage_costs
 from core.progress import ProgressFn, no_progress
 
 STAGES = ("matching", "similarity", "dashboards", "umap")
-# the part whose presence says a stage has run
-STAGE_PARTS = {"matching": "assignment", "similarity": "similarity", "dashboards": "dashboards", "umap": "umap"}
+# the parts whose presence says a stage has run (a bundle from before a stage wrote a part lacks it)
+STAGE_PARTS: dict[str, tuple[str, ...]] = {
+    "matching": ("assignment", "feature_tokens"),
+    "similarity": ("similarity",),
+    "dashboards": ("dashboards",),
+    "umap": ("umap",),
+}
+# stages that read what an earlier stage wrote: rerunning that one makes theirs stale
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {"similarity": ("matching",), "umap": ("matching",)}
 
 
 def missing_stages(bundle: Bundle) -> list[str]:
-    """The stages whose parts a bundle does not hold yet, in run order."""
-    return [name for name in STAGES if not bundle.has(STAGE_PARTS[name])]
+    """The stages a bundle still needs, in run order: those whose parts it lacks, and those reading them."""
+    missing: list[str] = []
+    for name in STAGES:
+        if not all(bundle.has(part) for part in STAGE_PARTS[name]) or set(STAGE_NEEDS.get(name, ())) & set(missing):
+            missing.append(name)
+    return missing
 
 
 def check_stage_names(names: Sequence[str]) -> tuple[str, ...]:

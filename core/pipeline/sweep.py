@@ -1,10 +1,12 @@
 """Layer x layer sweeps: pair every SAE of side A with every SAE of side B and compare.
 
 Each model runs once per batch over the shared text, with every SAE reading it encoded
-from that one pass (``core.harvest.encode_windows``). Each cell is paired the way a
-comparison bundle is (exact correlation, the paper's greedy 1-1 after the threshold and
-non-concept filters) and then measured with ``core.similarity.compute_layer_sweep``
-(metric, permutation null, p, adjusted p across cells).
+from that one pass (``core.harvest.encode_windows``). Each cell is paired by exact correlation
+and a greedy 1-1 (by B id) after the threshold and non-concept filters on the harvest's top
+tokens: neither matching preset (no significance rule, and the threshold comes before the
+de-duplication, unlike the ``paper`` preset), so a cell's pairs can differ from a bundle's; it
+is then measured with ``core.similarity.compute_layer_sweep`` (metric, permutation null, p,
+adjusted p across cells).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def compute_pairing(
     min_corr: float,
     device: torch.device,
 ) -> pl.DataFrame:
-    """The bundle's default pairing for one cell: greedy 1-1 after threshold and non-concept filters.
+    """One cell's pairing: greedy 1-1 after the threshold and non-concept filters (see the module docstring).
 
     Args:
         codes_a: codes of the A SAE.

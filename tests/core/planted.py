@@ -35,6 +35,8 @@ class PlantedConfig:
         n_constant_b: B features firing on every unit with one constant value (zero variance).
         fire_prob: probability a concept fires on a unit.
         noise_prob: probability a feature fires on a unit on its own (spurious firings).
+        orphan_fires: (lo, hi) firings of each orphan, at random units (rare features whose chance
+            co-firings reach r 0.1-0.2); None: orphans fire like concepts, with ``fire_prob``.
         value_noise: relative jitter of each side's activation around the concept's value.
         d_in: decoder width.
         decoder_noise: jitter added to a partner's decoder direction.
@@ -55,6 +57,7 @@ class PlantedConfig:
     n_constant_b: int = 1
     fire_prob: float = 0.04
     noise_prob: float = 0.004
+    orphan_fires: tuple[int, int] | None = None
     value_noise: float = 0.2
     d_in: int = 16
     decoder_noise: float = 0.1
@@ -125,7 +128,14 @@ def make_planted(cfg: PlantedConfig) -> Planted:
         spurious = rng.random(dense.shape) < cfg.noise_prob
         return np.where(spurious & (dense == 0), rng.uniform(0.1, 1.0, dense.shape), dense)
 
-    own = lambda: np.where(rng.random(n) < cfg.fire_prob, rng.uniform(0.5, 2.0, n), 0.0)  # noqa: E731
+    def own() -> np.ndarray:
+        if cfg.orphan_fires is None:
+            return np.where(rng.random(n) < cfg.fire_prob, rng.uniform(0.5, 2.0, n), 0.0)
+        col = np.zeros(n)
+        hit = rng.choice(n, int(rng.integers(cfg.orphan_fires[0], cfg.orphan_fires[1], endpoint=True)), replace=False)
+        col[hit] = rng.uniform(0.5, 2.0, hit.size)
+        return col
+
     # A columns in a known order, then shuffled ids
     cols_a = [value[:, c] for c in range(n_concepts)] + [own() for _ in range(cfg.n_orphans_a)]
     # B: shared concepts, split parts (the hub's firing units partitioned), orphans
@@ -328,6 +338,7 @@ def write_bundle(
     w_dec_b: np.ndarray,
     top_tokens_a: list[list[str]] | None = None,
     top_tokens_b: list[list[str]] | None = None,
+    texts: list[str] | None = None,
 ) -> Path:
     """Write a minimal but complete bundle (schema 1) around the given codes.
 
@@ -340,6 +351,7 @@ def write_bundle(
         w_dec_b: decoder of B.
         top_tokens_a: per A feature its top tokens (default: a distinct word per feature).
         top_tokens_b: per B feature its top tokens.
+        texts: the text of each unit (default ``t0``, ``t1``, ...).
 
     Returns:
         The bundle folder.
@@ -353,7 +365,7 @@ def write_bundle(
                 "unit": np.arange(n, dtype=np.int64),
                 "doc": np.asarray(docs, np.int64),
                 "pos": np.arange(n, dtype=np.int64),
-                "text": [f"t{i}" for i in range(n)],
+                "text": texts if texts is not None else [f"t{i}" for i in range(n)],
                 "char_start": np.arange(n, dtype=np.int64),
                 "char_end": np.arange(n, dtype=np.int64) + 1,
             }

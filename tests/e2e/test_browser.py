@@ -195,3 +195,27 @@ def test_clicking_a_point_in_umap_a_lights_up_its_partner_in_umap_b(
     )
     assert fa in browser.evaluate(selected)
     assert browser.evaluate(f"document.body.innerText.includes('Open feature A{fa}')")
+
+
+def test_the_pair_evidence_is_on_the_feature_and_correlation_pages(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    fa, fb = _kept_pair(bundle)
+    row = (
+        open_bundle(bundle)
+        .assignment()
+        .filter((pl.col("feature_a") == fa) & (pl.col("feature_b") == fb))
+        .collect()
+        .row(0, named=True)
+    )
+    query = f"bundle={quote(str(bundle))}&side=a&feature={fa}&partner={fb}"
+    for page, n_plots in (("feature", 2), ("correlation", 2)):
+        open_page(browser, f"{server}/{page}?{query}", n_plots)
+        browser.screenshot(artifacts / f"evidence-{page}.png")
+        assert browser.evaluate(EXCEPTIONS) == 0
+        text = browser.evaluate("document.body.innerText")
+        for label in ("k (co-firing)", "expected mu", "k / mu", "-log10 p", "combined score", "Shared top tokens"):
+            assert label in text, (page, label)
+        assert f"{row['note']} match" in text and f"{row['combined_score']:.3f}" in text, page
+    open_page(browser, f"{server}/feature?{query}", 2)
+    assert "Split group" in browser.evaluate("document.body.innerText")

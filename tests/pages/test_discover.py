@@ -10,6 +10,7 @@ from tests.pages.conftest import no_exception, open_app, texts
 def test_discover_ranks_features_of_both_sides(app_bundle: Path) -> None:
     at = open_app("discover", bundle_path=str(app_bundle))
     at.text_area(key="disc-text").set_value("the cat sat on a mat while seven dogs barked")
+    at.number_input(key="disc-coverage").set_value(0.0)
     at.button(key="disc-go").click().run()
     no_exception(at)
     headers = [s.value for s in at.subheader]

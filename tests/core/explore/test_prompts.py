@@ -18,8 +18,12 @@ from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prompts")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prompts")
+
+
+@pytest.fixture(scope="module")
+def bundle_path(root: Path) -> Path:
     model = ModelSpec("hf", str(build_bert_folder(root / "bert")))
     spec = ComparisonSpec(
         a=SideSpec(
@@ -54,7 +58,9 @@ def test_discover_cli_single_and_batch(bundle_path: Path, tmp_path: Path, capsys
     result = json.loads(capsys.readouterr().out)
     assert result, "discovery returns a result object"
     out_csv = tmp_path / "hits.csv"
-    assert main(["discover", "--bundle", str(bundle_path), "--text", "seven dogs barked", "--out", str(out_csv)]) == 0
+    # a three-token text: keep features that never pass their corpus threshold here (the 0.5% gate would not)
+    argv = ["discover", "--bundle", str(bundle_path), "--text", "seven dogs barked", "--min-coverage-pct", "0"]
+    assert main([*argv, "--out", str(out_csv)]) == 0
     table = pl.read_csv(out_csv)
     assert {"feature_id", "side", "score", "partner"} <= set(table.columns)
     assert set(table["side"].to_list()) <= {"a", "b"} and table.height > 0
@@ -75,3 +81,68 @@ def test_discover_cli_bad_input(bundle_path: Path, tmp_path: Path, capsys) -> No
     assert "Loading weights" not in err, "the prompts are checked before any model loads"
     assert main(["discover", "--bundle", str(bundle_path), "--text", "   "]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_discover_cli_spec_flags_and_several_saes_of_one_model(bundle_path: Path, root: Path, tmp_path: Path) -> None:
+    # another SAE of side A's model, at block 0: a second layer of side A
+    other = build_topk_sae_folder(root / "layer0", hook_name="blocks.0.hook_resid_post", seed=9)
+    out = tmp_path / "layers.json"
+    argv = ["discover", "--bundle", str(bundle_path), "--text", "the cat sat on a mat", "--device", "cpu"]
+    argv += ["--min_coverage_pct", "0"]
+    assert main([*argv, "--score_mode", "max", "--saes", str(other), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    groups = [(g["side"], g["analyzed"]["layers"]) for g in result["sides"]]
+    assert groups == [("a", [1]), ("b", [2]), ("a", [0])]
+    assert all(g["analyzed"]["mode"] == "max" for g in result["sides"])
+    layer0 = result["sides"][2]["features"]
+    assert layer0 and all(f["layer"] == 0 and f["stream"] == "resid_post" for f in layer0)
+    assert all(isinstance(f["proto_label"], str) for f in layer0)
+    assert main([*argv, "--score-mode", "mean", "--saes", str(other), "--merge-across-layers", "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert [(g["side"], g["analyzed"]["layers"]) for g in merged["sides"]] == [("a", [1, 0]), ("b", [2])]
+    ranks = [f["rank"] for f in merged["sides"][0]["features"]]
+    assert ranks == sorted(ranks) and {f["layer"] for f in merged["sides"][0]["features"]} <= {0, 1}
+    csv = tmp_path / "t.csv"
+    assert main([*argv, "--score", "max", "--topk-tokens-per-seq", "3", "--out", str(csv)]) == 0
+    table = pl.read_csv(csv)
+    assert table.columns[:10] == [
+        "feature_id",
+        "layer",
+        "stream",
+        "score",
+        "mean",
+        "coverage",
+        "max",
+        "selectivity",
+        "proto_label",
+        "top_span_text",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--score", "bogus"], "Score mode 'bogus' is unknown"),
+        (["--score_mode", "bogus"], "Score mode 'bogus' is unknown"),
+        (["--min-coverage-pct", "300"], "min_coverage_pct is a percent"),
+        (["--restrict-features", "1,100000"], "restrict_features names feature 100000"),
+        (["--restrict-features", "1,x"], "whole numbers separated by commas"),
+        (["--out", "r.txt"], "must end in .json or .csv"),
+        (["--merge-across-layers"], "name the others with --saes"),
+        (["--saes", "/no/such/sae"], "SAE folder /no/such/sae does not exist"),
+        (["--token-filter", "loud"], "token_filter 'loud' is unknown"),
+        (["--gen-tokens", "5"], "encoder and cannot continue"),
+    ],
+)
+def test_every_discover_option_is_checked_before_a_model_loads(
+    bundle_path: Path, extra: list[str], message: str, capsys, monkeypatch
+) -> None:
+    import core.explore.prompts as prompts
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(prompts, "load_sides", refuse)
+    assert main(["discover", "--bundle", str(bundle_path), "--text", "the cat", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0

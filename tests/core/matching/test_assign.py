@@ -201,21 +201,22 @@ def test_build_matching_writes_the_contract(tmp_path, planted):
     assert matches["cos"].null_count() == 0
     assignment = bundle.assignment().collect()
     assert assignment.columns[:6] == ["feature_a", "feature_b", "method", "corr", "kept", "reason"]
-    assert set(assignment["method"].unique()) == {"greedy"}
+    assert set(assignment["method"].unique()) == {"sparse"}  # the featurebridge preset's pairing
     kept = assignment.filter("kept")
-    assert kept["feature_a"].n_unique() == kept.height  # greedy is 1-1
+    assert kept["feature_a"].n_unique() == kept.height == kept["feature_b"].n_unique()  # 1-1
     truth = {(int(a), int(b)) for a, b in planted.pairs[1:]}
     assert truth <= set(zip(kept["feature_a"], kept["feature_b"], strict=True))
     dropped = assignment.filter(pl.col("feature_a") == int(planted.pairs[0, 0]))
     assert dropped["reason"].to_list() == ["nonconcept_a"]
     assert assignment.filter(~pl.col("kept"))["reason"].null_count() == 0
     record = open_bundle(path).manifest["matching"]
-    assert record["settings"]["top_k"] == 3 and record["settings"]["method"] == "greedy"
+    assert record["settings"]["top_k"] == 3 and record["settings"]["method"] == "sparse"
+    assert record["preset"] == "custom"  # top_k 3 is not the featurebridge preset's 10
     assert record["summary"]["n_split_groups_a"] == len(planted.splits)
     assert "hungarian" in record["summary"]["methods"]
     # recompute with another method: the parts are replaced
-    again = build_matching(path, MatchSettings(top_k=3, method="sparse", require_significant=True), device="cpu")
-    assert set(again.assignment().collect()["method"].unique()) == {"sparse"}
+    again = build_matching(path, MatchSettings(top_k=3, method="greedy", require_significant=False), device="cpu")
+    assert set(again.assignment().collect()["method"].unique()) == {"greedy"}
 
 
 def test_build_matching_with_different_widths_leaves_cos_null(tmp_path, planted):

@@ -209,3 +209,35 @@ def test_bad_inputs_raise_one_sentence_user_errors(codes_a, codes_b, top_k, frag
 def test_cosine_needs_equal_widths():
     with pytest.raises(MatchingError, match="d_in"):
         compute_cosine_topk(np.ones((3, 4)), np.ones((3, 5)), top_k=1)
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 5])
+def test_fused_finalize_equals_the_two_pass_kernels_bit_for_bit_ties_included(n_parts):
+    from core.matching.kernels import column_topk_numba, finalize_numba, finalize_topk_numba
+
+    rng = np.random.default_rng(n_parts)
+    height, n_b, n_a, k, lo = 37, 29, 50, 4, 6
+    # few distinct values, so many ties, plus dead features on both sides
+    sums = rng.integers(0, 4, (height, n_b)).astype(np.float64)
+    counts = rng.integers(0, 9, (height, n_b)).astype(np.int32)
+    mean_a, mean_b = rng.random(n_a), rng.random(n_b)
+    inv_a, inv_b = np.full(n_a, 0.5), np.full(n_b, 0.25)
+    live_a, live_b = rng.random(n_a) > 0.1, rng.random(n_b) > 0.1
+    # running column lists from an earlier block (lower A ids), so the merge order matters
+    start_v = np.sort(rng.integers(-2, 2, (n_b, k)).astype(np.float64), axis=1)[:, ::-1].copy()
+    start_i = rng.integers(0, lo, (n_b, k)).astype(np.int64)
+    start_c = rng.integers(0, 5, (n_b, k)).astype(np.int64)
+    outs = []
+    for fused in (False, True):
+        s, c = sums.copy(), counts.copy()
+        rv, ri, rc = np.zeros((n_a, k)), np.zeros((n_a, k), np.int64), np.zeros((n_a, k), np.int64)
+        cv, ci, cc = start_v.copy(), start_i.copy(), start_c.copy()
+        args = (s, c, lo, 10.0, mean_a, mean_b, inv_a, inv_b, live_a, live_b, rv, ri, rc)
+        if fused:
+            finalize_topk_numba(*args, cv, ci, cc, n_parts)
+        else:
+            finalize_numba(*args)
+            column_topk_numba(s, c, lo, 7, cv, ci, cc)
+        outs.append((s, rv, ri, rc, cv, ci, cc))
+    for x, y in zip(*outs, strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -41,6 +41,7 @@ def test_build_matching_writes_exactly_what_match_codes_returns(tmp_path, plante
     )
     settings = MatchSettings(top_k=4)
     bundle = build_matching(path, settings, device="cpu")
+    unit_text = bundle.units().sort("unit").collect()["text"].to_list()
     result = core.match_codes(
         planted.codes_a,
         planted.codes_b,
@@ -50,6 +51,7 @@ def test_build_matching_writes_exactly_what_match_codes_returns(tmp_path, plante
         decoder_b=planted.w_dec_b,
         features_a=tokens_a,
         features_b=[[f"bword{i}"] for i in range(planted.codes_b.n_features)],
+        unit_text=unit_text,
         device="cpu",
     )
     assert isinstance(result, core.MatchResult)
@@ -60,7 +62,10 @@ def test_build_matching_writes_exactly_what_match_codes_returns(tmp_path, plante
     record = open_bundle(path).manifest["matching"]
     assert record["summary"] == result.summary
     assert record["settings"] == settings.to_dict() == result.record()["settings"]
-    assert set(record["timings"]) == {"correlate_s", "significance_s", "assign_s", "total_s"}
+    assert set(record["timings"]) == {"correlate_s", "significance_s", "labels_s", "assign_s", "evidence_s", "total_s"}
+    assert record["labels"] == result.labels and record["preset"] == settings.preset
+    assert result.feature_tokens_a is not None
+    assert_frame_equal(pl.read_parquet(path / "feature_tokens_a.parquet"), result.feature_tokens_a)
     # the planted answer: every shared concept but the non-concept one is a kept pair
     kept = result.assignment.filter("kept")
     truth = {(int(a), int(b)) for a, b in planted.pairs[1:]}
@@ -93,6 +98,7 @@ def test_every_input_form_gives_the_same_matches(planted, form: str) -> None:
 def test_without_decoders_cos_is_null_and_corr_matches_a_dense_reference(planted) -> None:
     result = core.match_codes(planted.codes_a.to_dense(), planted.codes_b.to_dense(), device="cpu")
     assert result.weight_matches is None
+    assert result.feature_tokens_a is None and "token_overlap" not in result.matches.columns  # no unit_text
     assert result.matches["cos"].null_count() == result.matches.height
     r = dense_pearson(planted.codes_a, planted.codes_b)
     best = result.matches.filter((pl.col("direction") == "a->b") & (pl.col("rank") == 1))
