@@ -49,3 +49,7 @@ class MatchingError(UserError):
 
 class DashboardError(UserError):
     """Dashboard, search or discovery input that cannot be used (bad ids, empty text, ...)."""
+
+
+class CrosscoderError(UserError):
+    """A crosscoder checkpoint that cannot be loaded or does not fit the models given (layout, M, d, NaN, pickle)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -56,6 +56,29 @@ class HarvestResult:
     n_shards: int
     resumed_shards: int
     alignment: dict[str, Any] | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# how one shard's token windows become both sides' codes, plus extra float64 sums that merge
+# across shards by addition (a crosscoder's reconstruction and Latent Scaling sums, for example)
+EncodeShard = Callable[
+    [Sequence[Window], HarvestSettings, torch.device], tuple[dict[str, SparseCodes], dict[str, np.ndarray]]
+]
+
+
+@dataclass(frozen=True)
+class TokenEncoder:
+    """The seam a dictionary other than two SAEs plugs into (``core.crosscoder.harvest`` uses it).
+
+    Attributes:
+        tokenizer: the tokenizer both sides share (windows are cut with it).
+        identity: what the codes depend on (checkpoint, hooks, scaling); part of the resume key.
+        encode: windows of one shard -> (side -> codes, extra sums).
+    """
+
+    tokenizer: Any
+    identity: dict[str, Any]
+    encode: EncodeShard
 
 
 def _side_identity(side: HarvestSide) -> dict[str, Any]:
@@ -69,22 +92,25 @@ def harvest(
     work_dir: str | Path,
     device: torch.device,
     progress: ProgressFn = no_progress,
+    encoder: TokenEncoder | None = None,
 ) -> HarvestResult:
     """Harvest sparse codes of both sides on the same units, resumably.
 
     Args:
-        sides: ``{"a": HarvestSide, "b": HarvestSide}``; both must share a tokenizer.
+        sides: ``{"a": HarvestSide, "b": HarvestSide}`` (two models may tokenize
+            differently: units are then aligned spans); ignored when ``encoder`` is given.
         docs: the corpus documents.
         settings: harvest settings.
         work_dir: folder for shards; an earlier run's finished shards with the same
             inputs are reused.
         device: where to run the models and SAEs.
         progress: called as ``progress("harvest", units_done, units_total)``.
+        encoder: encode each shard's token windows with this instead of the two SAEs.
 
     Returns:
         The merged result.
     """
-    aligned = not same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
+    aligned = encoder is None and not same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
     stats: dict[str, Any] | None = None
     # AlignedWindow for two tokenizers, Window for one; both carry n_units
     windows: Sequence[Any]
@@ -92,14 +118,15 @@ def harvest(
         aligned_windows, stats = plan_aligned_windows({s: sides[s].model for s in SIDES}, docs, settings)
         windows = cast(Sequence[Any], aligned_windows)
     else:
-        windows = cast(Sequence[Any], tokenize_windows(sides["a"].model.tokenizer, docs, settings))
+        encoder = encoder or _sae_encoder(sides)
+        windows = cast(Sequence[Any], tokenize_windows(encoder.tokenizer, docs, settings))
     if not windows:
         raise UserError("The corpus produced no tokens to harvest; give a corpus with some text.")
     shards = plan_shards(windows, settings.shard_units)
     total = sum(w.n_units for w in windows)
     work_dir = Path(work_dir)
     identity = {
-        "sides": {s: _side_identity(sides[s]) for s in SIDES},
+        "sides": encoder.identity if encoder is not None else {s: _side_identity(sides[s]) for s in SIDES},
         "docs": len(docs),
         "first_doc": docs[0][:200],
         "windows": len(windows),
@@ -119,10 +146,10 @@ def harvest(
     for number, (lo, hi) in enumerate(shards):
         shard_dir = work_dir / f"shard_{number:05d}"
         if not (shard_dir / "summary.json").is_file():
-            if aligned:
+            if encoder is None:
                 _run_aligned_shard(sides, windows[lo:hi], docs, settings, shard_dir, device, done_units)
             else:
-                _run_shard(sides, windows[lo:hi], docs, settings, shard_dir, device, done_units)
+                _run_shard(encoder, windows[lo:hi], docs, settings, shard_dir, device, done_units)
         else:
             resumed += 1
         done_units += sum(w.n_units for w in windows[lo:hi])
@@ -133,8 +160,26 @@ def harvest(
     return result
 
 
+def _sae_encoder(sides: dict[str, HarvestSide]) -> TokenEncoder:
+    def encode(
+        windows: Sequence[Window], settings: HarvestSettings, device: torch.device
+    ) -> tuple[dict[str, SparseCodes], dict[str, np.ndarray]]:
+        # sides that read the same model share one forward pass
+        groups: dict[int, list[str]] = {}
+        for s in SIDES:
+            groups.setdefault(id(sides[s].model), []).append(s)
+        codes: dict[str, SparseCodes] = {}
+        for names in groups.values():
+            readers = [(sides[s].sae, sides[s].hook) for s in names]
+            found = encode_windows(sides[names[0]].model, readers, windows, settings, device)
+            codes.update(zip(names, found, strict=True))
+        return codes, {}
+
+    return TokenEncoder(sides["a"].model.tokenizer, {s: _side_identity(sides[s]) for s in SIDES}, encode)
+
+
 def _run_shard(
-    sides: dict[str, HarvestSide],
+    encoder: TokenEncoder,
     windows: Sequence[Window],
     docs: Sequence[str],
     settings: HarvestSettings,
@@ -145,17 +190,14 @@ def _run_shard(
     shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir(parents=True)
     n_rows = sum(w.n_units for w in windows)
-    # sides that read the same model share one forward pass
-    groups: dict[int, list[str]] = {}
-    for s in SIDES:
-        groups.setdefault(id(sides[s].model), []).append(s)
-    codes: dict[str, SparseCodes] = {}
-    for names in groups.values():
-        readers = [(sides[s].sae, sides[s].hook) for s in names]
-        codes.update(zip(names, encode_windows(sides[names[0]].model, readers, windows, settings, device), strict=True))
+    codes, extra = encoder.encode(windows, settings, device)
     for s in SIDES:
         codes[s].save(shard_dir / f"codes_{s}.safetensors")
         write_tensors_atomic(feature_moments(codes[s]), shard_dir / f"moments_{s}.safetensors", {"n_rows": str(n_rows)})
+    if extra:
+        write_tensors_atomic(
+            {k: np.asarray(v, np.float64) for k, v in extra.items()}, shard_dir / "extra.safetensors", {}
+        )
     write_parquet_atomic(units_frame(windows, docs, first_unit), shard_dir / "units.parquet")
     write_json_atomic({"n_rows": n_rows, "first_unit": first_unit}, shard_dir / "summary.json")
 
@@ -226,18 +268,23 @@ def _merge(work_dir: Path, n_shards: int, resumed: int) -> HarvestResult:
     codes: dict[str, list[SparseCodes]] = {s: [] for s in SIDES}
     moments: dict[str, list[dict[str, np.ndarray]]] = {s: [] for s in SIDES}
     units = []
+    extra: dict[str, np.ndarray] = {}
     for number in range(n_shards):
         shard_dir = work_dir / f"shard_{number:05d}"
         for s in SIDES:
             codes[s].append(SparseCodes.load(shard_dir / f"codes_{s}.safetensors"))
             moments[s].append(load_file(str(shard_dir / f"moments_{s}.safetensors")))
         units.append(pl.read_parquet(shard_dir / "units.parquet"))
+        if (shard_dir / "extra.safetensors").is_file():
+            for key, value in load_file(str(shard_dir / "extra.safetensors")).items():
+                extra[key] = extra[key] + value if key in extra else value
     return HarvestResult(
         units=pl.concat(units),
         codes={s: concat_codes(codes[s]) for s in SIDES},
         moments={s: merge_moments(moments[s]) for s in SIDES},
         n_shards=n_shards,
         resumed_shards=resumed,
+        extra=extra,
     )
 
 

@@ -89,7 +89,7 @@ def sanity_verdict(report: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _describe_model(model: LoadedModel) -> dict[str, Any]:
+def describe_model(model: LoadedModel) -> dict[str, Any]:
     return {
         **asdict(model.spec),
         "name": model.name,
@@ -223,7 +223,7 @@ def build_comparison(
             "sides": {
                 name: {
                     "label": getattr(spec, name).label or f"{side.model.name} {side.hook.name}",
-                    "model": _describe_model(side.model),
+                    "model": describe_model(side.model),
                     "sae": side.sae.describe(),
                     "hook": side.hook.name,
                     "hidden_states_index": side.hook.hidden_states_index,
@@ -256,7 +256,7 @@ def build_comparison(
             **dict(spec.extra),
         }
         writer.finalize(manifest)
-        unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
+        unembeddings = {name: unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
         # the stages run on the staging copy too: a failing stage leaves the old bundle whole
         run_stages(staging, stages, stage_settings, str(device), progress, unembeddings)
         remove_work_dir(staging / WORK_DIR)
@@ -287,7 +287,7 @@ def _hook_sanity(
     return sanity
 
 
-def _unembedding(model: LoadedModel) -> Any:
+def unembedding(model: LoadedModel) -> Any:
     """The model's unembedding with a token string per row (rows past the tokenizer get a placeholder)."""
     from core.dashboards.logits import Unembedding
 

@@ -21,14 +21,36 @@ from core.errors import SpecError
 from core.pipeline.costs import CostWatcher, check_stage_costs
 from core.progress import ProgressFn, no_progress
 
+# the stages a full build of two SAEs runs, in order
 STAGES = ("matching", "similarity", "dashboards", "umap")
+# a crosscoder bundle is paired by construction (identity), so its analyses take matching's place
+CROSSCODER_STAGES = ("analyses", "similarity", "dashboards", "umap")
+# every stage in run order; ``causal`` loads both models again and runs only when asked for
+ALL_STAGES = ("matching", "analyses", "similarity", "dashboards", "umap", "causal")
 # the part whose presence says a stage has run
-STAGE_PARTS = {"matching": "assignment", "similarity": "similarity", "dashboards": "dashboards", "umap": "umap"}
+STAGE_PARTS = {
+    "matching": "assignment",
+    "analyses": "analyses",
+    "similarity": "similarity",
+    "dashboards": "dashboards",
+    "umap": "umap",
+    "causal": "causal",
+}
+
+
+def is_crosscoder_bundle(bundle: Bundle) -> bool:
+    """Whether the bundle holds one crosscoder's latents (its manifest has a ``crosscoder`` record)."""
+    return "crosscoder" in bundle.manifest
+
+
+def default_stages(bundle: Bundle) -> tuple[str, ...]:
+    """The stages a full build of this kind of bundle runs (``STAGES`` or ``CROSSCODER_STAGES``)."""
+    return CROSSCODER_STAGES if is_crosscoder_bundle(bundle) else STAGES
 
 
 def missing_stages(bundle: Bundle) -> list[str]:
-    """The stages whose parts a bundle does not hold yet, in run order."""
-    return [name for name in STAGES if not bundle.has(STAGE_PARTS[name])]
+    """The default stages whose parts a bundle does not hold yet, in run order."""
+    return [name for name in default_stages(bundle) if not bundle.has(STAGE_PARTS[name])]
 
 
 def check_stage_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -38,12 +60,24 @@ def check_stage_names(names: Sequence[str]) -> tuple[str, ...]:
         names: stage names.
 
     Returns:
-        The names, sorted in ``STAGES`` order.
+        The names, sorted in ``ALL_STAGES`` order.
     """
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in ALL_STAGES]
     if unknown:
-        raise SpecError(f"Unknown stage(s) {', '.join(map(str, unknown))}; choose from {', '.join(STAGES)}.")
-    return tuple(sorted(dict.fromkeys(names), key=STAGES.index))
+        raise SpecError(f"Unknown stage(s) {', '.join(map(str, unknown))}; choose from {', '.join(ALL_STAGES)}.")
+    return tuple(sorted(dict.fromkeys(names), key=ALL_STAGES.index))
+
+
+def check_stage_applies(name: str, bundle: Bundle) -> None:
+    """Refuse matching on a crosscoder bundle (paired by construction) and analyses on an SAE bundle."""
+    crosscoder = is_crosscoder_bundle(bundle)
+    if name == "matching" and crosscoder:
+        raise SpecError(
+            "This bundle holds a crosscoder, whose latent j is the same on both sides (identity pairing); "
+            "rerun its analyses stage instead of matching."
+        )
+    if name == "analyses" and not crosscoder:
+        raise SpecError("The analyses stage classifies crosscoder latents; this bundle holds two SAEs (run matching).")
 
 
 def _widths(bundle: Bundle) -> tuple[int, int] | None:
@@ -64,7 +98,7 @@ def run_stage(
     """Run one stage on a bundle.
 
     Args:
-        name: one of ``STAGES``.
+        name: one of ``ALL_STAGES``.
         bundle_path: the bundle folder.
         settings: that stage's settings object (``None``: its defaults).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -76,6 +110,7 @@ def run_stage(
     """
     check_stage_names([name])
     bundle = open_bundle(bundle_path)
+    check_stage_applies(name, bundle)
     with bundle_lock(bundle.path):
         widths = _widths(bundle)
         if widths is not None:
@@ -95,6 +130,16 @@ def _run_stage(
         from core.matching.stage import build_matching
 
         return build_matching(bundle_path, settings, device=device, progress=progress)
+    if name == "analyses":
+        from core.crosscoder.stage import build_analyses
+
+        return build_analyses(bundle_path, settings, progress=progress)
+    if name == "causal":
+        from core.crosscoder.causal_stage import build_causal
+
+        # many small forward passes of the layers after the hook: one thread avoids the hand-offs
+        with _single_thread_on_cpu(device):
+            return build_causal(bundle_path, settings, device=device, progress=progress)
     if name == "similarity":
         from core.spaces.stage import build_similarity
 
@@ -152,7 +197,7 @@ def run_stages(
 
     Args:
         bundle_path: the bundle folder.
-        names: stages to run, in ``STAGES`` order.
+        names: stages to run (sorted into ``ALL_STAGES`` order).
         settings: stage name -> settings object.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress callback.
