@@ -2,8 +2,12 @@
 
     python -m core demo                      build (or reuse) the embedded demo bundle
     python -m core demo --pair family        the cross-family demo (MiniLM vs SmolLM2, aligned spans)
+    python -m core demo --pair crosscoder    a BatchTopK crosscoder trained here on the two MiniLMs
     python -m core compare --sae-a ... --model-a ... --sae-b ... --model-b ... --out DIR
+    python -m core compare --crosscoder PATH --model-a ... --model-b ... [--hook-a H --hook-b H] --out DIR
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
+    python -m core analyses BUNDLE           (re)classify a crosscoder bundle's latents
+    python -m core causal BUNDLE             the causal check (shared latents, or an SAE bundle's kept pairs)
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
     python -m core discover --bundle B --text "..." [--out results.json|.csv]
     python -m core info BUNDLE               what a bundle holds
@@ -92,6 +96,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             path = build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild)
         print(path)
         return 0
+    if args.pair == "crosscoder":
+        from core.demo.crosscoder import build_crosscoder_demo
+
+        with TqdmProgress() as progress:
+            path = build_crosscoder_demo(device=args.device, progress=progress, rebuild=args.rebuild)
+        print(path)
+        return 0
 
     with TqdmProgress() as progress:
         path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
@@ -104,9 +115,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from core.errors import SpecError
     from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
     from core.pipeline.compare import ComparisonSpec, build_comparison
 
+    if args.crosscoder:
+        if args.sae_a or args.sae_b:
+            raise SpecError(
+                "Give either --crosscoder or --sae-a and --sae-b, not both: a crosscoder replaces the two SAEs."
+            )
+        return _compare_crosscoder(args)
+    if not (args.sae_a and args.sae_b):
+        raise SpecError("Give --sae-a and --sae-b (two SAEs), or --crosscoder PATH (one crosscoder over both models).")
     sides = {}
     for name in ("a", "b"):
         sides[name] = SideSpec(
@@ -146,14 +166,59 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_stages(text: str) -> tuple[str, ...]:
-    from core.pipeline.stages import STAGES, check_stage_names
+def _compare_crosscoder(args: argparse.Namespace) -> int:
+    from core.crosscoder.settings import CausalSettings, CrosscoderSpec
+    from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec
+    from core.pipeline.crosscoder import CrosscoderComparisonSpec, build_crosscoder_comparison
 
+    spec = CrosscoderComparisonSpec(
+        crosscoder=CrosscoderSpec(args.crosscoder, args.crosscoder_format, args.scale_a, args.scale_b),
+        model_a=ModelSpec.parse(args.model_a, args.tokenizer_a),
+        model_b=ModelSpec.parse(args.model_b, args.tokenizer_b),
+        corpus=CorpusSpec.parse(
+            args.corpus,
+            text_column=args.text_column,
+            max_docs=args.max_docs,
+            bad_rows="skip" if args.skip_bad_rows else "refuse",
+        ),
+        hook_a=args.hook_a,
+        hook_b=args.hook_b,
+        label_a=args.label_a or "",
+        label_b=args.label_b or "",
+        harvest=HarvestSettings(
+            max_tokens=args.max_tokens, max_len=args.max_len, batch_tokens=args.batch_tokens, device=args.device
+        ),
+    )
+    stages = _parse_stages(args.stages, crosscoder=True)
+    stage_settings: dict[str, Any] = {}
+    if "similarity" in stages:
+        from core.spaces.settings import SimilaritySettings
+
+        stage_settings["similarity"] = SimilaritySettings(n_null=args.n_null)
+    if "causal" in stages:
+        stage_settings["causal"] = CausalSettings(device=args.device)
+    with TqdmProgress() as progress:
+        path = build_crosscoder_comparison(
+            spec, args.out, overwrite=args.overwrite, progress=progress, stages=stages, stage_settings=stage_settings
+        )
+    print(path)
+    return 0
+
+
+def _parse_stages(text: str, crosscoder: bool = False) -> tuple[str, ...]:
+    from core.errors import SpecError
+    from core.pipeline.stages import CROSSCODER_STAGES, STAGES, check_stage_names
+
+    allowed = (*CROSSCODER_STAGES, "causal") if crosscoder else (*STAGES, "causal")
     if text in ("", "none"):
         return ()
     if text == "all":
-        return STAGES
-    return check_stage_names([t.strip() for t in text.split(",") if t.strip()])
+        return CROSSCODER_STAGES if crosscoder else STAGES
+    names = check_stage_names([t.strip() for t in text.split(",") if t.strip()])
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise SpecError(f"Unknown stage(s) {', '.join(unknown)}; choose from {', '.join(allowed)}, all or none.")
+    return names
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -185,6 +250,30 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"         {mark} {row.get('hook', '?'):<28} EV {row.get('explained_variance', float('nan')):.3f}  "
                 f"MSE {row.get('mse', float('nan')):.4g}"
             )
+    if "crosscoder" in m:
+        cc = m["crosscoder"]
+        ck = cc.get("checkpoint", {})
+        ev = cc.get("explained_variance", {})
+        print(
+            f"crosscoder {ck.get('path')} ({ck.get('format')}, {ck.get('architecture')}, {ck.get('n_latents', 0):,} latents): "
+            f"EV A {ev.get('a', float('nan')):.3f}, EV B {ev.get('b', float('nan')):.3f}, L0 {cc.get('l0', float('nan')):.1f}, "
+            f"dead {cc.get('dead_fraction', float('nan')):.1%}"
+        )
+        if ck.get("threshold_uncalibrated"):
+            print(
+                "         warning: the BatchTopK threshold is -1 (never calibrated): every positive pre-activation fires"
+            )
+        if ck.get("unknown_keys"):
+            print(f"         unknown checkpoint keys (ignored): {', '.join(ck['unknown_keys'])}")
+        if "analyses" in m:
+            print(f"taxonomy {json.dumps(m['analyses']['taxonomy'])}")
+    if "causal" in m:
+        c = m["causal"]
+        median = c.get("median_equivalence")
+        print(
+            f"causal   {c.get('n_ok', 0)}/{c.get('n_checked', 0)} checked with an equivalence, median "
+            f"{'n/a' if median is None else f'{median:.3f}'} over {c.get('n_probes', 0)} probes ({c.get('measure')})"
+        )
     present = [p for p, ok in bundle.parts.items() if ok]
     absent = [p for p, ok in m["parts"].items() if not ok]
     print(f"parts    {', '.join(present)}" + (f"  (not yet: {', '.join(absent)})" if absent else ""))
@@ -212,6 +301,30 @@ def cmd_stage(args: argparse.Namespace) -> int:
         from core.spaces.settings import SimilaritySettings
 
         settings = SimilaritySettings(n_null=args.n_null, seed=args.seed)
+    elif args.command == "analyses":
+        from core.crosscoder.settings import AnalysisSettings
+
+        settings = AnalysisSettings(
+            b_only_above=args.b_only_above,
+            a_only_below=args.a_only_below,
+            shared_band=args.shared_band,
+            top_n=args.top_n,
+            nu_near_one=args.nu_near_one,
+            nu_near_zero=args.nu_near_zero,
+        )
+    elif args.command == "causal":
+        from core.crosscoder.settings import CausalSettings
+
+        settings = CausalSettings(
+            top_n=args.top_n,
+            select=args.select,
+            n_probes=args.n_probes,
+            probe_len=args.probe_len,
+            probes=args.probes,
+            n_perm=args.n_perm,
+            seed=args.seed,
+            device=args.device,
+        )
     stage = {"match": "matching"}.get(args.command, args.command)
     with TqdmProgress() as progress:
         bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
@@ -320,7 +433,9 @@ def _read_prompts(path: str) -> list[str]:
 def _add_side_args(parser: argparse.ArgumentParser, name: str) -> None:
     up = name.upper()
     parser.add_argument(
-        f"--sae-{name}", required=True, help=f"SAE {up}: folder, local:DIR, sparsify:DIR or release:REL/ID"
+        f"--sae-{name}",
+        default=None,
+        help=f"SAE {up}: folder, local:DIR, sparsify:DIR or release:REL/ID (not with --crosscoder)",
     )
     parser.add_argument(
         f"--model-{name}", required=True, help=f"model {up}: hub id or folder, gguf:FILE, onnx-bert:FILE, ..."
@@ -348,16 +463,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
     demo.add_argument(
         "--pair",
-        choices=("spine", "family"),
+        choices=("spine", "family", "crosscoder"),
         default="spine",
-        help="spine: MiniLM-L6 vs MiniLM-L3 (default); family: MiniLM-L6 vs SmolLM2-135M (different tokenizers)",
+        help="spine: MiniLM-L6 vs MiniLM-L3 (default); family: MiniLM-L6 vs SmolLM2-135M (different tokenizers); "
+        "crosscoder: one BatchTopK crosscoder over the two MiniLMs",
     )
     demo.add_argument("--sweep", action="store_true", help="also train per-layer SAEs and attach a 3 x 3 layer sweep")
     demo.set_defaults(func=cmd_demo)
 
-    compare = sub.add_parser("compare", help="harvest two SAEs on the same text into a bundle")
+    compare = sub.add_parser("compare", help="harvest two SAEs (or one crosscoder) on the same text into a bundle")
     _add_side_args(compare, "a")
     _add_side_args(compare, "b")
+    compare.add_argument(
+        "--crosscoder",
+        default=None,
+        help="a crosscoder checkpoint (.safetensors/.pt, dictionary_learning or ckkissane layout) or its folder, "
+        "instead of two SAEs; index 0 reads --model-a, index 1 --model-b",
+    )
+    compare.add_argument(
+        "--crosscoder-format",
+        default="auto",
+        choices=("auto", "dictionary_learning", "ckkissane"),
+        help="the checkpoint layout (auto decides by key names; a square M = F checkpoint must name it)",
+    )
+    compare.add_argument(
+        "--scale-a", type=positive_float, default=None, help="model A's input scale (default: estimated)"
+    )
+    compare.add_argument(
+        "--scale-b", type=positive_float, default=None, help="model B's input scale (default: estimated)"
+    )
     compare.add_argument(
         "--corpus", default="fortunes", help="fortunes, kjv, file:PATH (.txt/.jsonl/.parquet) or hf:NAME"
     )
@@ -385,7 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
         "stays whole until the new one is finished",
     )
     compare.add_argument(
-        "--stages", default="all", help="later stages to run: all (default), none, or a list like matching,similarity"
+        "--stages",
+        default="all",
+        help="later stages to run: all (default), none, or a list like matching,similarity (a crosscoder: "
+        "analyses,similarity,dashboards,umap; add causal for the causal check)",
     )
     compare.add_argument("--n-null", type=non_negative_int, default=1000, help="null samples for the similarity stage")
     compare.set_defaults(func=cmd_compare)
@@ -407,6 +544,33 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--seed", type=non_negative_int, default=0)
     similarity.add_argument("--device", default="auto")
     similarity.set_defaults(func=cmd_stage)
+
+    analyses = sub.add_parser(
+        "analyses", help="(re)classify a crosscoder bundle's latents (Delta-norm, Latent Scaling)"
+    )
+    analyses.add_argument("bundle")
+    analyses.add_argument("--b-only-above", type=float, default=0.9, help="Delta-norm (B-only -> 1) cut for B-only")
+    analyses.add_argument("--a-only-below", type=float, default=0.1, help="Delta-norm cut for A-only")
+    analyses.add_argument("--shared-band", type=float, default=0.1, help="|Delta-norm - 0.5| below this is shared")
+    analyses.add_argument("--top-n", type=positive_int, default=100, help="the top-N mode's A-only and B-only counts")
+    analyses.add_argument("--nu-near-one", type=float, default=0.7, help="Latent Scaling: nu from which it is near 1")
+    analyses.add_argument("--nu-near-zero", type=float, default=0.3, help="Latent Scaling: |nu| below which near 0")
+    analyses.add_argument("--device", default="auto")
+    analyses.set_defaults(func=cmd_stage)
+
+    causal = sub.add_parser("causal", help="the causal check: ablate latents in both models, correlate the shifts")
+    causal.add_argument("bundle")
+    causal.add_argument(
+        "--top-n", type=positive_int, default=200, help="latents (crosscoder) or kept pairs (SAEs) checked"
+    )
+    causal.add_argument("--select", default=None, choices=("shared", "live", "kept_pairs"), help="which to check")
+    causal.add_argument("--n-probes", type=positive_int, default=256)
+    causal.add_argument("--probe-len", type=positive_int, default=32, help="tokens per probe")
+    causal.add_argument("--probes", default="active", choices=("active", "all"), help="probes the correlation uses")
+    causal.add_argument("--n-perm", type=non_negative_int, default=1000, help="permutations for the p-value")
+    causal.add_argument("--seed", type=non_negative_int, default=0)
+    causal.add_argument("--device", default="auto")
+    causal.set_defaults(func=cmd_stage)
 
     for name, what in (
         ("dashboards", "per-feature dashboards and examples"),
