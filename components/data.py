@@ -23,6 +23,8 @@ PART_HINTS: dict[str, str] = {
     "examples": "python -m core dashboards BUNDLE  (or core.dashboards.stage.build_dashboards(BUNDLE))",
     "dashboards": "python -m core dashboards BUNDLE  (or core.dashboards.stage.build_dashboards(BUNDLE))",
     "umap": "python -m core umap BUNDLE  (or core.embedding.stage.build_umap(BUNDLE))",
+    "analyses": "python -m core analyses BUNDLE  (or core.crosscoder.stage.build_analyses(BUNDLE))",
+    "causal": "python -m core causal BUNDLE  (or core.crosscoder.causal_stage.build_causal(BUNDLE))",
 }
 
 
@@ -115,8 +117,9 @@ def selection_pair_table(bundle: Bundle, side: str, features: list[int]) -> pl.D
     """The pairs touching the selected features of ``side`` (all pairs, kept or not), with top tokens.
 
     Returns:
-        ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``, ``tokens_a``, ``tokens_b``;
-        a selected feature without any pair appears with a null partner.
+        ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``, ``tokens_a``, ``tokens_b``
+        (and ``causal_equivalence``, ``causal_p`` when the causal check ran); a selected feature without
+        any pair appears with a null partner.
     """
     pairs = pair_frame(bundle).filter(pl.col(f"feature_{side}").is_in(features))
     mine = pl.DataFrame({f"feature_{side}": features}, schema={f"feature_{side}": pl.Int32})
@@ -124,9 +127,12 @@ def selection_pair_table(bundle: Bundle, side: str, features: list[int]) -> pl.D
     for s in SIDES:
         labels = feature_labels(bundle, s).rename({"feature": f"feature_{s}", "label": f"tokens_{s}"})
         table = table.join(labels, on=f"feature_{s}", how="left")
-    return table.select("feature_a", "feature_b", "corr", "cos", "kept", "reason", "tokens_a", "tokens_b").sort(
+    table = table.select("feature_a", "feature_b", "corr", "cos", "kept", "reason", "tokens_a", "tokens_b").sort(
         "corr", descending=True, nulls_last=True
     )
+    from components.diffing_data import with_causal
+
+    return with_causal(bundle, table)
 
 
 def best_corr_frame(bundle: Bundle) -> pl.DataFrame:

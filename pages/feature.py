@@ -7,6 +7,7 @@ import streamlit as st
 
 from components.cache import bundle_mtime, load_feature_card
 from components.data import n_features, other_side
+from components.diffing_widgets import render_causal_pair
 from components.state import get_state
 from components.widgets import render_feature_card, render_feature_picker, require_bundle, require_parts
 
@@ -51,3 +52,5 @@ with right:
         with st.expander("All partners"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
         st.page_link("pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")
+        pair = (feature, partner) if side == "a" else (partner, feature)
+        render_causal_pair(bundle, pair[0], pair[1], key="fp-causal")

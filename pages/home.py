@@ -70,6 +70,29 @@ with left:
             else:
                 st.switch_page("pages/overview.py")
 
+    st.subheader("Crosscoder demo")
+    st.caption(
+        "One BatchTopK crosscoder trained here over both MiniLMs at once: which latents are shared, A-only or "
+        "B-only, and do shared latents act alike in both models (the causal check)."
+    )
+    from core.demo.crosscoder import build_crosscoder_demo, crosscoder_demo_bundle_path
+
+    crosscoder_path = crosscoder_demo_bundle_path()
+    if (crosscoder_path / "manifest.json").is_file():
+        if st.button("Open the crosscoder demo", key="open-crosscoder"):
+            state.open(str(crosscoder_path))
+            st.switch_page("pages/model_diffing.py")
+    else:
+        st.info("Not built yet (minutes on 2 CPU cores, once; or `python -m core demo --pair crosscoder`).")
+        if st.button("Build the crosscoder demo", key="build-crosscoder"):
+            progress = make_progress()
+            try:
+                state.open(str(build_crosscoder_demo(progress=progress)))
+            except UserError as exc:
+                st.error(str(exc))
+            else:
+                st.switch_page("pages/model_diffing.py")
+
 with right:
     st.header("Open a bundle folder")
     folder = st.text_input("Bundle folder", placeholder="/path/to/bundle (written by python -m core compare)")
@@ -101,39 +124,68 @@ values = render_build_form()
 if values:
     st.button("Cancel build", key="cancel-build")  # clicking reruns the page, which interrupts the build
     progress = make_progress()
+    crosscoder = bool(values["crosscoder"].strip())
     try:
         from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
-        from core.pipeline.compare import ComparisonSpec, build_comparison
 
-        sides = {
-            s: SideSpec(
-                ModelSpec.parse(values[f"model_{s}"].strip(), values[f"tokenizer_{s}"].strip() or None),
-                SAESpec.parse(values[f"sae_{s}"].strip()),
-                values[f"hook_{s}"].strip() or None,
-                values[f"label_{s}"].strip(),
-            )
+        harvest = HarvestSettings(max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"])
+        models = {
+            s: ModelSpec.parse(values[f"model_{s}"].strip(), values[f"tokenizer_{s}"].strip() or None)
             for s in ("a", "b")
         }
-        spec = ComparisonSpec(
-            a=sides["a"],
-            b=sides["b"],
-            corpus=CorpusSpec.parse(values["corpus"].strip()),
-            harvest=HarvestSettings(
-                max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
-            ),
-        )
-        # the same call as `python -m core compare`: harvest, then the chosen stages in order; the raw text
-        # goes in, so an empty field is refused as empty (a Path("") would be the current folder)
-        out = build_comparison(
-            spec,
-            values["out"].strip(),
-            overwrite=values["overwrite"],
-            progress=progress,
-            stages=tuple(values["stages"]),
-        )
+        # the raw output text goes in, so an empty field is refused as empty (a Path("") would be the current folder)
+        if crosscoder:
+            from core.crosscoder.settings import CrosscoderSpec
+            from core.pipeline.crosscoder import CrosscoderComparisonSpec, build_crosscoder_comparison
+
+            cc_spec = CrosscoderComparisonSpec(
+                crosscoder=CrosscoderSpec(values["crosscoder"].strip(), values["crosscoder_format"]),
+                model_a=models["a"],
+                model_b=models["b"],
+                corpus=CorpusSpec.parse(values["corpus"].strip()),
+                hook_a=values["hook_a"].strip() or None,
+                hook_b=values["hook_b"].strip() or None,
+                label_a=values["label_a"].strip(),
+                label_b=values["label_b"].strip(),
+                harvest=harvest,
+            )
+            # the same call as `python -m core compare --crosscoder`
+            out = build_crosscoder_comparison(
+                cc_spec,
+                values["out"].strip(),
+                overwrite=values["overwrite"],
+                progress=progress,
+                stages=tuple(values["stages"]),
+            )
+        else:
+            from core.pipeline.compare import ComparisonSpec, build_comparison
+
+            sides = {
+                s: SideSpec(
+                    models[s],
+                    SAESpec.parse(values[f"sae_{s}"].strip()),
+                    values[f"hook_{s}"].strip() or None,
+                    values[f"label_{s}"].strip(),
+                )
+                for s in ("a", "b")
+            }
+            spec = ComparisonSpec(
+                a=sides["a"], b=sides["b"], corpus=CorpusSpec.parse(values["corpus"].strip()), harvest=harvest
+            )
+            # the same call as `python -m core compare`: harvest, then the chosen stages in order
+            out = build_comparison(
+                spec,
+                values["out"].strip(),
+                overwrite=values["overwrite"],
+                progress=progress,
+                stages=tuple(values["stages"]),
+            )
     except UserError as exc:
         st.error(str(exc))
     else:
         state.open(str(out))
         st.success(f"Built `{out}`.")
-        st.page_link("pages/overview.py", label="Open its Overview", icon=":material/dashboard:")
+        if crosscoder:
+            st.page_link("pages/model_diffing.py", label="Open its Model diffing page", icon=":material/difference:")
+        else:
+            st.page_link("pages/overview.py", label="Open its Overview", icon=":material/dashboard:")

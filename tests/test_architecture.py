@@ -51,7 +51,10 @@ READ_PATH = (
     "core.dashboards.settings",
     "core.embedding.settings",
     "core.harvest.specs",
+    "core.crosscoder.settings",
+    "core.crosscoder.taxonomy",
     "components.data",
+    "components.diffing_data",
 )
 
 

@@ -45,6 +45,7 @@ PAGES = {
     "heatmaps": 1,
     "feature": 2,
     "discover": 0,
+    "diffing": 0,  # an SAE bundle: the page explains what it needs and offers the causal check
     "export": 1,
 }
 
@@ -195,3 +196,16 @@ def test_clicking_a_point_in_umap_a_lights_up_its_partner_in_umap_b(
     )
     assert fa in browser.evaluate(selected)
     assert browser.evaluate(f"document.body.innerText.includes('Open feature A{fa}')")
+
+
+def test_model_diffing_page_draws_every_figure_for_a_crosscoder(
+    browser: Browser, server: str, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> None:
+    from tests.pages.app_bundle import build_crosscoder_app_bundle
+
+    bundle = build_crosscoder_app_bundle(tmp_path_factory.getbasetemp() / "app-crosscoder")
+    # Delta-norm histogram, shared cosine histogram, cosine vs Delta-norm, Latent Scaling, causal vs cosine
+    open_page(browser, f"{server}/diffing?bundle={quote(str(bundle))}", 5)
+    browser.screenshot(artifacts / "page-diffing-crosscoder.png")
+    assert browser.evaluate(EXCEPTIONS) == 0, "the Model diffing page shows an exception"
+    assert browser.evaluate(PLOTS) >= 5

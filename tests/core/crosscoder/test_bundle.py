@@ -82,7 +82,7 @@ def test_side_codes_are_the_code_times_each_models_decoder_norm(built, bert_fold
     windows = tokenize_windows(model.tokenizer, docs, settings)
     acts = [collect_activations(model, model.hook(h), windows, settings, torch.device("cpu")) for h in HOOKS]
     scale = (0.5, m["crosscoder"]["scaling"]["b"]["scale"])
-    assert scale[1] == pytest.approx(np.sqrt(32) / np.linalg.norm(acts[1][: 32_768], axis=1).mean(), rel=1e-6)
+    assert scale[1] == pytest.approx(np.sqrt(32) / np.linalg.norm(acts[1][:32_768], axis=1).mean(), rel=1e-6)
     cc = Crosscoder(load_checkpoint(checkpoint), InputScaling(scale, ("given", "estimated")))
     x = torch.stack([torch.from_numpy(a) for a in acts], dim=1) * torch.tensor(scale)[None, :, None]
     f = cc.encode(x)

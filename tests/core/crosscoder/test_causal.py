@@ -12,12 +12,12 @@ from core.crosscoder.causal import (
     CausalShifts,
     CrosscoderLatents,
     SAEPairs,
+    _head,
     capture_replay,
     compute_equivalence,
     compute_shifts,
     draw_probes,
     replay,
-    _head,
 )
 from core.crosscoder.checkpoint import load_checkpoint
 from core.crosscoder.model import Crosscoder, InputScaling
@@ -68,7 +68,12 @@ def test_identical_models_give_equivalence_one_and_a_zero_b_decoder_no_b_shift(
     cc = _identical_crosscoder(tmp_path, model.d_model)
     probes = _probes(model)
     shifts = compute_shifts(
-        {"a": model, "b": model}, {"a": hook, "b": hook}, CrosscoderLatents(cc, range(10)), probes, SETTINGS, torch.device("cpu")
+        {"a": model, "b": model},
+        {"a": hook, "b": hook},
+        CrosscoderLatents(cc, range(10)),
+        probes,
+        SETTINGS,
+        torch.device("cpu"),
     )
     assert shifts.measure == {"a": "kl" if kind == "llama" else "hidden_shift"} | {"b": shifts.measure["a"]}
     frame = compute_equivalence(shifts, SETTINGS)
@@ -101,7 +106,9 @@ def test_sae_pairs_same_mechanism(bert_folder: Path, tmp_path: Path) -> None:
     pairs = SAEPairs({"a": sae, "b": sae}, {"a": list(range(24)), "b": list(range(24))})
     # a feature's contribution is its decoder row (TopK, no output normalisation)
     assert torch.allclose(pairs.directions["a"], sae.decoder(), atol=1e-6)
-    shifts = compute_shifts({"a": model, "b": model}, {"a": hook, "b": hook}, pairs, _probes(model), SETTINGS, torch.device("cpu"))
+    shifts = compute_shifts(
+        {"a": model, "b": model}, {"a": hook, "b": hook}, pairs, _probes(model), SETTINGS, torch.device("cpu")
+    )
     frame = compute_equivalence(shifts, SETTINGS)
     ok = frame.filter(frame["status"] == "ok")
     assert ok.height >= 3
