@@ -91,7 +91,7 @@ def _head(model: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
     if not model.is_causal:
         return lambda h: h
     norm = _final_norm(model)
-    unembed = model.model.get_output_embeddings()
+    unembed: Any = model.model.get_output_embeddings()
     cap = getattr(model.model.config, "final_logit_softcapping", None)
 
     def head(h: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ def capture_replay(model: LoadedModel, hook: HookPoint, ids: torch.Tensor, devic
     """
     blocks = model.blocks
     calls: list[tuple[int, tuple[Any, ...], dict[str, Any], bool]] = []
-    store: dict[str, torch.Tensor] = {}
+    store: dict[str, Any] = {}
     handles = []
     first = hook.after_block + 1
     for index in range(first, len(blocks)):
@@ -136,12 +136,12 @@ def capture_replay(model: LoadedModel, hook: HookPoint, ids: torch.Tensor, devic
     if hook.after_block >= 0:
 
         def post(module: nn.Module, args: tuple, output: object) -> None:
-            store["acts"] = output[0] if isinstance(output, tuple) else output  # type: ignore[index]
+            store["acts"] = output[0] if isinstance(output, tuple) else output
 
         handles.append(blocks[hook.after_block].register_forward_hook(post))
 
     def last(module: nn.Module, args: tuple, output: object) -> None:
-        store["last"] = output[0] if isinstance(output, tuple) else output  # type: ignore[index]
+        store["last"] = output[0] if isinstance(output, tuple) else output
 
     handles.append(blocks[len(blocks) - 1].register_forward_hook(last))
     mask = torch.ones_like(ids)

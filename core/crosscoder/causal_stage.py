@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -161,7 +162,7 @@ def build_causal(
         "n_checked": frame.height,
         "n_ok": int(ok.len()),
         "statuses": {k: int(v) for k, v in frame["status"].value_counts().iter_rows()},
-        "median_equivalence": float(ok.median()) if ok.len() else None,
+        "median_equivalence": float(np.median(ok.to_numpy())) if ok.len() else None,
         "n_probes": len(probes),
         "probes": [[p.doc, p.char_start, len(p.text)] for p in probes],
         "device": str(device),
@@ -169,7 +170,7 @@ def build_causal(
     }
     if "crosscoder" in bundle.manifest:
         shared = frame.filter((pl.col("status") == "ok") & (pl.col("tag") == "shared"))["equivalence"]
-        record["median_equivalence_shared"] = float(shared.median()) if shared.len() else None
+        record["median_equivalence_shared"] = float(np.median(shared.to_numpy())) if shared.len() else None
     significant = frame.filter(pl.col("p_value") <= 0.05).height
     record["n_p_below_0.05"] = int(significant)
     return add_parts(bundle.path, frames={"causal.parquet": frame}, manifest_updates={"causal": record})

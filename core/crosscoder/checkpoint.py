@@ -177,7 +177,7 @@ def read_state_dict(weights: Path) -> dict[str, torch.Tensor]:
             ) from exc
     else:
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            loaded: Any = torch.load(weights, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise CrosscoderError(
                 f"{weights} holds Python objects that only unpickling could read, which this tool never does; "
@@ -187,12 +187,13 @@ def read_state_dict(weights: Path) -> dict[str, torch.Tensor]:
             raise CrosscoderError(
                 f"{weights} is not a readable torch file ({str(exc).splitlines()[0]}); re-save it."
             ) from exc
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+            loaded = loaded["state_dict"]
+        if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
             raise CrosscoderError(
                 f"{weights} does not hold a state dict of tensors; re-save it with torch.save(state_dict)."
             )
+        state = loaded
     return {str(k).replace("_orig_mod.", ""): v for k, v in state.items()}
 
 

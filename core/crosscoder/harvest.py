@@ -115,10 +115,11 @@ def encode_activations(
                 code = cc.side_code(f, model)
                 r, c = torch.nonzero(code, as_tuple=True)
                 coo[side].append(((r + lo).cpu().numpy(), c.cpu().numpy(), code[r, c].float().cpu().numpy()))
-    merged = {}
+    merged: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for side, parts in coo.items():
         if parts:
-            merged[side] = tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+            rows, cols, vals = (np.concatenate(p) for p in zip(*parts, strict=True))
+            merged[side] = (rows, cols, vals)
         else:
             merged[side] = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     return merged, sums

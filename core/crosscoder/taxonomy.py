@@ -181,7 +181,7 @@ def compute_analyses(latents: pl.DataFrame, settings: AnalysisSettings) -> pl.Da
             "enc_cos": latents["enc_cos"].cast(pl.Float64),
             "tag_threshold": pl.Series(threshold_tags(delta, dead, settings).astype(str), dtype=pl.Enum(TAGS)),
             "tag_top_n": pl.Series(top_n_tags(delta, dead, settings).astype(str), dtype=pl.Enum(TAGS)),
-            "delta_rank": pl.Series(rank.tolist(), dtype=pl.Int64).replace(0, None),
+            "delta_rank": pl.Series("delta_rank", rank, dtype=pl.Int64).replace(0, None),
             **scaling,
         },
         nan_to_null=False,
@@ -206,7 +206,7 @@ def summarize_analyses(frame: pl.DataFrame, settings: AnalysisSettings) -> dict[
         "counts": {t: int((tags == t).sum()) for t in TAGS},
         "n_latents": frame.height,
         "n_live": int((~frame["is_dead"]).sum()),
-        "median_dec_cos_shared": float(shared.median()) if shared.len() else None,
+        "median_dec_cos_shared": float(np.median(shared.to_numpy())) if shared.len() else None,
         "b_only_latent_scaling": {
             flag: int(b_only[flag].fill_null(False).sum())
             for flag in ("complete_shrinkage", "latent_decoupling", "b_specific")

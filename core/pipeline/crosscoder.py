@@ -157,8 +157,9 @@ def resolve_scaling(
     scale, source = [], []
     windows = None
     for index, side in enumerate(SIDES):
-        if given[side] is not None:
-            scale.append(float(given[side]))
+        factor = given[side]
+        if factor is not None:
+            scale.append(float(factor))
             source.append("given")
         elif weights.normaliser_scale is not None:
             scale.append(float(weights.normaliser_scale[index]))
