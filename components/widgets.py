@@ -311,6 +311,16 @@ def render_build_form() -> dict[str, Any] | None:
                     "Hook (empty: the SAE's own)", key=f"hook-{side}", placeholder="blocks.3.hook_resid_post"
                 )
                 values[f"label_{side}"] = st.text_input("Label", key=f"label-{side}")
+        with st.expander("Crosscoder instead of two SAEs"):
+            values["crosscoder"] = st.text_input(
+                "Crosscoder checkpoint",
+                key="crosscoder",
+                placeholder=".safetensors / .pt file or its folder (dictionary_learning or ckkissane layout)",
+                help="Index 0 reads model A, index 1 model B; leave both SAE fields empty",
+            )
+            values["crosscoder_format"] = st.selectbox(
+                "Layout", ("auto", "dictionary_learning", "ckkissane"), key="crosscoder-format"
+            )
         c1, c2, c3, c4 = st.columns(4)
         values["corpus"] = c1.text_input("Corpus", value="fortunes", help="fortunes, kjv, file:PATH or hf:NAME")
         values["max_tokens"] = int(c2.number_input("Max tokens", min_value=1, value=250_000, step=10_000))
@@ -333,16 +343,6 @@ def render_build_form() -> dict[str, Any] | None:
             "Also run the causal check (loads both models again; minutes on a CPU)",
             help="Ablate the top 200 kept pairs (or shared crosscoder latents) in both models on 256 probes",
         )
-        with st.expander("Crosscoder instead of two SAEs"):
-            values["crosscoder"] = st.text_input(
-                "Crosscoder checkpoint",
-                key="crosscoder",
-                placeholder=".safetensors / .pt file or its folder (dictionary_learning or ckkissane layout)",
-                help="Index 0 reads model A, index 1 model B; leave both SAE fields empty",
-            )
-            values["crosscoder_format"] = st.selectbox(
-                "Layout", ("auto", "dictionary_learning", "ckkissane"), key="crosscoder-format"
-            )
         submitted = st.form_submit_button("Build comparison", type="primary")
     if not submitted:
         return None

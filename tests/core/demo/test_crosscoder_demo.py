@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from core.crosscoder.checkpoint import load_checkpoint
@@ -33,3 +34,30 @@ def test_saved_crosscoder_encodes_like_sae_lens_inference_model(tmp_path: Path) 
     assert config["trainer"]["dict_class"] == "BatchTopKCrossCoder"
     assert 0 < report["l0"] < 24
     assert all(0 < report[side]["held_out_explained_variance"] <= 1 for side in "ab")
+
+
+@pytest.mark.slow
+def test_crosscoder_demo_builds_from_an_empty_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The issue's acceptance check: EV >= 0.7 per model, the taxonomy, the causal check of shared latents."""
+    from core.bundle.reader import open_bundle
+    from core.demo.crosscoder import build_crosscoder_demo, crosscoder_demo_bundle_path
+
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEATUREBRIDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        path = build_crosscoder_demo(device="cpu")
+        assert path == crosscoder_demo_bundle_path()
+    bundle = open_bundle(path)
+    m = bundle.manifest
+    training = m["demo"]["training"]
+    for side in ("a", "b"):
+        assert training[side]["held_out_explained_variance"] >= 0.7
+        assert m["crosscoder"]["explained_variance"][side] >= 0.7
+    assert training["sae_lens_reference_tokens_differing"] < 0.01
+    assert set(m["analyses"]["taxonomy"]) == {"shared", "dead", "unclassified", "base_only", "chat_only"}
+    assert sum(m["analyses"]["taxonomy"].values()) == 2048
+    causal = m["causal"]
+    assert causal["select"] == "shared" and causal["n_checked"] == 200 and causal["n_probes"] == 256
+    assert causal["median_equivalence_shared"] is not None
+    for part in ("analyses", "causal", "similarity", "dashboards", "umap", "crosscoder"):
+        assert bundle.has(part), part
