@@ -57,7 +57,7 @@ def _baseline(models, hooks, source, probes) -> dict[str, np.ndarray]:
     """One full forward per (latent, probe): a hook on the hook's block subtracts the contribution."""
     out = {s: np.zeros((source.n, len(probes))) for s in "ab"}
     for col, probe in enumerate(probes):
-        acts = {}
+        acts, clean = {}, {}
         for s in "ab":
             model, hook = models[s], hooks[s]
             store = {}
@@ -65,7 +65,7 @@ def _baseline(models, hooks, source, probes) -> dict[str, np.ndarray]:
                 lambda m, a, o, store=store: store.__setitem__("x", o[0] if isinstance(o, tuple) else o)
             )
             with torch.inference_mode():
-                clean = model.base(input_ids=probe.ids[s]).last_hidden_state[0]
+                clean[s] = model.base(input_ids=probe.ids[s]).last_hidden_state[0]
             handle.remove()
             acts[s] = store["x"][0]
         kept = {s: torch.from_numpy(np.flatnonzero(probe.keep[s])) for s in "ab"}
@@ -87,7 +87,7 @@ def _baseline(models, hooks, source, probes) -> dict[str, np.ndarray]:
                 with torch.inference_mode():
                     ablated = model.base(input_ids=probe.ids[s]).last_hidden_state
                 handle.remove()
-                out[s][i, col] = float(shift(model, clean, ablated)[0])
+                out[s][i, col] = float(shift(model, clean[s], ablated)[0])
     return out
 
 
