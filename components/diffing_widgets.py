@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from components import diffing_figures
-from components.cache import load_causal_pair, load_causal_table
+from components.cache import bundle_mtime, load_causal_pair, load_causal_table
 from components.diffing_data import crosscoder_summary
 from components.widgets import render_figure_export, render_table_downloads
 from core.bundle.reader import Bundle
@@ -59,8 +59,6 @@ def render_causal_section(bundle: Bundle, key: str) -> None:
         st.code(CAUSAL_HINT.replace("BUNDLE", str(bundle.path)), language="bash")
         return
     path = str(bundle.path)
-    from components.cache import bundle_mtime
-
     table = load_causal_table(path, bundle_mtime(path))
     record = bundle.manifest.get("causal", {})
     measure = record.get("measure", {})
@@ -93,8 +91,6 @@ def render_causal_pair(bundle: Bundle, feature_a: int, feature_b: int, key: str)
     if not bundle.has("causal"):
         return
     path = str(bundle.path)
-    from components.cache import bundle_mtime
-
     row = load_causal_pair(path, bundle_mtime(path), int(feature_a), int(feature_b))
     st.subheader("Causal equivalence")
     if row is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from components import diffing_figures
@@ -55,7 +57,7 @@ top_n = int(
         "N (top-N mode)", min_value=1, max_value=max(1, frame.height), value=min(base.top_n, frame.height), key="md-n"
     )
 )
-settings = base if top_n == base.top_n else type(base)(**{**base.to_dict(), "top_n": top_n})
+settings = dataclasses.replace(base, top_n=top_n)
 tagged = retag(frame, mode, settings)
 counts = card_counts(tagged)
 
