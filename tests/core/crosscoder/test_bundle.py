@@ -175,3 +175,37 @@ def test_bad_input_is_one_sentence_exit_2_and_nothing_written(
         assert not out.exists(), name
     assert main(["compare", "--model-a", "x", "--model-b", "y", "--out", str(tmp_path / "o")]) == 2
     assert "--crosscoder" in capsys.readouterr().err
+
+
+def test_crosscoder_harvest_resumes_to_the_same_sums(bert_folder: Path, corpus_file: Path, tmp_path: Path) -> None:
+    import shutil as _shutil
+
+    from core.crosscoder.harvest import CrosscoderSides, crosscoder_encoder
+    from core.harvest.corpus import load_corpus
+    from core.harvest.run import harvest
+    from core.harvest.specs import CorpusSpec
+
+    model = load_model(ModelSpec("hf", str(bert_folder)))
+    cc = Crosscoder(
+        load_checkpoint(save_dictionary_learning(tmp_path / "ck.safetensors", _weights())),
+        InputScaling((0.5, 0.7), ("given", "given")),
+    )
+    sides = CrosscoderSides({"a": model, "b": model}, {s: model.hook(h) for s, h in zip("ab", HOOKS, strict=True)}, cc)
+    docs = load_corpus(CorpusSpec("file", str(corpus_file)))
+    settings = HarvestSettings(max_tokens=400, max_len=24, shard_units=120, batch_tokens=96, device="cpu")
+    whole = harvest(
+        {}, docs, settings, tmp_path / "w1", torch.device("cpu"), encoder=crosscoder_encoder(sides, {"k": 1})
+    )
+    assert whole.n_shards >= 3 and set(whole.extra) >= {"n_tokens", "q_a", "p_b", "sse_a"}
+    # a killed run: its later shards were never finished
+    _shutil.copytree(tmp_path / "w1", tmp_path / "w2")
+    for shard in sorted((tmp_path / "w2").glob("shard_*"))[1:]:
+        (shard / "summary.json").unlink()
+    again = harvest(
+        {}, docs, settings, tmp_path / "w2", torch.device("cpu"), encoder=crosscoder_encoder(sides, {"k": 1})
+    )
+    assert again.resumed_shards == 1
+    for key, value in whole.extra.items():
+        assert np.allclose(again.extra[key], value, rtol=1e-12), key
+    assert np.array_equal(again.codes["b"].to_dense(), whole.codes["b"].to_dense())
+    assert int(whole.extra["n_tokens"][0]) == whole.units.height
