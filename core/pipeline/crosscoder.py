@@ -1,11 +1,13 @@
 """Build a comparison bundle from a crosscoder and its two models (``python -m core compare --crosscoder``).
 
-Everything a user can get wrong is checked before the output folder is touched: the
-checkpoint's layout and values, its number of models (M = 2), each model's width at its hook
-against the checkpoint's d, and a shared tokenizer (a crosscoder reads both models on the
-same tokens). Then the harvest runs through its crosscoder seam, the bundle is written
-(``core.crosscoder.bundle``) and the stages run: analyses, similarity, dashboards, UMAP, and
-the causal check when asked for.
+Everything a user can get wrong is checked before anything is written: the output folder
+(``core.bundle.safety``), the checkpoint's layout and values, its number of models (M = 2),
+each model's width at its hook against the checkpoint's d, the window length against the
+models' positions, a shared tokenizer (a crosscoder reads both models on the same tokens),
+the corpus and the stages' memory. Then, as for two SAEs, the bundle is built beside the
+target: the harvest runs through its crosscoder seam, the bundle is written
+(``core.crosscoder.bundle``), the stages run on the staging copy (analyses, similarity,
+dashboards, UMAP, and the causal check when asked for), and the finished bundle is swapped in.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 import polars as pl
 
 from core.bundle.io import write_parquet_atomic
-from core.bundle.writer import BundleWriter, prepare_output_dir
+from core.bundle.safety import inputs_of
+from core.bundle.writer import BundleWriter, OutputBuild
 from core.crosscoder.bundle import identity_frames, latent_frame, reconstruction_summary
 from core.crosscoder.checkpoint import CrosscoderWeights, load_checkpoint, recorded_hook
 from core.crosscoder.harvest import CrosscoderSides, crosscoder_encoder, crosscoder_hook_sanity
@@ -28,7 +31,7 @@ from core.crosscoder.model import Crosscoder, InputScaling, estimate_scale
 from core.crosscoder.settings import CrosscoderSpec
 from core.device import resolve_device
 from core.errors import CrosscoderError, SpecError
-from core.harvest.corpus import load_corpus
+from core.harvest.corpus import read_corpus
 from core.harvest.encode import collect_activations
 from core.harvest.features import compute_feature_frame, top_tokens_per_feature
 from core.harvest.loading import LoadedModel, load_model
@@ -36,8 +39,16 @@ from core.harvest.run import harvest, remove_work_dir
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec
 from core.harvest.windows import same_tokenizer, tokenize_windows
 from core.paths import hash_texts
-from core.pipeline.compare import describe_model, package_versions, sanity_verdict, unembedding
-from core.pipeline.stages import CROSSCODER_STAGES, run_stages
+from core.pipeline.compare import (
+    WORK_DIR,
+    check_positions,
+    describe_model,
+    package_versions,
+    sanity_verdict,
+    unembedding,
+)
+from core.pipeline.costs import check_stage_costs
+from core.pipeline.stages import CROSSCODER_STAGES, check_stage_names, run_stages
 from core.progress import ProgressFn, no_progress
 from core.sides import SIDES
 
@@ -69,6 +80,25 @@ class CrosscoderComparisonSpec:
     label_b: str = ""
     harvest: HarvestSettings = field(default_factory=HarvestSettings)
     extra: tuple[tuple[str, Any], ...] = ()
+
+
+def crosscoder_inputs(spec: CrosscoderComparisonSpec) -> list[tuple[str, str]]:
+    """The run's inputs that are files or folders here (the output may never hold one).
+
+    Args:
+        spec: the crosscoder comparison.
+
+    Returns:
+        (what, path) pairs.
+    """
+    found: list[tuple[str, str | None]] = [("the crosscoder checkpoint", spec.crosscoder.path)]
+    for name, model in (("A", spec.model_a), ("B", spec.model_b)):
+        if model.kind in ("hf", "gguf", "onnx-bert"):
+            found.append((f"the model of side {name}", model.source))
+        found.append((f"the tokenizer of side {name}", model.tokenizer))
+    if spec.corpus.kind == "file":
+        found.append(("the corpus", spec.corpus.source))
+    return [(what, str(path)) for what, path in inputs_of(found)]
 
 
 @dataclass
@@ -199,6 +229,8 @@ def build_crosscoder_comparison(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    build = OutputBuild(out, overwrite, inputs=crosscoder_inputs(spec))
+    stages = check_stage_names(stages)
     device = resolve_device(spec.harvest.device)
     loaded = load_crosscoder_sides(
         spec.crosscoder,
@@ -207,13 +239,41 @@ def build_crosscoder_comparison(
         device,
         progress,
     )
-    docs = load_corpus(spec.corpus)
+    for side in SIDES:
+        check_positions(loaded.models[side], spec.harvest.max_len, side)
+    corpus = read_corpus(spec.corpus)
+    docs = corpus.docs
+    # a stage setting that cannot fit is refused now, not after the harvest (both sides have F latents)
+    n_latents = loaded.weights.n_latents
+    check_stage_costs({name: (stage_settings or {}).get(name) for name in stages}, n_latents, n_latents)
     scaling = resolve_scaling(spec.crosscoder, loaded, docs, spec.harvest, device)
     cc = Crosscoder(loaded.weights, scaling, device)
     sides = CrosscoderSides(loaded.models, loaded.hooks, cc)
     timings["load_s"] = time.perf_counter() - t0
-    out = prepare_output_dir(out, overwrite)
+    with build:
+        return _build(
+            spec, build, loaded, sides, docs, corpus.to_dict(), stages, stage_settings, device, progress, timings, t0
+        )
 
+
+def _build(
+    spec: CrosscoderComparisonSpec,
+    build: OutputBuild,
+    loaded: LoadedCrosscoderSides,
+    sides: CrosscoderSides,
+    docs: list[str],
+    corpus_record: dict[str, Any],
+    stages: tuple[str, ...],
+    stage_settings: dict[str, Any] | None,
+    device: Any,
+    progress: ProgressFn,
+    timings: dict[str, float],
+    t0: float,
+) -> Path:
+    """Harvest, write and stage the bundle inside its staging folder, then swap it in."""
+    out = build.staging
+    cc = sides.crosscoder
+    scaling = cc.scaling
     t1 = time.perf_counter()
     sanity_windows = tokenize_windows(
         loaded.models["a"].tokenizer,
@@ -305,6 +365,8 @@ def build_crosscoder_comparison(
             "content_hash": hash_texts(docs),
             "n_docs": len(docs),
             "n_docs_used": int(len(used_docs)),
+            # documents read, kept, and left out per reason (empty, not text, beyond max_docs, ...)
+            **corpus_record,
         },
         "n_units": units.height,
         "n_tokens": units.height,
@@ -316,7 +378,8 @@ def build_crosscoder_comparison(
         **dict(spec.extra),
     }
     writer.finalize(manifest)
-    remove_work_dir(out / ".work")
     unembeddings = {s: unembedding(loaded.models[s]) for s in SIDES if loaded.models[s].is_causal}
+    # the stages run on the staging copy too: a failing stage leaves an old bundle at the target whole
     run_stages(out, stages, stage_settings, str(device), progress, unembeddings)
-    return out
+    remove_work_dir(out / WORK_DIR)
+    return build.commit()
