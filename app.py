@@ -24,6 +24,7 @@ PAGES = [
     ("pages/heatmaps.py", "Heatmaps", ":material/grid_on:", "heatmaps"),
     ("pages/feature.py", "Feature", ":material/feature_search:", "feature"),
     ("pages/discover.py", "Discover", ":material/travel_explore:", "discover"),
+    ("pages/model_diffing.py", "Model diffing", ":material/difference:", "diffing"),
     ("pages/export.py", "Export", ":material/download:", "export"),
 ]
 

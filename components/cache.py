@@ -134,3 +134,27 @@ def load_pair_evidence(path: str, mtime: float, feature_a: int, feature_b: int) 
     from core.matching.explain import explain_pair
 
     return explain_pair(load_bundle(path, mtime), feature_a, feature_b).to_dict()
+
+
+@st.cache_data(show_spinner="Reading the crosscoder analyses…", max_entries=8)
+def load_analyses(path: str, mtime: float) -> pl.DataFrame:
+    """A crosscoder bundle's analyses.parquet (tags as strings)."""
+    from components import diffing_data
+
+    return diffing_data.analyses_frame(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_causal_table(path: str, mtime: float) -> pl.DataFrame:
+    """The causal check's rows without the per-probe vectors (empty without the causal part)."""
+    from components import diffing_data
+
+    return diffing_data.causal_table(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def load_causal_pair(path: str, mtime: float, feature_a: int, feature_b: int) -> dict[str, Any] | None:
+    """One checked pair's causal row with its per-probe shifts, or None."""
+    from components import diffing_data
+
+    return diffing_data.causal_pair(load_bundle(path, mtime), feature_a, feature_b)

@@ -23,6 +23,8 @@ PART_HINTS: dict[str, str] = {
     "examples": 'python -m core dashboards BUNDLE  (or core.run_stage("dashboards", BUNDLE))',
     "dashboards": 'python -m core dashboards BUNDLE  (or core.run_stage("dashboards", BUNDLE))',
     "umap": 'python -m core umap BUNDLE  (or core.run_stage("umap", BUNDLE))',
+    "analyses": 'python -m core analyses BUNDLE  (or core.run_stage("analyses", BUNDLE))',
+    "causal": 'python -m core causal BUNDLE  (or core.run_stage("causal", BUNDLE))',
 }
 
 
@@ -141,7 +143,8 @@ def selection_pair_table(bundle: Bundle, side: str, features: list[int]) -> pl.D
 
     Returns:
         ``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``, the evidence columns,
-        ``tokens_a``, ``tokens_b``; a selected feature without any pair appears with a null partner.
+        ``tokens_a``, ``tokens_b`` (and ``causal_equivalence``, ``causal_p`` when the causal
+        check ran); a selected feature without any pair appears with a null partner.
     """
     pairs = pair_frame(bundle).filter(pl.col(f"feature_{side}").is_in(features))
     mine = pl.DataFrame({f"feature_{side}": features}, schema={f"feature_{side}": pl.Int32})
@@ -149,9 +152,12 @@ def selection_pair_table(bundle: Bundle, side: str, features: list[int]) -> pl.D
     for s in SIDES:
         labels = feature_labels(bundle, s).rename({"feature": f"feature_{s}", "label": f"tokens_{s}"})
         table = table.join(labels, on=f"feature_{s}", how="left")
-    return table.select(
+    table = table.select(
         "feature_a", "feature_b", "corr", "cos", "kept", "reason", *EVIDENCE_SCHEMA, "tokens_a", "tokens_b"
     ).sort("corr", descending=True, nulls_last=True)
+    from components.diffing_data import with_causal
+
+    return with_causal(bundle, table)
 
 
 def partner_table(bundle: Bundle, side: str, feature: int) -> pl.DataFrame:

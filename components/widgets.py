@@ -340,6 +340,16 @@ def render_build_form() -> dict[str, Any] | None:
                     "Hook (empty: the SAE's own)", key=f"hook-{side}", placeholder="blocks.3.hook_resid_post"
                 )
                 values[f"label_{side}"] = st.text_input("Label", key=f"label-{side}")
+        with st.expander("Crosscoder instead of two SAEs"):
+            values["crosscoder"] = st.text_input(
+                "Crosscoder checkpoint",
+                key="crosscoder",
+                placeholder=".safetensors / .pt file or its folder (dictionary_learning or ckkissane layout)",
+                help="Index 0 reads model A, index 1 model B; leave both SAE fields empty",
+            )
+            values["crosscoder_format"] = st.selectbox(
+                "Layout", ("auto", "dictionary_learning", "ckkissane"), key="crosscoder-format"
+            )
         c1, c2, c3, c4 = st.columns(4)
         values["corpus"] = c1.text_input("Corpus", value=DEFAULT_CORPUS, help="fortunes, kjv, file:PATH or hf:NAME")
         values["max_tokens"] = int(c2.number_input("Max tokens", min_value=1, value=defaults.max_tokens, step=10_000))
@@ -355,8 +365,12 @@ def render_build_form() -> dict[str, Any] | None:
             "Stages after the harvest",
             STAGES,
             default=list(STAGES),
-            help="matching (correlations + assignment), similarity (SVCCA, RSA, ... with nulls), "
-            "dashboards (examples, histograms), umap (maps of decoder directions)",
+            help="matching (correlations + assignment; a crosscoder's analyses instead), similarity (SVCCA, RSA, "
+            "... with nulls), dashboards (examples, histograms), umap (maps of decoder directions)",
+        )
+        values["causal"] = st.checkbox(
+            "Also run the causal check (loads both models again; minutes on a CPU)",
+            help="Ablate the top 200 kept pairs (or shared crosscoder latents) in both models on 256 probes",
         )
         values["preset"] = st.selectbox(
             "Matching preset",
@@ -367,13 +381,32 @@ def render_build_form() -> dict[str, Any] | None:
         submitted = st.form_submit_button("Build comparison", type="primary")
     if not submitted:
         return None
-    missing = [name for name in ("model_a", "sae_a", "model_b", "sae_b", "out") if not str(values[name]).strip()]
+    return check_build_values(values)
+
+
+def check_build_values(values: dict[str, Any]) -> dict[str, Any] | None:
+    """Validate the build form's raw values (an error shown and ``None`` when incomplete); map stages for a crosscoder."""
+    crosscoder = bool(str(values.get("crosscoder", "")).strip())
+    needed = ("model_a", "model_b", "out") if crosscoder else ("model_a", "sae_a", "model_b", "sae_b", "out")
+    missing = [name for name in needed if not str(values[name]).strip()]
     if missing:
         st.error(
             f"Fill in {', '.join(m.replace('_', ' ').upper() if len(m) == 1 else m.replace('_', ' ') for m in missing)} first."
         )
         return None
-    return values
+    stages = list(values["stages"])
+    if crosscoder:
+        if str(values["sae_a"]).strip() or str(values["sae_b"]).strip():
+            st.error("Leave SAE A and SAE B empty when you give a crosscoder: one crosscoder replaces the two SAEs.")
+            return None
+        # a crosscoder is paired by construction; its analyses stage takes matching's place
+        stages = ["analyses" if name == "matching" else name for name in stages]
+    elif "similarity" in stages and "matching" not in stages:
+        st.error("The similarity stage compares matched pairs: add the matching stage, or drop similarity.")
+        return None
+    if values.get("causal"):
+        stages.append("causal")
+    return {**values, "stages": stages}
 
 
 def make_progress() -> Any:

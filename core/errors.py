@@ -57,3 +57,7 @@ class HarvestError(UserError):
 
 class EngineError(UserError):
     """The chosen engine cannot run: its extra is not installed, its cluster is unreachable, or a worker failed."""
+
+
+class CrosscoderError(UserError):
+    """A crosscoder checkpoint that cannot be loaded or does not fit the models given (layout, M, d, NaN, pickle)."""

@@ -43,6 +43,32 @@ if bundle.has("similarity"):
     available["similarity-vs-null"] = lambda: figures.build_null_figure(similarity_frame(load_similarity(path, mtime)))
 if bundle.has("assignment") and not pairs["cos"].is_null().all():
     available["correlation-vs-cosine"] = lambda: figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"]))
+if bundle.has("analyses"):
+    from components import diffing_figures
+    from components.cache import load_analyses
+    from components.diffing_data import analysis_settings, retag, shared_cosines
+
+    diffing = analysis_settings(bundle)
+    tagged = retag(load_analyses(path, mtime), diffing.mode, diffing)
+    available["delta-norm-histogram"] = lambda: diffing_figures.build_delta_norm_histogram_figure(
+        tagged, diffing.a_only_below, diffing.b_only_above, diffing.shared_band
+    )
+    available["shared-cosine-histogram"] = lambda: diffing_figures.build_shared_cosine_histogram_figure(
+        shared_cosines(tagged)
+    )
+    available["cosine-vs-delta-norm"] = lambda: diffing_figures.build_cosine_vs_delta_figure(tagged)
+    available["latent-scaling"] = lambda: diffing_figures.build_latent_scaling_figure(
+        tagged.filter(tagged["tag"] == "b_only"), diffing.nu_near_one, diffing.nu_near_zero
+    )
+if bundle.has("causal"):
+    from components import diffing_figures
+    from components.cache import load_causal_table
+
+    causal = load_causal_table(path, mtime)
+    has_cos = causal["cos"].drop_nulls().drop_nans().len() > 0
+    available["causal-vs-cosine"] = lambda: diffing_figures.build_causal_vs_cosine_figure(
+        causal, *(("cos", "decoder cosine") if has_cos else ("corr", "activation correlation"))
+    )
 fa, fb = state.pair()
 if fa is None and kept.height:
     fa, fb = int(kept["feature_a"][0]), int(kept["feature_b"][0])
@@ -88,6 +114,10 @@ for list_name, rows in state.named_lists.items():
         {"feature_a": [r[0] for r in rows], "feature_b": [r[1] for r in rows]},
         schema={"feature_a": pl.Int64, "feature_b": pl.Int64},
     )
+if bundle.has("analyses"):
+    tables["crosscoder-latents"] = load_analyses(path, mtime)
+if bundle.has("causal"):
+    tables["causal-equivalence"] = load_causal_table(path, mtime)
 tables["features-a"] = bundle.features("a").select(pl.exclude("top_tokens")).collect()
 tables["features-b"] = bundle.features("b").select(pl.exclude("top_tokens")).collect()
 table_name = st.selectbox("Table", list(tables), key="ex-table")

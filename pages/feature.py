@@ -7,6 +7,7 @@ import streamlit as st
 
 from components.cache import bundle_mtime, load_feature_card, load_pair_evidence, load_partner_table, load_split_group
 from components.data import n_features, other_side
+from components.diffing_widgets import render_causal_pair
 from components.state import get_state
 from components.widgets import (
     evidence_column_config,
@@ -70,6 +71,8 @@ with right:
         st.subheader(f"{other.upper()}{partner}")
         render_feature_card(load_feature_card(path, mtime, other, partner), key=f"card-{other}")
         st.page_link("pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")
+        pair = (feature, partner) if side == "a" else (partner, feature)
+        render_causal_pair(bundle, pair[0], pair[1], key="fp-causal")
 
 if rows:
     fa, fb = (feature, partner) if side == "a" else (partner, feature)

@@ -70,6 +70,29 @@ with left:
             else:
                 st.switch_page("pages/overview.py")
 
+    st.subheader("Crosscoder demo")
+    st.caption(
+        "One BatchTopK crosscoder trained here over both MiniLMs at once: which latents are shared, A-only or "
+        "B-only, and do shared latents act alike in both models (the causal check)."
+    )
+    from core.demo.crosscoder import build_crosscoder_demo, crosscoder_demo_bundle_path
+
+    crosscoder_path = crosscoder_demo_bundle_path()
+    if (crosscoder_path / "manifest.json").is_file():
+        if st.button("Open the crosscoder demo", key="open-crosscoder"):
+            state.open(str(crosscoder_path))
+            st.switch_page("pages/model_diffing.py")
+    else:
+        st.info("Not built yet (minutes on 2 CPU cores, once; or `python -m core demo --pair crosscoder`).")
+        if st.button("Build the crosscoder demo", key="build-crosscoder"):
+            progress = make_progress()
+            try:
+                state.open(str(build_crosscoder_demo(progress=progress)))
+            except UserError as exc:
+                st.error(str(exc))
+            else:
+                st.switch_page("pages/model_diffing.py")
+
 with right:
     st.header("Open a bundle folder")
     folder = st.text_input("Bundle folder", placeholder="/path/to/bundle (written by python -m core compare)")
@@ -101,42 +124,70 @@ values = render_build_form()
 if values:
     st.button("Cancel build", key="cancel-build")  # clicking reruns the page, which interrupts the build
     progress = make_progress()
+    crosscoder = bool(values["crosscoder"].strip())
     try:
         import core  # the Python API; its names load on use (torch only for the build itself)
 
-        # one config, validated once (for example: similarity needs the matching stage)
-        config = core.ComparisonConfig(
-            harvest=core.HarvestSettings(
-                max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
-            ),
-            matching=core.MatchSettings.from_preset(values["preset"]),
-            stages=tuple(values["stages"]),
+        harvest = core.HarvestSettings(
+            max_tokens=values["max_tokens"], max_len=values["max_len"], device=values["device"]
         )
-        sides = {
-            s: (
-                core.SAESpec.parse(values[f"sae_{s}"].strip()),
-                core.ModelSpec.parse(values[f"model_{s}"].strip(), values[f"tokenizer_{s}"].strip() or None),
-            )
+        models = {
+            s: core.ModelSpec.parse(values[f"model_{s}"].strip(), values[f"tokenizer_{s}"].strip() or None)
             for s in ("a", "b")
         }
-        # the same call as `python -m core compare`: harvest, then the chosen stages in order; the raw text
-        # goes in, so an empty field is refused as empty (a Path("") would be the current folder)
-        out = core.compare(
-            *sides["a"],
-            *sides["b"],
-            core.CorpusSpec.parse(values["corpus"].strip()),
-            out=values["out"].strip(),
-            settings=config,
-            hook_a=values["hook_a"].strip() or None,
-            hook_b=values["hook_b"].strip() or None,
-            label_a=values["label_a"].strip(),
-            label_b=values["label_b"].strip(),
-            overwrite=values["overwrite"],
-            progress=progress,
-        ).path
+        # the raw output text goes in, so an empty field is refused as empty (a Path("") would be the current folder)
+        if crosscoder:
+            from core.crosscoder.settings import CrosscoderSpec
+            from core.pipeline.crosscoder import CrosscoderComparisonSpec, build_crosscoder_comparison
+
+            cc_spec = CrosscoderComparisonSpec(
+                crosscoder=CrosscoderSpec(values["crosscoder"].strip(), values["crosscoder_format"]),
+                model_a=models["a"],
+                model_b=models["b"],
+                corpus=core.CorpusSpec.parse(values["corpus"].strip()),
+                hook_a=values["hook_a"].strip() or None,
+                hook_b=values["hook_b"].strip() or None,
+                label_a=values["label_a"].strip(),
+                label_b=values["label_b"].strip(),
+                harvest=harvest,
+            )
+            # the same call as `python -m core compare --crosscoder`
+            out = build_crosscoder_comparison(
+                cc_spec,
+                values["out"].strip(),
+                overwrite=values["overwrite"],
+                progress=progress,
+                stages=tuple(values["stages"]),
+            )
+        else:
+            # one config, validated once (for example: similarity needs the matching stage)
+            config = core.ComparisonConfig(
+                harvest=harvest,
+                matching=core.MatchSettings.from_preset(values["preset"]),
+                stages=tuple(values["stages"]),
+            )
+            # the same call as `python -m core compare`: harvest, then the chosen stages in order
+            out = core.compare(
+                core.SAESpec.parse(values["sae_a"].strip()),
+                models["a"],
+                core.SAESpec.parse(values["sae_b"].strip()),
+                models["b"],
+                core.CorpusSpec.parse(values["corpus"].strip()),
+                out=values["out"].strip(),
+                settings=config,
+                hook_a=values["hook_a"].strip() or None,
+                hook_b=values["hook_b"].strip() or None,
+                label_a=values["label_a"].strip(),
+                label_b=values["label_b"].strip(),
+                overwrite=values["overwrite"],
+                progress=progress,
+            ).path
     except UserError as exc:
         st.error(str(exc))
     else:
         state.open(str(out))
         st.success(f"Built `{out}`.")
-        st.page_link("pages/overview.py", label="Open its Overview", icon=":material/dashboard:")
+        if crosscoder:
+            st.page_link("pages/model_diffing.py", label="Open its Model diffing page", icon=":material/difference:")
+        else:
+            st.page_link("pages/overview.py", label="Open its Overview", icon=":material/dashboard:")

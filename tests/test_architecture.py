@@ -53,7 +53,10 @@ READ_PATH = (
     "core.harvest.specs",
     "core.pipeline.config",
     "core.engine.settings",
+    "core.crosscoder.settings",
+    "core.crosscoder.taxonomy",
     "components.data",
+    "components.diffing_data",
 )
 
 

@@ -20,6 +20,8 @@ STAGE_OF_PART = {
     "examples": "dashboards",
     "dashboards": "dashboards",
     "umap": "umap",
+    "analyses": "analyses",
+    "causal": "causal",
 }
 
 
@@ -48,11 +50,18 @@ def harvest_command(manifest: dict[str, Any], path: str | Path) -> str:
         return "python -m core demo --rebuild" + (f" --pair {pair}" if pair and pair != "spine" else "")
     args = ["python -m core compare"]
     sides = manifest.get("sides") or {}
+    crosscoder = (manifest.get("crosscoder") or {}).get("spec") or {}
+    if crosscoder.get("path"):
+        args.append(f"--crosscoder {shlex.quote(str(crosscoder['path']))}")
+        for key, flag in (("format", "--crosscoder-format"), ("scale_a", "--scale-a"), ("scale_b", "--scale-b")):
+            if crosscoder.get(key) not in (None, "auto"):
+                args.append(f"{flag} {crosscoder[key]}")
     for name in ("a", "b"):
         side = sides.get(name) or {}
         sae = _spec_text((side.get("sae") or {}).get("spec") or {}, "local")
         model = _spec_text(side.get("model") or {}, "hf")
-        args.append(f"--sae-{name} {shlex.quote(sae) if sae else '...'}")
+        if not crosscoder.get("path"):
+            args.append(f"--sae-{name} {shlex.quote(sae) if sae else '...'}")
         args.append(f"--model-{name} {shlex.quote(model) if model else '...'}")
         tokenizer = (side.get("model") or {}).get("tokenizer")
         if tokenizer:

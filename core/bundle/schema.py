@@ -28,6 +28,12 @@ PART_FILES: dict[str, tuple[str, ...]] = {
     "examples": ("examples_a.parquet", "examples_b.parquet"),
     "dashboards": ("dashboards_a.parquet", "dashboards_b.parquet"),
     "umap": ("umap_a.parquet", "umap_b.parquet"),
+    # crosscoder bundles: per-latent norms, cosines and Latent Scaling sums (written with the harvest)
+    "crosscoder": ("crosscoder_latents.parquet",),
+    # the analyses stage of a crosscoder bundle: tags, Delta-norm, betas; and its summary
+    "analyses": ("analyses.parquet", "analyses.json"),
+    # the causal check (crosscoder latents or SAE pairs): equivalence, p-value and both shift vectors
+    "causal": ("causal.parquet",),
 }
 
 

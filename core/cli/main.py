@@ -2,9 +2,13 @@
 
     python -m core demo                      build (or reuse) the embedded demo bundle
     python -m core demo --pair family        the cross-family demo (MiniLM vs SmolLM2, aligned spans)
+    python -m core demo --pair crosscoder    a BatchTopK crosscoder trained here on the two MiniLMs
     python -m core compare --sae-a ... --model-a ... --sae-b ... --model-b ... --out DIR
+    python -m core compare --crosscoder PATH --model-a ... --model-b ... [--hook-a H --hook-b H] --out DIR
     python -m core match|similarity|dashboards|umap BUNDLE   (re)run one stage with new settings
     python -m core match BUNDLE --preset paper|featurebridge  the published pipeline, or ours (default)
+    python -m core analyses BUNDLE           (re)classify a crosscoder bundle's latents
+    python -m core causal BUNDLE             the causal check (shared latents, or an SAE bundle's kept pairs)
     python -m core sweep --model-a M --saes-a S1,S2 --model-b M --saes-b T1,T2 --out DIR
     python -m core discover --bundle B --text "..." [--score_mode M] [--saes S1,S2 --merge-across-layers] [--out F]
     python -m core explain BUNDLE a12 b40    every piece of evidence on one pair
@@ -154,6 +158,20 @@ def similarity_settings(args: argparse.Namespace, base: Any = None) -> Any:
     return settings_from_args(args, "similarity", SimilaritySettings, base)
 
 
+def analysis_settings(args: argparse.Namespace) -> Any:
+    """:class:`~core.crosscoder.settings.AnalysisSettings` from ``analyses``' flags."""
+    from core.crosscoder.settings import AnalysisSettings
+
+    return settings_from_args(args, "analyses", AnalysisSettings)
+
+
+def causal_settings(args: argparse.Namespace) -> Any:
+    """:class:`~core.crosscoder.settings.CausalSettings` from ``causal``'s flags."""
+    from core.crosscoder.settings import CausalSettings
+
+    return settings_from_args(args, "causal", CausalSettings)
+
+
 def comparison_config(args: argparse.Namespace) -> Any:
     """The run's :class:`~core.pipeline.config.ComparisonConfig` from ``compare``'s flags."""
     from core.dashboards.settings import DashboardSettings
@@ -190,6 +208,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             path = build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild)
         print(path)
         return 0
+    if args.pair == "crosscoder":
+        from core.demo.crosscoder import build_crosscoder_demo
+
+        with TqdmProgress() as progress:
+            path = build_crosscoder_demo(device=args.device, progress=progress, rebuild=args.rebuild)
+        print(path)
+        return 0
 
     with TqdmProgress() as progress:
         path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
@@ -202,9 +227,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from core.errors import SpecError
     from core.harvest.specs import ModelSpec, SAESpec
     from core.pipeline.api import compare
 
+    if args.crosscoder:
+        if args.sae_a or args.sae_b:
+            raise SpecError(
+                "Give either --crosscoder or --sae-a and --sae-b, not both: a crosscoder replaces the two SAEs."
+            )
+        return _compare_crosscoder(args)
+    if not (args.sae_a and args.sae_b):
+        raise SpecError("Give --sae-a and --sae-b (two SAEs), or --crosscoder PATH (one crosscoder over both models).")
     config = comparison_config(args)
     sides = {
         name: {
@@ -286,6 +320,64 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_crosscoder(args: argparse.Namespace) -> int:
+    from core.crosscoder.settings import CausalSettings, CrosscoderSpec
+    from core.errors import SpecError
+    from core.harvest.specs import ModelSpec
+    from core.pipeline.crosscoder import CrosscoderComparisonSpec, build_crosscoder_comparison
+
+    if args.engine != "local":
+        raise SpecError("A crosscoder comparison runs on the local engine; leave out --engine ray.")
+    spec = CrosscoderComparisonSpec(
+        crosscoder=CrosscoderSpec(args.crosscoder, args.crosscoder_format, args.scale_a, args.scale_b),
+        model_a=ModelSpec.parse(args.model_a, args.tokenizer_a),
+        model_b=ModelSpec.parse(args.model_b, args.tokenizer_b),
+        corpus=corpus_spec(args),
+        hook_a=args.hook_a,
+        hook_b=args.hook_b,
+        label_a=args.label_a or "",
+        label_b=args.label_b or "",
+        harvest=harvest_settings(args),
+    )
+    stages = parse_crosscoder_stages(args.stages)
+    stage_settings: dict[str, Any] = {}
+    if "similarity" in stages:
+        stage_settings["similarity"] = similarity_settings(args)
+    if "causal" in stages:
+        stage_settings["causal"] = CausalSettings(device=args.device)
+    with TqdmProgress() as progress:
+        path = build_crosscoder_comparison(
+            spec, args.out, overwrite=args.overwrite, progress=progress, stages=stages, stage_settings=stage_settings
+        )
+    print(path)
+    return 0
+
+
+def parse_crosscoder_stages(stages: str | Sequence[str]) -> tuple[str, ...]:
+    """A crosscoder comparison's stages from ``--stages`` ("all" and the SAE default mean ``CROSSCODER_STAGES``).
+
+    Args:
+        stages: the flag's text, or the default tuple.
+
+    Returns:
+        The stages, in run order.
+    """
+    from core.errors import SpecError
+    from core.pipeline.config import parse_stages
+    from core.pipeline.stages import CROSSCODER_STAGES, STAGES
+
+    if isinstance(stages, str) and stages.strip() == "all" or tuple(stages) == STAGES:
+        return CROSSCODER_STAGES
+    names = parse_stages(stages)
+    allowed = (*CROSSCODER_STAGES, "causal")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise SpecError(
+            f"Unknown stage(s) {', '.join(unknown)} for a crosscoder; choose from {', '.join(allowed)}, all or none."
+        )
+    return names
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from core.bundle.reader import open_bundle
 
@@ -315,6 +407,30 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"         {mark} {row.get('hook', '?'):<28} EV {row.get('explained_variance', float('nan')):.3f}  "
                 f"MSE {row.get('mse', float('nan')):.4g}"
             )
+    if "crosscoder" in m:
+        cc = m["crosscoder"]
+        ck = cc.get("checkpoint", {})
+        ev = cc.get("explained_variance", {})
+        print(
+            f"crosscoder {ck.get('path')} ({ck.get('format')}, {ck.get('architecture')}, {ck.get('n_latents', 0):,} latents): "
+            f"EV A {ev.get('a', float('nan')):.3f}, EV B {ev.get('b', float('nan')):.3f}, L0 {cc.get('l0', float('nan')):.1f}, "
+            f"dead {cc.get('dead_fraction', float('nan')):.1%}"
+        )
+        if ck.get("threshold_uncalibrated"):
+            print(
+                "         warning: the BatchTopK threshold is -1 (never calibrated): every positive pre-activation fires"
+            )
+        if ck.get("unknown_keys"):
+            print(f"         unknown checkpoint keys (ignored): {', '.join(ck['unknown_keys'])}")
+        if "analyses" in m:
+            print(f"taxonomy {json.dumps(m['analyses']['taxonomy'])}")
+    if "causal" in m:
+        c = m["causal"]
+        median = c.get("median_equivalence")
+        print(
+            f"causal   {c.get('n_ok', 0)}/{c.get('n_checked', 0)} checked with an equivalence, median "
+            f"{'n/a' if median is None else f'{median:.3f}'} over {c.get('n_probes', 0)} probes ({c.get('measure')})"
+        )
     present = [p for p, ok in bundle.parts.items() if ok]
     absent = [p for p, ok in m["parts"].items() if not ok]
     print(f"parts    {', '.join(present)}" + (f"  (not yet: {', '.join(absent)})" if absent else ""))
@@ -336,6 +452,8 @@ STAGE_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], Any] | None]
     "similarity": ("similarity", similarity_settings),
     "dashboards": ("dashboards", None),
     "umap": ("umap", None),
+    "analyses": ("analyses", analysis_settings),
+    "causal": ("causal", causal_settings),
 }
 
 
@@ -571,7 +689,9 @@ def _read_prompts(path: str) -> list[str]:
 def _add_side_args(parser: argparse.ArgumentParser, name: str) -> None:
     up = name.upper()
     parser.add_argument(
-        f"--sae-{name}", required=True, help=f"SAE {up}: folder, local:DIR, sparsify:DIR or release:REL/ID"
+        f"--sae-{name}",
+        default=None,
+        help=f"SAE {up}: folder, local:DIR, sparsify:DIR or release:REL/ID (not with --crosscoder)",
     )
     parser.add_argument(
         f"--model-{name}", required=True, help=f"model {up}: hub id or folder, gguf:FILE, onnx-bert:FILE, ..."
@@ -735,6 +855,7 @@ def _add_engine_args(parser: argparse.ArgumentParser, harvest: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m core`` argument parser (every settings flag's default comes from its settings dataclass)."""
+    from core.crosscoder.settings import AnalysisSettings, CausalSettings
     from core.explore.discover import DiscoverSettings
     from core.harvest.specs import POOLINGS, HarvestSettings
     from core.pipeline.config import SWEEP_MAX_TOKENS, ComparisonConfig, field_default
@@ -753,16 +874,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
     demo.add_argument(
         "--pair",
-        choices=("spine", "family"),
+        choices=("spine", "family", "crosscoder"),
         default="spine",
-        help="spine: MiniLM-L6 vs MiniLM-L3 (default); family: MiniLM-L6 vs SmolLM2-135M (different tokenizers)",
+        help="spine: MiniLM-L6 vs MiniLM-L3 (default); family: MiniLM-L6 vs SmolLM2-135M (different tokenizers); "
+        "crosscoder: one BatchTopK crosscoder over the two MiniLMs",
     )
     demo.add_argument("--sweep", action="store_true", help="also train per-layer SAEs and attach a 3 x 3 layer sweep")
     demo.set_defaults(func=cmd_demo)
 
-    compare = sub.add_parser("compare", help="harvest two SAEs on the same text into a bundle")
+    compare = sub.add_parser("compare", help="harvest two SAEs (or one crosscoder) on the same text into a bundle")
     _add_side_args(compare, "a")
     _add_side_args(compare, "b")
+    compare.add_argument(
+        "--crosscoder",
+        default=None,
+        help="a crosscoder checkpoint (.safetensors/.pt, dictionary_learning or ckkissane layout) or its folder, "
+        "instead of two SAEs; index 0 reads --model-a, index 1 --model-b",
+    )
+    compare.add_argument(
+        "--crosscoder-format",
+        default="auto",
+        choices=("auto", "dictionary_learning", "ckkissane"),
+        help="the checkpoint layout (auto decides by key names; a square M = F checkpoint must name it)",
+    )
+    compare.add_argument(
+        "--scale-a", type=positive_float, default=None, help="model A's input scale (default: estimated)"
+    )
+    compare.add_argument(
+        "--scale-b", type=positive_float, default=None, help="model B's input scale (default: estimated)"
+    )
     _add_corpus_args(compare)
     _setting(
         compare, "--max-tokens", "harvest", HarvestSettings, "max_tokens", type=positive_int, help="units to harvest"
@@ -788,7 +928,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--stages",
         default=field_default(ComparisonConfig, "stages"),
-        help="later stages to run: all (default), none, or a list like matching,similarity",
+        help="later stages to run: all (default), none, or a list like matching,similarity (a crosscoder: "
+        "analyses,similarity,dashboards,umap; add causal for the causal check)",
     )
     _add_match_args(compare)
     _add_similarity_args(compare)
@@ -821,6 +962,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_similarity_args(similarity)
     _add_device_arg(similarity)
     similarity.set_defaults(func=cmd_stage)
+
+    analyses = sub.add_parser(
+        "analyses", help="(re)classify a crosscoder bundle's latents (Delta-norm, Latent Scaling)"
+    )
+    analyses.add_argument("bundle")
+    for flag, name, kind, text in (
+        ("--b-only-above", "b_only_above", float, "Delta-norm (B-only -> 1) cut for B-only"),
+        ("--a-only-below", "a_only_below", float, "Delta-norm cut for A-only"),
+        ("--shared-band", "shared_band", float, "|Delta-norm - 0.5| below this is shared"),
+        ("--top-n", "top_n", positive_int, "the top-N mode's A-only and B-only counts"),
+        ("--nu-near-one", "nu_near_one", float, "Latent Scaling: nu from which it is near 1"),
+        ("--nu-near-zero", "nu_near_zero", float, "Latent Scaling: |nu| below which near 0"),
+    ):
+        _setting(analyses, flag, "analyses", AnalysisSettings, name, type=kind, help=f"{text} (default %(default)s)")
+    _add_device_arg(analyses)
+    analyses.set_defaults(func=cmd_stage)
+
+    causal = sub.add_parser("causal", help="the causal check: ablate latents in both models, correlate the shifts")
+    causal.add_argument("bundle")
+    _setting(
+        causal,
+        "--top-n",
+        "causal",
+        CausalSettings,
+        "top_n",
+        type=positive_int,
+        help="latents (crosscoder) or kept pairs (SAEs) checked (default %(default)s)",
+    )
+    _setting(
+        causal,
+        "--select",
+        "causal",
+        CausalSettings,
+        "select",
+        choices=("shared", "live", "kept_pairs"),
+        help="which to check",
+    )
+    _setting(causal, "--n-probes", "causal", CausalSettings, "n_probes", type=positive_int)
+    _setting(causal, "--probe-len", "causal", CausalSettings, "probe_len", type=positive_int, help="tokens per probe")
+    _setting(
+        causal,
+        "--probes",
+        "causal",
+        CausalSettings,
+        "probes",
+        choices=("active", "all"),
+        help="probes the correlation uses",
+    )
+    _setting(
+        causal,
+        "--n-perm",
+        "causal",
+        CausalSettings,
+        "n_perm",
+        type=non_negative_int,
+        help="permutations for the p-value",
+    )
+    _setting(causal, "--seed", "causal", CausalSettings, "seed", type=non_negative_int)
+    _setting(causal, "--device", "causal", CausalSettings, "device", help="auto (default), cpu or cuda")
+    causal.set_defaults(func=cmd_stage)
 
     for name, what in (
         ("dashboards", "per-feature dashboards and examples"),

@@ -33,6 +33,11 @@ def load_sides(bundle: Bundle, device: torch.device | str = "cpu") -> dict[str, 
     Returns:
         ``{"a": HarvestSide, "b": HarvestSide}``; a model shared by both sides is loaded once.
     """
+    if "crosscoder" in bundle.manifest:
+        raise UserError(
+            "This bundle holds one crosscoder, not two SAEs, so live text cannot be encoded side by side here; "
+            "its latents are on the Model diffing and Feature pages."
+        )
     models: dict[ModelSpec, LoadedModel] = {}
     sides = {}
     for name in ("a", "b"):

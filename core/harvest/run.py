@@ -17,7 +17,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,6 +55,8 @@ SHARD_FILES = tuple(f"{kind}_{s}.safetensors" for kind in ("codes", "moments") f
     "units.parquet",
     SUMMARY_FILE,
 )
+# a dictionary's float64 sums that merge across shards by addition (a crosscoder's), if any
+EXTRA_FILE = "extra.safetensors"
 # harvest settings that change how a shard is computed, not what it holds
 _UNKEYED_SETTINGS = ("device", "batch_tokens", "sanity_tokens")
 
@@ -74,6 +76,7 @@ class HarvestResult:
             units, pooling).
         rebuilt_because: why finished shards of an earlier run were discarded (their inputs
             changed), or ``None``.
+        extra: a :class:`TokenEncoder`'s extra sums, added over shards (empty for two SAEs).
     """
 
     units: pl.DataFrame
@@ -83,6 +86,29 @@ class HarvestResult:
     resumed_shards: int
     alignment: dict[str, Any] | None = None
     rebuilt_because: str | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# how one shard's token windows become both sides' codes, plus extra float64 sums that merge
+# across shards by addition (a crosscoder's reconstruction and Latent Scaling sums, for example)
+EncodeShard = Callable[
+    [Sequence[Window], HarvestSettings, torch.device], tuple[dict[str, SparseCodes], dict[str, np.ndarray]]
+]
+
+
+@dataclass(frozen=True)
+class TokenEncoder:
+    """The seam a dictionary other than two SAEs plugs into (``core.crosscoder.harvest`` uses it).
+
+    Attributes:
+        tokenizer: the tokenizer both sides share (windows are cut with it).
+        identity: what the codes depend on (checkpoint, hooks, scaling); the sides' part of the key.
+        encode: windows of one shard -> (side -> codes, extra sums).
+    """
+
+    tokenizer: Any
+    identity: dict[str, Any]
+    encode: EncodeShard
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,12 +159,14 @@ class ShardSummary:
         first_unit: unit id of its first row.
         n_rows: its units.
         moments: side -> ``feature_moments`` of its codes.
+        extra: a :class:`TokenEncoder`'s extra sums of the shard (empty for two SAEs).
     """
 
     number: int
     first_unit: int
     n_rows: int
     moments: dict[str, dict[str, np.ndarray]]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,19 +213,23 @@ def shard_name(number: int) -> str:
     return f"shard_{number:05d}"
 
 
-def plan_harvest(sides: dict[str, HarvestSide], docs: Sequence[str], settings: HarvestSettings) -> HarvestPlan:
+def plan_harvest(
+    sides: dict[str, HarvestSide], docs: Sequence[str], settings: HarvestSettings, encoder: TokenEncoder | None = None
+) -> HarvestPlan:
     """Cut the corpus into windows and shards and key them by everything that makes a shard.
 
     Args:
-        sides: ``{"a": HarvestSide, "b": HarvestSide}``.
+        sides: ``{"a": HarvestSide, "b": HarvestSide}`` (ignored when ``encoder`` is given).
         docs: the corpus documents.
         settings: harvest settings.
+        encoder: a dictionary other than two SAEs (its tokenizer cuts the windows, its
+            identity keys the shards).
 
     Returns:
         The plan; its key changes when an SAE's weights, a model, the corpus text, the hook or
         a harvest setting that changes the codes does.
     """
-    aligned = not same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
+    aligned = encoder is None and not same_tokenizer(sides["a"].model.tokenizer, sides["b"].model.tokenizer)
     stats: dict[str, Any] | None = None
     # AlignedWindow for two tokenizers, Window for one; both carry n_units
     windows: Sequence[Any]
@@ -205,11 +237,16 @@ def plan_harvest(sides: dict[str, HarvestSide], docs: Sequence[str], settings: H
         aligned_windows, stats = plan_aligned_windows({s: sides[s].model for s in SIDES}, docs, settings)
         windows = cast(Sequence[Any], aligned_windows)
     else:
-        windows = cast(Sequence[Any], tokenize_windows(sides["a"].model.tokenizer, docs, settings))
+        tokenizer = encoder.tokenizer if encoder is not None else sides["a"].model.tokenizer
+        windows = cast(Sequence[Any], tokenize_windows(tokenizer, docs, settings))
     if not windows:
         raise UserError("The corpus produced no tokens to harvest; give a corpus with some text.")
     identity: dict[str, Any] = {
-        "sides": {s: side_identity(sides[s].model, sides[s].sae, sides[s].hook.name) for s in SIDES},
+        "sides": (
+            encoder.identity
+            if encoder is not None
+            else {s: side_identity(sides[s].model, sides[s].sae, sides[s].hook.name) for s in SIDES}
+        ),
         "corpus": hash_texts(list(docs)),
         "docs": len(docs),
         "windows": len(windows),
@@ -223,7 +260,11 @@ def plan_harvest(sides: dict[str, HarvestSide], docs: Sequence[str], settings: H
 
 
 def harvest_shard(
-    sides: dict[str, HarvestSide], task: ShardTask, settings: HarvestSettings, device: torch.device
+    sides: dict[str, HarvestSide],
+    task: ShardTask,
+    settings: HarvestSettings,
+    device: torch.device,
+    encoder: TokenEncoder | None = None,
 ) -> ShardSummary:
     """Run one shard on both sides and write its files; return its moments.
 
@@ -236,15 +277,23 @@ def harvest_shard(
         task: the shard.
         settings: harvest settings (batch size, pooling).
         device: where to run the models and SAEs.
+        encoder: encode the shard with this instead of the two SAEs.
 
     Returns:
         The shard's summary.
     """
-    codes = _encode_aligned(sides, task, settings, device) if task.aligned else _encode(sides, task, settings, device)
+    extra: dict[str, np.ndarray] = {}
+    if encoder is not None:
+        codes, extra = encoder.encode(cast(Sequence[Window], task.windows), settings, device)
+        extra = {k: np.asarray(v, np.float64) for k, v in extra.items()}
+    elif task.aligned:
+        codes = _encode_aligned(sides, task, settings, device)
+    else:
+        codes = _encode(sides, task, settings, device)
     n_rows = task.n_units
     for s in SIDES:
         if not np.all(np.isfinite(codes[s].values)):
-            label = sides[s].sae.spec.label()
+            label = "the crosscoder" if encoder is not None else sides[s].sae.spec.label()
             raise HarvestError(
                 f"SAE {s.upper()} ({label}) gave NaN or inf codes on units {task.first_unit}-"
                 f"{task.first_unit + n_rows - 1}; check its weights (they may hold NaN) and dtype, then re-run."
@@ -257,6 +306,8 @@ def harvest_shard(
         for s in SIDES:
             codes[s].save(tmp / f"codes_{s}.safetensors")
             write_tensors_atomic(moments[s], tmp / f"moments_{s}.safetensors", {"n_rows": str(n_rows)})
+        if extra:
+            write_tensors_atomic(extra, tmp / EXTRA_FILE, {})
         # units_frame only indexes docs by document id, so the mapping a remote task carries serves too
         docs = cast(Sequence[str], task.docs)
         if task.aligned:
@@ -276,7 +327,7 @@ def harvest_shard(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ShardSummary(task.number, task.first_unit, n_rows, moments)
+    return ShardSummary(task.number, task.first_unit, n_rows, moments, extra)
 
 
 def _encode(
@@ -348,13 +399,16 @@ def merge_moments(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarra
     return merged
 
 
-def run_shards_locally(sides: dict[str, HarvestSide], settings: HarvestSettings, device: torch.device) -> ShardRunner:
+def run_shards_locally(
+    sides: dict[str, HarvestSide], settings: HarvestSettings, device: torch.device, encoder: TokenEncoder | None = None
+) -> ShardRunner:
     """The local engine's shard runner: one shard after the other, in this process.
 
     Args:
         sides: the loaded sides.
         settings: harvest settings.
         device: where to run.
+        encoder: encode shards with this instead of the two SAEs.
 
     Returns:
         A :data:`ShardRunner`.
@@ -362,7 +416,7 @@ def run_shards_locally(sides: dict[str, HarvestSide], settings: HarvestSettings,
 
     def run(tasks: Sequence[ShardTask], progress: ProgressFn) -> Iterable[ShardSummary]:
         for task in tasks:
-            yield harvest_shard(sides, task, settings, device)
+            yield harvest_shard(sides, task, settings, device, encoder)
 
     return run
 
@@ -384,6 +438,7 @@ def harvest(
     progress: ProgressFn = no_progress,
     rebuild_stale: bool = True,
     runner: ShardRunner | None = None,
+    encoder: TokenEncoder | None = None,
 ) -> HarvestResult:
     """Harvest sparse codes of both sides on the same units, resumably.
 
@@ -398,11 +453,15 @@ def harvest(
             SAE, model, corpus or setting): rebuild them, with a logged notice, or (``False``)
             refuse in one sentence and keep them. Shards carrying this harvest's key are reused.
         runner: schedules the shards (default :func:`run_shards_locally`).
+        encoder: encode each shard's token windows with this instead of the two SAEs (a
+            crosscoder; ``sides`` is then ignored, and only the local runner can carry it).
 
     Returns:
         The merged result.
     """
-    plan = plan_harvest(sides, docs, settings)
+    if encoder is not None and runner is not None:
+        raise HarvestError("A crosscoder harvest runs on the local engine; leave out --engine ray.")
+    plan = plan_harvest(sides, docs, settings, encoder)
     work_dir = Path(work_dir).resolve()
     reason = _prepare_work_dir(work_dir, plan, rebuild_stale)
     tasks = plan.tasks(docs, work_dir)
@@ -412,7 +471,7 @@ def harvest(
     total = plan.n_units
     progress("harvest", done_units, total)
     summaries: dict[int, ShardSummary] = {}
-    results = (runner or run_shards_locally(sides, settings, device))(todo, progress)
+    results = (runner or run_shards_locally(sides, settings, device, encoder))(todo, progress)
     try:
         for summary in results:
             summaries[summary.number] = summary
@@ -480,7 +539,11 @@ def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "their plan is missing or unreadable"
     changes = []
-    for s in SIDES:
+    two_saes = all(isinstance(new["sides"].get(s), dict) and "sae" in new["sides"][s] for s in SIDES)
+    if not two_saes and old.get("sides") != new["sides"]:
+        # a dictionary other than two SAEs (a crosscoder) keys its sides its own way
+        changes.append("the dictionary, its models or its hooks changed")
+    for s in SIDES if two_saes else ():
         before, after = (old.get("sides") or {}).get(s) or {}, new["sides"][s]
         side = s.upper()
         if before.get("sae") != after["sae"]:
@@ -533,9 +596,18 @@ def merge_shards(
     codes: dict[str, list[SparseCodes]] = {s: [] for s in SIDES}
     moments: dict[str, list[dict[str, np.ndarray]]] = {s: [] for s in SIDES}
     units = []
+    extra: dict[str, np.ndarray] = {}
     for number in range(n_shards):
         shard_dir = work_dir / shard_name(number)
         try:
+            if number in summaries:
+                part = summaries[number].extra
+            elif (shard_dir / EXTRA_FILE).is_file():
+                part = load_file(str(shard_dir / EXTRA_FILE))
+            else:
+                part = {}
+            for key, value in part.items():
+                extra[key] = extra[key] + value if key in extra else value
             for s in SIDES:
                 codes[s].append(SparseCodes.load(shard_dir / f"codes_{s}.safetensors"))
                 if number in summaries:
@@ -556,6 +628,7 @@ def merge_shards(
         moments={s: merge_moments(moments[s]) for s in SIDES},
         n_shards=n_shards,
         resumed_shards=0,
+        extra=extra,
     )
 
 

@@ -96,7 +96,7 @@ def sanity_verdict(report: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _describe_model(model: LoadedModel) -> dict[str, Any]:
+def describe_model(model: LoadedModel) -> dict[str, Any]:
     return {
         **asdict(model.spec),
         "name": model.name,
@@ -375,7 +375,7 @@ def _build(
     stage_settings = config.stage_settings()
     # a stage setting that cannot fit is refused now, not after the harvest
     check_stage_costs(
-        {name: stage_settings[name] for name in config.stages}, sides["a"].sae.d_sae, sides["b"].sae.d_sae
+        {name: stage_settings.get(name) for name in config.stages}, sides["a"].sae.d_sae, sides["b"].sae.d_sae
     )
 
     with build:
@@ -411,7 +411,7 @@ def _build(
             "sides": {
                 name: {
                     "label": labels.get(name) or f"{side.model.name} {side.hook.name}",
-                    "model": _describe_model(side.model),
+                    "model": describe_model(side.model),
                     "sae": side.sae.describe(),
                     "hook": side.hook.name,
                     "hidden_states_index": side.hook.hidden_states_index,
@@ -448,7 +448,7 @@ def _build(
             **dict(extra or {}),
         }
         writer.finalize(manifest)
-        unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
+        unembeddings = {name: unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
         # the stages run on the staging copy too: a failing stage leaves the old bundle whole
         run_stages(staging, config.stages, stage_settings, str(device), progress, unembeddings, engine.correlator())
         remove_work_dir(staging / WORK_DIR)
@@ -479,7 +479,7 @@ def _hook_sanity(
     return sanity
 
 
-def _unembedding(model: LoadedModel) -> Any:
+def unembedding(model: LoadedModel) -> Any:
     """The model's unembedding with a token string per row (rows past the tokenizer get a placeholder)."""
     from core.dashboards.logits import Unembedding
 

@@ -13,31 +13,53 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.bundle.lock import bundle_lock
 from core.bundle.reader import Bundle, open_bundle
 from core.errors import SpecError
-from core.matching.blocks import Correlator
 from core.pipeline.costs import CostWatcher, check_stage_costs
 from core.progress import ProgressFn, no_progress
 
+if TYPE_CHECKING:  # the blocks import torch; the config (torch-free) imports this module
+    from core.matching.blocks import Correlator
+
+# the stages a full build of two SAEs runs, in order
 STAGES = ("matching", "similarity", "dashboards", "umap")
+# a crosscoder bundle is paired by construction (identity), so its analyses take matching's place
+CROSSCODER_STAGES = ("analyses", "similarity", "dashboards", "umap")
+# every stage in run order; ``causal`` loads both models again and runs only when asked for
+ALL_STAGES = ("matching", "analyses", "similarity", "dashboards", "umap", "causal")
 # the parts whose presence says a stage has run (a bundle from before a stage wrote a part lacks it)
 STAGE_PARTS: dict[str, tuple[str, ...]] = {
     "matching": ("assignment", "feature_tokens"),
+    "analyses": ("analyses",),
     "similarity": ("similarity",),
     "dashboards": ("dashboards",),
     "umap": ("umap",),
+    "causal": ("causal",),
 }
 # stages that read what an earlier stage wrote: rerunning that one makes theirs stale
-STAGE_NEEDS: dict[str, tuple[str, ...]] = {"similarity": ("matching",), "umap": ("matching",)}
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {
+    "similarity": ("matching", "analyses"),
+    "umap": ("matching", "analyses"),
+}
+
+
+def is_crosscoder_bundle(bundle: Bundle) -> bool:
+    """Whether the bundle holds one crosscoder's latents (its manifest has a ``crosscoder`` record)."""
+    return "crosscoder" in bundle.manifest
+
+
+def default_stages(bundle: Bundle) -> tuple[str, ...]:
+    """The stages a full build of this kind of bundle runs (``STAGES`` or ``CROSSCODER_STAGES``)."""
+    return CROSSCODER_STAGES if is_crosscoder_bundle(bundle) else STAGES
 
 
 def missing_stages(bundle: Bundle) -> list[str]:
     """The stages a bundle still needs, in run order: those whose parts it lacks, and those reading them."""
     missing: list[str] = []
-    for name in STAGES:
+    for name in default_stages(bundle):
         if not all(bundle.has(part) for part in STAGE_PARTS[name]) or set(STAGE_NEEDS.get(name, ())) & set(missing):
             missing.append(name)
     return missing
@@ -50,12 +72,24 @@ def check_stage_names(names: Sequence[str]) -> tuple[str, ...]:
         names: stage names.
 
     Returns:
-        The names, sorted in ``STAGES`` order.
+        The names, sorted in ``ALL_STAGES`` order.
     """
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in ALL_STAGES]
     if unknown:
-        raise SpecError(f"Unknown stage(s) {', '.join(map(str, unknown))}; choose from {', '.join(STAGES)}.")
-    return tuple(sorted(dict.fromkeys(names), key=STAGES.index))
+        raise SpecError(f"Unknown stage(s) {', '.join(map(str, unknown))}; choose from {', '.join(ALL_STAGES)}.")
+    return tuple(sorted(dict.fromkeys(names), key=ALL_STAGES.index))
+
+
+def check_stage_applies(name: str, bundle: Bundle) -> None:
+    """Refuse matching on a crosscoder bundle (paired by construction) and analyses on an SAE bundle."""
+    crosscoder = is_crosscoder_bundle(bundle)
+    if name == "matching" and crosscoder:
+        raise SpecError(
+            "This bundle holds a crosscoder, whose latent j is the same on both sides (identity pairing); "
+            "rerun its analyses stage instead of matching."
+        )
+    if name == "analyses" and not crosscoder:
+        raise SpecError("The analyses stage classifies crosscoder latents; this bundle holds two SAEs (run matching).")
 
 
 def _widths(bundle: Bundle) -> tuple[int, int] | None:
@@ -77,7 +111,7 @@ def run_stage(
     """Run one stage on a bundle.
 
     Args:
-        name: one of ``STAGES``.
+        name: one of ``ALL_STAGES``.
         bundle_path: the bundle folder.
         settings: that stage's settings object (``None``: its defaults).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -90,6 +124,7 @@ def run_stage(
     """
     check_stage_names([name])
     bundle = open_bundle(bundle_path)
+    check_stage_applies(name, bundle)
     with bundle_lock(bundle.path):
         widths = _widths(bundle)
         if widths is not None:
@@ -110,6 +145,16 @@ def _run_stage(
         from core.matching.stage import build_matching
 
         return build_matching(bundle_path, settings, device=device, progress=progress, correlator=correlator)
+    if name == "analyses":
+        from core.crosscoder.stage import build_analyses
+
+        return build_analyses(bundle_path, settings, progress=progress)
+    if name == "causal":
+        from core.crosscoder.causal_stage import build_causal
+
+        # many small forward passes of the layers after the hook: one thread avoids the hand-offs
+        with _single_thread_on_cpu(device):
+            return build_causal(bundle_path, settings, device=device, progress=progress)
     if name == "similarity":
         from core.spaces.stage import build_similarity
 
@@ -168,7 +213,7 @@ def run_stages(
 
     Args:
         bundle_path: the bundle folder.
-        names: stages to run, in ``STAGES`` order.
+        names: stages to run (sorted into ``ALL_STAGES`` order).
         settings: stage name -> settings object.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress callback.

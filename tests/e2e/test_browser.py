@@ -45,6 +45,7 @@ PAGES = {
     "heatmaps": 1,
     "feature": 2,
     "discover": 0,
+    "diffing": 0,  # an SAE bundle: the page explains what it needs and offers the causal check
     "export": 1,
 }
 
@@ -219,3 +220,16 @@ def test_the_pair_evidence_is_on_the_feature_and_correlation_pages(
         assert f"{row['note']} match" in text and f"{row['combined_score']:.3f}" in text, page
     open_page(browser, f"{server}/feature?{query}", 2)
     assert "Split group" in browser.evaluate("document.body.innerText")
+
+
+def test_model_diffing_page_draws_every_figure_for_a_crosscoder(
+    browser: Browser, server: str, tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> None:
+    from tests.pages.app_bundle import build_crosscoder_app_bundle
+
+    bundle = build_crosscoder_app_bundle(tmp_path_factory.getbasetemp() / "app-crosscoder")
+    # Delta-norm histogram, shared cosine histogram, cosine vs Delta-norm, Latent Scaling, causal vs cosine
+    open_page(browser, f"{server}/diffing?bundle={quote(str(bundle))}", 5)
+    browser.screenshot(artifacts / "page-diffing-crosscoder.png")
+    assert browser.evaluate(EXCEPTIONS) == 0, "the Model diffing page shows an exception"
+    assert browser.evaluate(PLOTS) >= 5

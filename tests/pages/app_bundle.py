@@ -82,3 +82,65 @@ def build_spine_bundle(root: Path) -> Path:
         manifest.pop(key, None)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+def build_crosscoder_app_bundle(root: Path) -> Path:
+    """Build (or reuse) a tiny crosscoder bundle: tiny BERT at two blocks, a planted crosscoder, every stage and the causal check.
+
+    The crosscoder's latents 0-3 write nothing into model B (A-only) and 4-7 almost nothing into
+    model A (B-only); the rest are shared.
+
+    Args:
+        root: a folder owned by the test session.
+
+    Returns:
+        The bundle folder.
+    """
+    from core.crosscoder.settings import AnalysisSettings, CausalSettings, CrosscoderSpec
+    from core.dashboards.settings import DashboardSettings
+    from core.embedding.settings import UMAPSettings
+    from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec
+    from core.pipeline.crosscoder import CrosscoderComparisonSpec, build_crosscoder_comparison
+    from core.pipeline.stages import CROSSCODER_STAGES
+    from core.spaces.settings import SimilaritySettings
+    from tests.core.builders import build_bert_folder, write_corpus
+    from tests.core.crosscoder.synthetic import random_weights, save_dictionary_learning
+
+    out = root / "crosscoder-bundle"
+    if (out / "manifest.json").is_file() and open_bundle(out).has("causal"):
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    model = root / "bert" if (root / "bert" / "config.json").is_file() else build_bert_folder(root / "bert")
+    weights = random_weights(d=32, f=48, seed=7)
+    weights["W_enc"] = weights["W_enc"] / 6
+    weights["W_dec"][1, :4] = 0.0
+    weights["W_dec"][0, 4:8] *= 0.02
+    checkpoint = save_dictionary_learning(root / "crosscoder" / "ae.safetensors", weights, k=4, threshold=0.5)
+    corpus = root / "corpus.jsonl" if (root / "corpus.jsonl").is_file() else write_corpus(root / "corpus.jsonl")
+    spec = CrosscoderComparisonSpec(
+        crosscoder=CrosscoderSpec(str(checkpoint)),
+        model_a=ModelSpec("hf", str(model)),
+        model_b=ModelSpec("hf", str(model)),
+        corpus=CorpusSpec("file", str(corpus)),
+        hook_a="blocks.1.hook_resid_post",
+        hook_b="blocks.2.hook_resid_post",
+        label_a="tiny BERT · block 1",
+        label_b="tiny BERT · block 2",
+        harvest=HarvestSettings(
+            max_tokens=600, max_len=24, shard_units=300, batch_tokens=96, sanity_tokens=64, device="cpu"
+        ),
+    )
+    build_crosscoder_comparison(
+        spec,
+        out,
+        overwrite=True,
+        stages=(*CROSSCODER_STAGES, "causal"),
+        stage_settings={
+            "analyses": AnalysisSettings(top_n=5),
+            "similarity": SimilaritySettings(n_null=20, n_boot=20, n_null_concepts=10),
+            "dashboards": DashboardSettings(chunk_units=256, threads=1),
+            "umap": UMAPSettings(n_neighbors=8, n_epochs=30),
+            "causal": CausalSettings(top_n=24, select="live", n_probes=30, probe_len=16, n_perm=99, device="cpu"),
+        },
+    )
+    return out

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from components.boundary import UNEXPECTED
 from components.state import AppState
-from tests.pages.app_bundle import build_app_bundle, build_spine_bundle
+from tests.pages.app_bundle import build_app_bundle, build_crosscoder_app_bundle, build_spine_bundle
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 60
@@ -27,6 +27,12 @@ def app_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spine_bundle(app_bundle: Path) -> Path:
     """The same bundle with only its required parts (every optional part absent)."""
     return build_spine_bundle(app_bundle.parent)
+
+
+@pytest.fixture(scope="session")
+def crosscoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny crosscoder bundle with analyses, every stage and the causal check."""
+    return build_crosscoder_app_bundle(tmp_path_factory.getbasetemp() / "app-crosscoder")
 
 
 def open_app(page: str | None = None, **state: Any) -> AppTest:

@@ -82,3 +82,29 @@ def test_build_form_shows_a_user_error_not_a_traceback(tmp_path: Path) -> None:
     at.button(key="FormSubmitter:build-form-Build comparison").click().run()
     no_exception(at)
     assert texts(at, "error"), "a missing model folder should be reported on the page"
+
+
+def test_build_form_takes_a_crosscoder_instead_of_two_saes(tmp_path: Path) -> None:
+    at = open_app()
+    at.text_input(key="model-a").set_value("hf:x")
+    at.text_input(key="model-b").set_value("hf:x")
+    at.text_input(key="sae-a").set_value("local:y")
+    at.text_input(key="crosscoder").set_value(str(tmp_path / "ckpt"))
+    at.text_input[-1].set_value(str(tmp_path / "out"))
+    at.button(key="FormSubmitter:build-form-Build comparison").click().run()
+    no_exception(at)
+    assert any("Leave SAE A and SAE B empty" in e for e in texts(at, "error"))
+    at.text_input(key="sae-a").set_value("")
+    at.button(key="FormSubmitter:build-form-Build comparison").click().run()
+    no_exception(at)
+    # the same call as compare --crosscoder: a missing checkpoint is one sentence, and nothing is written
+    errors = texts(at, "error")
+    assert any("does not exist" in e for e in errors) or any("Could not load model" in e for e in errors), errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_home_offers_the_crosscoder_demo() -> None:
+    at = open_app()
+    no_exception(at)
+    assert any(s.value == "Crosscoder demo" for s in at.subheader)
+    assert any(b.key in ("open-crosscoder", "build-crosscoder") for b in at.button)
