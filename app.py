@@ -1,7 +1,10 @@
 """Feature Bridge: the Streamlit app (router only).
 
-Start it with ``streamlit run app.py``. Each page lives in pages/ and is listed explicitly
-(``st.navigation`` ignores the pages/ folder convention once it is used). The URL carries the
+Start it with ``streamlit run app.py``. Each page lives in app_pages/ and is listed explicitly. The
+folder must not be called ``pages/``: Streamlit decides per server, before the first script run,
+whether a ``pages/`` folder beside the main script means the old folder-based navigation, and then
+runs the FIRST session's page file by its file name, without app.py (no deep link read, "Page not
+found" for /pairs); ``st.navigation`` turns that mode off only from the second session on. The URL carries the
 page (its path) and the view (``bundle``, ``side``, ``feature``, ``partner`` query parameters),
 so a copied address reopens the same view.
 """
@@ -17,14 +20,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 # (file, title, icon, url path)
 PAGES = [
-    ("pages/home.py", "Home", ":material/home:", "home"),
-    ("pages/overview.py", "Overview", ":material/dashboard:", "overview"),
-    ("pages/pair_explorer.py", "Pair explorer", ":material/scatter_plot:", "pairs"),
-    ("pages/correlation.py", "Correlation", ":material/show_chart:", "correlation"),
-    ("pages/heatmaps.py", "Heatmaps", ":material/grid_on:", "heatmaps"),
-    ("pages/feature.py", "Feature", ":material/feature_search:", "feature"),
-    ("pages/discover.py", "Discover", ":material/travel_explore:", "discover"),
-    ("pages/export.py", "Export", ":material/download:", "export"),
+    ("app_pages/home.py", "Home", ":material/home:", "home"),
+    ("app_pages/overview.py", "Overview", ":material/dashboard:", "overview"),
+    ("app_pages/pair_explorer.py", "Pair explorer", ":material/scatter_plot:", "pairs"),
+    ("app_pages/correlation.py", "Correlation", ":material/show_chart:", "correlation"),
+    ("app_pages/heatmaps.py", "Heatmaps", ":material/grid_on:", "heatmaps"),
+    ("app_pages/feature.py", "Feature", ":material/feature_search:", "feature"),
+    ("app_pages/discover.py", "Discover", ":material/travel_explore:", "discover"),
+    ("app_pages/export.py", "Export", ":material/download:", "export"),
 ]
 
 

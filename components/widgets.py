@@ -18,7 +18,7 @@ from components.state import AppState
 from core.bundle.reader import Bundle
 from core.errors import UserError
 
-HOME = "pages/home.py"
+HOME = "app_pages/home.py"
 
 
 def require_bundle(state: AppState) -> Bundle:

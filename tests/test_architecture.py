@@ -131,3 +131,13 @@ def test_components_never_import_torch() -> None:
             if stripped.startswith(("import torch", "from torch")):
                 offenders.append(f"{path.name}: {stripped}")
     assert not offenders, offenders
+
+
+def test_no_pages_folder_beside_the_app() -> None:
+    # Streamlit treats a pages/ folder beside the main script as its old folder navigation for the
+    # first session of every server: that session runs the page file by its name, without app.py
+    # (no deep link read, "Page not found" for /pairs). The app's pages live in app_pages/.
+    assert not (ROOT / "pages").exists(), "rename pages/ (see app.py's docstring)"
+    listed = (ROOT / "app.py").read_text()
+    for page in sorted((ROOT / "app_pages").glob("*.py")):
+        assert f'"app_pages/{page.name}"' in listed, f"{page.name} is not listed in app.py"

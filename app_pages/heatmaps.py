@@ -63,7 +63,7 @@ if feats_a and feats_b:
         fa, fb = (int(v) for v in rows[0][:2])
         state.select("a", fa, partner=fb)
         st.success(f"Selected A{fa} ↔ B{fb}.")
-        st.page_link("pages/correlation.py", label=f"Open A{fa} ↔ B{fb} in Correlation", icon=":material/show_chart:")
+        st.page_link("app_pages/correlation.py", label=f"Open A{fa} ↔ B{fb} in Correlation", icon=":material/show_chart:")
     st.caption("Click a cell to open that pair.")
 
 st.subheader("Layer x layer sweep")

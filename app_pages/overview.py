@@ -60,7 +60,7 @@ with tabs[2]:
                 key="overview-sweep",
                 width="stretch",
             )
-            st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
+            st.page_link("app_pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
 
 with st.expander("Manifest"):
     st.json(m, expanded=False)

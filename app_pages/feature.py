@@ -50,4 +50,4 @@ with right:
         render_feature_card(load_feature_card(path, mtime, other_side(side), partner), key=f"card-{other_side(side)}")
         with st.expander("All partners"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
-        st.page_link("pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")
+        st.page_link("app_pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")

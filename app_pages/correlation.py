@@ -49,7 +49,7 @@ if frame.height == 0:
 else:
     st.plotly_chart(figures.build_unit_scatter_figure(frame, fa, fb), key="corr-units", width="stretch")
     st.caption("One point per unit where either feature fires; hover shows the token [in brackets] in its context.")
-st.page_link("pages/feature.py", label=f"Dashboard of A{fa}", icon=":material/feature_search:")
+st.page_link("app_pages/feature.py", label=f"Dashboard of A{fa}", icon=":material/feature_search:")
 
 st.subheader("Best correlation vs decoder cosine, every pair")
 if require_parts(bundle, "assignment", what="The global scatter"):

@@ -92,9 +92,9 @@ table = pl.concat(tables).unique(["feature_a", "feature_b"], maintain_order=True
 st.dataframe(table, hide_index=True, width="stretch")
 if state.feature is not None:
     st.page_link(
-        "pages/feature.py", label=f"Open feature {state.side.upper()}{state.feature}", icon=":material/feature_search:"
+        "app_pages/feature.py", label=f"Open feature {state.side.upper()}{state.feature}", icon=":material/feature_search:"
     )
-    st.page_link("pages/correlation.py", label="Open its correlation scatter", icon=":material/show_chart:")
+    st.page_link("app_pages/correlation.py", label="Open its correlation scatter", icon=":material/show_chart:")
 c1, c2 = st.columns([2, 1])
 name = c1.text_input("Save the selection as a named list", key="pe-list-name", placeholder="e.g. numbers")
 if c2.button("Save list", key="pe-save"):
