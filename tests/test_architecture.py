@@ -43,6 +43,8 @@ READ_PATH = (
     "core.bundle.reader",
     "core.bundle.writer",
     "core.bundle.codes",
+    "core.bundle.lists",
+    "core.bundle.provenance",
     "core.tokens",
     "core.explore.search",
     "core.dashboards.read",

@@ -177,7 +177,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(
             f"side {side}   {s.get('label', side.upper())}: d_in {s.get('d_in', '?')}, d_sae {s.get('d_sae', '?')} "
             f"({s.get('architecture', '?')}), "
-            f"{s.get('alive_features', '?')} alive; hook {s['hook']} -> {verdict.get('message', '')}"
+            f"{s.get('alive_features', '?')} alive; hook {s.get('hook', '?')} -> {verdict.get('message', '')}"
         )
         for row in s.get("hook_sanity", []):
             mark = "*" if row.get("configured") else " "
@@ -197,7 +197,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"damaged  {part}: {reason}; rebuild it with `{bundle.repair_hint(part)}`")
     if args.check and not damaged:
         print("check    every listed part reads in full")
+    _print_stale(bundle)
     return 3 if damaged else 0
+
+
+def _print_stale(bundle: Any) -> None:
+    """One line per derived part whose inputs changed since it was built, with the command that rebuilds it."""
+    from core.bundle.provenance import stale_parts
+
+    for stale in stale_parts(bundle):
+        print(f"STALE    {stale.reason}; rebuild: {stale.command}")
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -207,7 +216,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.command == "match":
         from core.matching.settings import MatchSettings
 
-        settings = MatchSettings(top_k=args.top_k, min_corr=args.min_corr, method=args.method, memory_mb=args.memory_mb)
+        settings = MatchSettings(
+            top_k=args.top_k,
+            min_corr=args.min_corr,
+            method=args.method,
+            memory_mb=args.memory_mb,
+            nonconcept_file=args.nonconcept_file,
+            require_shared_token=args.require_shared_token,
+            require_significant=args.require_significant,
+        )
     elif args.command == "similarity":
         from core.spaces.settings import SimilaritySettings
 
@@ -215,6 +232,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stage = {"match": "matching"}.get(args.command, args.command)
     with TqdmProgress() as progress:
         bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+    # a new assignment (or a rebuilt part) changes what the other derived parts were built from
+    _print_stale(bundle)
     print(bundle.path)
     return 0
 
@@ -398,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--method", default="greedy", help="greedy (default), mutual, many_to_1_ab, many_to_1_ba, hungarian or sparse"
     )
     match.add_argument("--memory-mb", type=positive_float, default=1024.0)
+    match.add_argument(
+        "--nonconcept-file", default=None, help="token list of the non-concept filter (default: the shipped list)"
+    )
+    match.add_argument("--require-shared-token", action="store_true", help="also drop pairs with no shared top token")
+    match.add_argument(
+        "--require-significant", action="store_true", help="also drop pairs whose q-value is above alpha"
+    )
     match.add_argument("--device", default="auto")
     match.set_defaults(func=cmd_stage)
 

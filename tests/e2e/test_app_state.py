@@ -278,7 +278,8 @@ def test_a_saved_list_is_on_the_export_page_and_beside_the_bundle(
     browser.screenshot(artifacts / "save-list.png")
     assert browser.evaluate(EXCEPTIONS) == 0
     saved = json.loads((bundle / "lists.json").read_text())
-    pairs = [tuple(p) for p in saved["lists"]["my pairs"]["pairs"]]
+    entry = next(e for e in saved["lists"] if e["name"] == "my pairs")
+    pairs = [tuple(p) for p in entry["pairs"]]
     assert (fa, fb) in pairs
     open_page(browser, f"{server}/export?bundle={quote(str(bundle))}", 1)
     browser.screenshot(artifacts / "export-lists.png")
