@@ -23,6 +23,7 @@ PAGES = [
     ("app_pages/home.py", "Home", ":material/home:", "home"),
     ("app_pages/overview.py", "Overview", ":material/dashboard:", "overview"),
     ("app_pages/pair_explorer.py", "Pair explorer", ":material/scatter_plot:", "pairs"),
+    ("app_pages/all_pairs.py", "All pairs", ":material/table_rows:", "all-pairs"),
     ("app_pages/correlation.py", "Correlation", ":material/show_chart:", "correlation"),
     ("app_pages/heatmaps.py", "Heatmaps", ":material/grid_on:", "heatmaps"),
     ("app_pages/feature.py", "Feature", ":material/feature_search:", "feature"),

@@ -1,14 +1,26 @@
-"""Feature: one feature's dashboard next to its partner(s) on the other side."""
+"""Feature: one feature's dashboard next to its partner on the other side (the pair dashboard).
+
+Below the two dashboards: the feature's partners by activation correlation beside its partners
+by decoder cosine (weight-space matches), and its split group when it splits into several
+features of the other side. Every partner row opens that pair.
+"""
 
 from __future__ import annotations
 
 import polars as pl
 import streamlit as st
 
-from components.cache import bundle_mtime, load_feature_card
-from components.data import n_features, other_side
-from components.state import get_state
-from components.widgets import render_feature_card, render_feature_picker, require_bundle, require_parts
+from components.cache import bundle_mtime, load_feature_card, load_orphans, load_partner_lists, load_split_groups
+from components.data import ORPHAN_DEFINITION, n_features, other_side
+from components.state import bind, get_state, took
+from components.widgets import (
+    open_pair,
+    render_feature_card,
+    render_feature_picker,
+    render_pick_table,
+    require_bundle,
+    require_parts,
+)
 
 state = get_state()
 st.title("Feature")
@@ -23,6 +35,7 @@ if state.feature is not None and not 0 <= state.feature < n_features(bundle, sta
 if not require_parts(bundle, "dashboards", "examples", what="The feature dashboard"):
     st.stop()
 side, feature = render_feature_picker(state, bundle, key="fp")
+other = other_side(side)
 card = load_feature_card(path, mtime, side, feature)
 left, right = st.columns(2)
 with left:
@@ -30,24 +43,82 @@ with left:
     render_feature_card(card, key=f"card-{side}")
 with right:
     partners = card.partners
-    if partners.height == 0:
+    options = [int(p) for p in partners["partner"].to_list()] if partners.height else []
+    labels = {
+        int(r["partner"]): f"{other.upper()}{r['partner']} · r {r['corr']:.3f}"
+        + ("" if r["kept"] else f" · dropped ({r['reason']})")
+        for r in partners.iter_rows(named=True)
+    }
+    # a link may name a partner outside the assignment (a top-k candidate, a decoder match, a split member)
+    if state.partner is not None and state.partner not in options and 0 <= state.partner < n_features(bundle, other):
+        options.append(int(state.partner))
+        labels[int(state.partner)] = f"{other.upper()}{state.partner} · not in the assignment"
+    if not options:
         st.subheader("Partners")
         if bundle.has("assignment"):
-            st.info(f"{side.upper()}{feature} has no partner in the assignment (an orphan).")
+            orphans = load_orphans(path, mtime)
+            is_orphan = orphans.filter((pl.col("side") == side) & (pl.col("feature") == feature)).height > 0
+            st.info(
+                f"{side.upper()}{feature} has no pair in the assignment"
+                + (f"; it is an orphan ({ORPHAN_DEFINITION})." if is_orphan else ".")
+            )
         else:
             require_parts(bundle, "assignment", what="Partners")
     else:
-        labels = [
-            f"{other_side(side).upper()}{r['partner']} · corr {r['corr']:.3f}"
-            + ("" if r["kept"] else f" · dropped ({r['reason']})")
-            for r in partners.iter_rows(named=True)
-        ]
-        chosen = st.selectbox("Partner", range(len(labels)), format_func=labels.__getitem__, key="fp-partner")
-        partner = int(partners["partner"][chosen])
+        wanted = state.partner if state.partner in options else options[0]
+        bind(state, "fp-partner", wanted)
+        partner = took(
+            state,
+            "fp-partner",
+            st.selectbox(
+                "Partner", options, format_func=lambda p: labels.get(p, f"{other.upper()}{p}"), key="fp-partner"
+            ),
+        )
         if state.partner != partner:
-            state.partner = partner
-        st.subheader(f"{other_side(side).upper()}{partner}")
-        render_feature_card(load_feature_card(path, mtime, other_side(side), partner), key=f"card-{other_side(side)}")
-        with st.expander("All partners"):
+            state.partner = int(partner)
+        st.subheader(f"{other.upper()}{partner}")
+        render_feature_card(load_feature_card(path, mtime, other, int(partner)), key=f"card-{other}")
+        with st.expander("All partners in the assignment"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
-        st.page_link("app_pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")
+        st.page_link(
+            "app_pages/correlation.py",
+            label="Unit-by-unit scatter of this pair",
+            icon=":material/show_chart:",
+            query_params={"bundle": path, "side": side, "feature": str(feature), "partner": str(partner)},
+        )
+
+st.subheader("Partners by activation and by decoder direction")
+if not (bundle.has("matches") or bundle.has("weight_matches")):
+    require_parts(bundle, "matches", what="The partner lists")
+else:
+    lists = load_partner_lists(path, mtime, side, feature)
+    st.caption(
+        f"{side.upper()}{feature}'s top partners by activation correlation (matches.parquet) beside its top "
+        "partners by decoder cosine (weight_matches.parquet, weight-space matching"
+        + ("" if bundle.has("weight_matches") else ": not in this bundle, the SAEs read spaces of different width")
+        + "); in_both marks a decoder partner that is also an activation partner. Click a row's box to open "
+        "the activation partner."
+    )
+    row = render_pick_table(state, lists, "fp-lists", height=min(420, 38 + 35 * max(lists.height, 1)))
+    if row is not None:
+        target = row.get("by_activation") if row.get("by_activation") is not None else row.get("by_decoder")
+        open_pair(state, side, feature, target)
+
+groups = load_split_groups(path, mtime)
+mine = groups.filter((pl.col("side") == side) & (pl.col("feature") == feature))
+member = groups.filter((pl.col("side") == other) & pl.col("partners").list.contains(feature))
+if mine.height or member.height:
+    st.subheader("Split groups")
+    if mine.height:
+        g = mine.row(0, named=True)
+        st.markdown(
+            f"**{side.upper()}{feature} → {g['k']} {other.upper()} features**: "
+            + ", ".join(
+                f"{other.upper()}{p} (r {c:.2f})" for p, c in zip(g["partners"], g["partner_corr"], strict=True)
+            )
+        )
+    for g in member.iter_rows(named=True):
+        st.markdown(
+            f"{side.upper()}{feature} is one of the {g['k']} features {other.upper()}{g['feature']} splits into: "
+            + ", ".join(f"{side.upper()}{p}" for p in g["partners"])
+        )

@@ -47,11 +47,13 @@ def test_unit_pair_frame_and_stats(bundle) -> None:
     assert stats["pearson"] == pytest.approx(1.0)
 
 
-def test_umap_points_mark_orphans_from_the_kept_assignment(bundle) -> None:
+def test_umap_points_colour_the_kept_pairs(bundle) -> None:
     points = data.umap_points(bundle, "a")
-    assert points.filter(~pl.col("is_orphan"))["feature"].to_list() == [0, 3]
+    assert points.filter(pl.col("category") == "paired")["feature"].to_list() == [0, 3]
     points_b = data.umap_points(bundle, "b")
-    assert points_b.filter(~pl.col("is_orphan"))["feature"].to_list() == [1, 2]
+    assert points_b.filter(pl.col("category") == "paired")["feature"].to_list() == [1, 2]
+    # this bundle has no matches: nothing can be called an orphan (see test_pairs_table for the definition)
+    assert not points["is_orphan"].any()
 
 
 def test_selection_table_lists_every_pair_of_the_selection(bundle) -> None:
@@ -60,7 +62,8 @@ def test_selection_table_lists_every_pair_of_the_selection(bundle) -> None:
 
 
 def test_search_hits_by_id_and_bad_ids(bundle) -> None:
-    assert data.search_hits(bundle, "a3").rows() == [("a", 3, "id")]
+    # a3's strongest assigned pair is B2 (kept, r 0.9)
+    assert data.search_hits(bundle, "a3").rows() == [("a", 3, "id", "", 2, 0.9, None, "kept")]
     assert data.search_hits(bundle, "4").select("side", "feature").rows() == [("a", 4), ("b", 4)]
     assert data.search_hits(bundle, "b99").height == 0
     assert data.search_hits(bundle, "   ").height == 0
