@@ -5,7 +5,8 @@ Each test drives headless Chromium against `streamlit run` on the small app bund
 - a selection in the Pair explorer survives typing a search;
 - a named list saved in the Pair explorer is on the Export page (and on disk beside the bundle);
 - a click in the correlation-vs-cosine scatter settles on the clicked pair within seconds;
-- a search hit is a link: one click lands on its feature dashboard.
+- a search hit is a link: one click lands on its feature dashboard;
+- a table row's box and a heatmap cell open their pair's dashboard in one click.
 The deep-link test must stay first in this file: it needs the server's first session.
 """
 
@@ -346,3 +347,42 @@ def test_one_click_on_a_search_hit_lands_on_its_dashboard(
     query = _query(browser)
     assert (query.get("side"), query.get("feature")) == ("b", "5")
     assert browser.evaluate("document.body.innerText.includes('B5')")
+
+
+def test_one_click_on_a_table_row_opens_its_pair(browser: Browser, server: str, bundle: Path, artifacts: Path) -> None:
+    from components.data import pairs_table
+
+    table = pairs_table(open_bundle(bundle)).filter(pl.col("status") != "candidate").sort("corr", descending=True)
+    fa, fb = int(table["feature_a"][0]), int(table["feature_b"][0])
+    open_page(browser, f"{server}/all-pairs?bundle={quote(str(bundle))}")
+    box = browser.evaluate(
+        "(() => { const el = document.querySelector('.st-key-ap-table'); el.scrollIntoView({block: 'center'});"
+        " const r = el.getBoundingClientRect(); return [r.left, r.top]; })()"
+    )
+    # the first row's selection box: the row-marker column, one header row down
+    browser.click(box[0] + 18, box[1] + 35 + 17)
+    browser.wait_for("location.pathname.endsWith('/feature')", 30)
+    settle(browser)
+    browser.screenshot(artifacts / "table-row-link.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+    query = _query(browser)
+    assert (query.get("side"), query.get("feature"), query.get("partner")) == ("a", str(fa), str(fb))
+
+
+def test_one_click_on_a_heatmap_cell_opens_its_pair(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    open_page(browser, f"{server}/heatmaps?bundle={quote(str(bundle))}", 1)
+    x, y, ids = browser.evaluate(
+        """(() => { const gd = document.querySelectorAll('.js-plotly-plot')[0]; gd.scrollIntoView({block: 'center'});
+        const i = 5, pt = gd.calcdata[0][i], c = gd._fullData[0].customdata[i];
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+        return [r.left + xa._offset + xa.c2p(pt.x), r.top + ya._offset + ya.c2p(pt.y), [Number(c[0]), Number(c[1])]]; })()"""
+    )
+    browser.click(x, y)
+    browser.wait_for("location.pathname.endsWith('/feature')", 30)
+    settle(browser)
+    browser.screenshot(artifacts / "heatmap-cell-link.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+    query = _query(browser)
+    assert (query.get("feature"), query.get("partner")) == (str(ids[0]), str(ids[1]))

@@ -25,7 +25,9 @@ def test_two_umaps_with_feature_ids_in_customdata(app_bundle: Path) -> None:
     no_exception(at)
     figs = charts(at)
     assert len(figs) == 2
-    n_a = sum(len(values(t.get("customdata"))) for t in figs[0]["data"] if t["name"] in ("matched", "unpaired", "orphans"))
+    n_a = sum(
+        len(values(t.get("customdata"))) for t in figs[0]["data"] if t["name"] in ("matched", "unpaired", "orphans")
+    )
     assert n_a == open_bundle(app_bundle).side("a")["d_sae"]
     assert any("Select points" in i for i in texts(at, "info"))
 
