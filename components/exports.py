@@ -94,6 +94,11 @@ def export_static(fig: go.Figure, fmt: str, size: str = "single") -> bytes:
     width, height = int(styled.layout.width), int(styled.layout.height)
     opts = {"format": fmt, "width": width, "height": height, "scale": PNG_DPI / PX_PER_INCH if fmt == "png" else 1.0}
     spec = styled.to_dict()
+    # hover text and ids are for the screen: a static image does not need them shipped to the browser
+    for trace in spec.get("data", []):
+        for key in ("text", "customdata", "hovertemplate"):
+            if trace.get("mode") == "markers" or trace.get("type") in ("scatter", "scattergl"):
+                trace.pop(key, None)
     try:
         import kaleido
         from kaleido.errors import ChromeNotFoundError

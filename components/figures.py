@@ -27,6 +27,10 @@ CORR_SCALE = "Viridis"
 FONT_FAMILY = "Arial, Helvetica, DejaVu Sans, sans-serif"
 # plotly switches to WebGL above this many points (browsers cap WebGL contexts per page)
 WEBGL_THRESHOLD = 1000
+# paper figures keep points as vector marks up to this many per map; above it a map's points are one
+# WebGL layer (pixels at the export's resolution, axes and text still vector): tens of thousands of SVG
+# marks take Chromium tens of seconds to draw and make files of many megabytes
+VECTOR_POINTS_MAX = 5000
 
 # paper sizes in CSS pixels (96 per inch): a single column is 3.5 in wide, a double one 7.2 in
 PX_PER_INCH = 96
@@ -117,14 +121,17 @@ def _map_categories(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _map_traces(
-    frame: pl.DataFrame, side: str, highlight: Sequence[int], scale: float, colorbar: bool
+    frame: pl.DataFrame, side: str, highlight: Sequence[int], scale: float, colorbar: bool, vector: bool = False
 ) -> list[go.Scatter | go.Scattergl]:
-    """A map's traces: ``orphans`` (crosses), ``unpaired`` (grey dots), ``matched`` (by pair r), ``highlight`` (rings)."""
+    """A map's traces: ``orphans`` (crosses), ``unpaired`` (grey dots), ``matched`` (by pair r), ``highlight`` (rings).
+
+    ``vector`` keeps every trace SVG (for print: a WebGL layer would be pasted into an SVG or PDF as pixels).
+    """
     if "label" not in frame.columns:
         frame = frame.with_columns(pl.lit("").alias("label"))
     frame = _map_categories(frame)
     hover = "feature %{customdata[0]}<br>%{text}<extra>" + side.upper() + "</extra>"
-    trace = _scatter(frame.height)
+    trace = go.Scatter if vector else _scatter(frame.height)
     out: list[go.Scatter | go.Scattergl] = []
     # grey first, so the coloured paired points are drawn on top
     for name, cats, marker in (
@@ -228,7 +235,8 @@ def build_umap_figure(
         repeats ids, so selecting it is harmless). Every trace's customdata is ``[[feature], ...]``.
     """
     scale = 1.0 if size is None else (0.5 if size == "single" else 0.7)
-    fig = go.Figure(_map_traces(frame, side, highlight, scale, colorbar=True))
+    vector = size is not None and frame.height <= VECTOR_POINTS_MAX
+    fig = go.Figure(_map_traces(frame, side, highlight, scale, colorbar=True, vector=vector))
     # no dragmode here: Streamlit then picks "pan" with click-to-select; in lasso or box mode it turns
     # click selection off, and one click is the gesture that links the two maps
     fig.update_layout(
@@ -268,13 +276,19 @@ def build_map_pair_figure(
         rows=1, cols=2, subplot_titles=[titles.get("a", "A"), titles.get("b", "B")], horizontal_spacing=0.06
     )
     for col, side in enumerate(("a", "b"), start=1):
-        for trace in _map_traces(points[side], side, highlight.get(side, ()), scale, colorbar=(side == "b")):
+        vector = points[side].height <= VECTOR_POINTS_MAX
+        traces = _map_traces(points[side], side, highlight.get(side, ()), scale, colorbar=(side == "b"), vector=vector)
+        for trace in traces:
             trace.showlegend = side == "a"
             fig.add_trace(trace, row=1, col=col)
-    fig.update_xaxes(showticklabels=False, title_text="UMAP 1")
-    fig.update_yaxes(showticklabels=False, title_text="UMAP 2")
     fig = apply_paper_style(fig, size=size, font_size=8)
-    fig.update_layout(legend={"orientation": "h", "y": -0.1, "font": {"size": 7}}, margin={"t": 35})
+    # UMAP axes carry no units: no ticks, no titles, so the legend has the bottom to itself
+    fig.update_xaxes(showticklabels=False, ticks="")
+    fig.update_yaxes(showticklabels=False, ticks="")
+    fig.update_layout(
+        legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0.5, "xanchor": "center", "font": {"size": 7}},
+        margin={"l": 10, "r": 10, "t": 35, "b": 30},
+    )
     fig.update_annotations(font_size=9)
     return fig
 

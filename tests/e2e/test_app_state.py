@@ -185,9 +185,10 @@ def click_umap_point(b: Browser, map_index: int, feature: int) -> None:
             if (gd._fullData[t].name === 'highlight' || !gd._fullData[t].customdata) continue;
             const idx = Array.from(gd._fullData[t].customdata).findIndex(c => Number(c[0]) === {feature});
             if (idx < 0) continue;
-            const pt = gd.calcdata[t][idx];
+            // the trace's own coordinates: WebGL traces (large maps) keep no per-point calcdata
+            const x = gd._fullData[t].x[idx], y = gd._fullData[t].y[idx];
             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-            return [r.left + xa._offset + xa.c2p(pt.x), r.top + ya._offset + ya.c2p(pt.y)];
+            return [r.left + xa._offset + xa.c2p(x), r.top + ya._offset + ya.c2p(y)];
         }}
         return null;
     }})()"""
