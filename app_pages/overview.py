@@ -36,6 +36,7 @@ def rebuild_stages(path: str, sections: list[str]) -> None:
     except UserError as exc:
         st.error(str(exc))
         return
+    get_state().notice = f"Done: {', '.join(sections)} rebuilt from the current assignment."
     st.rerun()
 
 
@@ -46,14 +47,20 @@ def rerun_matching(path: str, settings: dict, rebuild: list[str]) -> None:
     from core.pipeline.stages import run_stage
 
     progress = make_progress()
+    done = []
     try:
-        run_stage("matching", path, MatchSettings(**settings), progress=progress)
-        bundle = cached_bundle(path)
+        bundle = run_stage("matching", path, MatchSettings(**settings), progress=progress)
+        summary = bundle.manifest.get("matching", {}).get("summary", {}).get("methods", {}).get(settings["method"], {})
+        done.append(
+            f"matching re-run ({settings['method']}, r above {settings['min_corr']:g}: {summary.get('n_kept', '?'):,} kept pairs)"
+        )
         for section in [s for s in ("similarity", "umap") if s in rebuild]:
             run_stage(section, path, recorded_settings(bundle, section), progress=progress)
+            done.append(f"{section} rebuilt")
     except UserError as exc:
         st.error(str(exc))
         return
+    get_state().notice = "Done: " + "; ".join(done) + "."
     st.rerun()
 
 
@@ -69,6 +76,9 @@ cols[0].metric("shared units", f"{m.get('n_units', 0):,}")
 cols[1].metric("documents", f"{m.get('corpus', {}).get('n_docs_used', 0):,}")
 cols[2].metric("corpus", m.get("corpus", {}).get("kind", "?"))
 render_alignment(m.get("alignment"))
+if state.notice:
+    st.success(state.notice)
+    state.notice = None
 stale = load_stale(path, mtime)
 render_stale_banner(stale)
 if stale and st.button("Rebuild what is stale", type="primary", key="ov-rebuild"):

@@ -31,6 +31,9 @@ from core.bundle.lists import delete_named_list, load_named_lists, rename_named_
 from core.errors import UserError
 
 HITS_PER_PAGE = 20
+# more hits than this get rings only for the page of hits listed (thousands of rings hide the map, and
+# draw slowly)
+MAX_RINGED_HITS = 500
 
 state = get_state()
 st.title("Pair explorer")
@@ -79,9 +82,12 @@ partners = {
     "b": figures.compute_linked_partners(selected["a"], link, "a"),
 }
 
+ringed = hits
+if hits.height > MAX_RINGED_HITS:
+    ringed = hits.slice(state.search_page * HITS_PER_PAGE, HITS_PER_PAGE)
 cols = st.columns(2)
 for col, side in zip(cols, ("a", "b"), strict=True):
-    hit_ids = hits.filter(pl.col("side") == side)["feature"].to_list()
+    hit_ids = ringed.filter(pl.col("side") == side)["feature"].to_list()
     highlight = sorted(set(selected[side]) | set(partners[side]) | set(hit_ids))
     label = bundle.side(side).get("label") or side.upper()
     fig = figures.build_umap_figure(points[side], side, highlight=highlight, title=f"{side.upper()}: {label}")
@@ -89,9 +95,11 @@ for col, side in zip(cols, ("a", "b"), strict=True):
         st.plotly_chart(
             fig, key=f"umap-{side}", on_select="rerun", selection_mode=("points", "box", "lasso"), width="stretch"
         )
+        n_hits = hits.filter(pl.col("side") == side).height if "side" in hits.columns else 0
         st.caption(
             f"{len(selected[side])} selected here · {len(partners[side])} partners of the other map's selection · "
-            f"{len(hit_ids)} search hits"
+            f"{n_hits:,} search hits"
+            + (f" ({len(hit_ids)} ringed: the page listed below)" if hits.height > MAX_RINGED_HITS else "")
         )
 st.caption(
     "Colour: the r of the feature's kept pair"

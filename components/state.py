@@ -87,6 +87,7 @@ class AppState:
         active_list: the named list the selection came from (None once the user selects anew).
         pair_filter: the All pairs table's filter.
         discover_request: the Discover page's last (text, score, features per side), so its results stay up.
+        notice: a sentence to show once on the next run (what a finished background action did).
         seen_events: event source (a widget key) -> the last non-empty selection it reported.
         synced: bound widget key -> the value the state and the widget last agreed on.
     """
@@ -103,6 +104,7 @@ class AppState:
     active_list: str | None = None
     pair_filter: PairFilter = field(default_factory=PairFilter)
     discover_request: tuple[str, str, int] | None = None
+    notice: str | None = None
     seen_events: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     synced: dict[str, Any] = field(default_factory=dict)
 

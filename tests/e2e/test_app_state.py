@@ -387,3 +387,36 @@ def test_one_click_on_a_heatmap_cell_opens_its_pair(
     assert browser.evaluate(EXCEPTIONS) == 0
     query = _query(browser)
     assert (query.get("feature"), query.get("partner")) == (str(ids[0]), str(ids[1]))
+
+
+def test_rerunning_matching_from_the_app_rebuilds_what_depends_on_it(
+    browser: Browser, server: str, bundle: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from core.bundle.provenance import file_digest, stale_parts
+
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    (copy / "lists.json").unlink(missing_ok=True)
+    open_page(browser, f"{server}/overview?bundle={quote(str(copy))}")
+    click_element(
+        browser, "Array.from(document.querySelectorAll('[data-testid=stTab]')).find(t => t.innerText.includes('Matching'))"
+    )
+    settle(browser)
+    click_element(
+        browser,
+        "Array.from(document.querySelectorAll('summary')).find(s => s.innerText.includes('Re-run matching'))",
+    )
+    time.sleep(0.5)
+    type_into(browser, "rm-min-corr", "0.3")
+    click_element(browser, button("Re-run matching"))
+    browser.wait_for(RUNNING, 30)
+    settle(browser, quiet=2.0, timeout=300)
+    browser.screenshot(artifacts / "rerun-matching.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+    opened = open_bundle(copy)
+    assert opened.manifest["matching"]["settings"]["min_corr"] == pytest.approx(0.3)
+    digest = file_digest(copy / "assignment.parquet")
+    assert opened.manifest["similarity"]["built_from"] == {"assignment.parquet": digest}
+    assert stale_parts(opened) == []
+    assert "Stale" not in browser.evaluate("document.body.innerText")
