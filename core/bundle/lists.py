@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,11 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from core.bundle.io import write_json_atomic
-from core.bundle.schema import LISTS_FILE
+from core.bundle.lock import BundleBusyError, bundle_lock
+from core.bundle.schema import LISTS_FILE, LISTS_LOCK
 from core.errors import BundleError
 
 LISTS_SCHEMA = 1
 MAX_NAME = 80
+# a stage holding the bundle's lock for longer than this makes a list save fail with its message
+BUSY_RETRIES = 10
+BUSY_WAIT_S = 0.2
 
 Pair = tuple[int | None, int | None]
 
@@ -111,17 +116,30 @@ def _read(path: Path) -> dict[str, NamedList]:
 
 @contextlib.contextmanager
 def _locked(bundle_path: str | Path) -> Iterator[Path]:
+    """Hold the lists lock (list writers wait for each other) and the bundle's write lock.
+
+    The bundle's lock keeps a list save out of a stage's swap (a stage writes a linked copy of the
+    folder and renames it into place, so a list saved meanwhile would be left in the old folder);
+    list saves take milliseconds, so a busy lock is retried briefly, then reported.
+    """
     folder = Path(bundle_path)
     if not folder.is_dir():
         raise BundleError(f"Bundle folder {folder} does not exist; open an existing bundle first.")
-    lock = folder / f".{LISTS_FILE}.lock"
     try:
-        handle = open(lock, "a")  # noqa: SIM115  (closed below, after the lock is released)
+        handle = open(folder / LISTS_LOCK, "a")  # noqa: SIM115  (closed below, after the lock is released)
     except OSError as exc:
         raise BundleError(f"Cannot save lists in {folder} ({exc.strerror}); make the folder writable.") from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        yield lists_path(folder)
+        for attempt in range(BUSY_RETRIES):
+            try:
+                with bundle_lock(folder):
+                    yield lists_path(folder)
+                return
+            except BundleBusyError:
+                if attempt == BUSY_RETRIES - 1:
+                    raise
+                time.sleep(BUSY_WAIT_S)
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()

@@ -400,7 +400,8 @@ def test_rerunning_matching_from_the_app_rebuilds_what_depends_on_it(
     (copy / "lists.json").unlink(missing_ok=True)
     open_page(browser, f"{server}/overview?bundle={quote(str(copy))}")
     click_element(
-        browser, "Array.from(document.querySelectorAll('[data-testid=stTab]')).find(t => t.innerText.includes('Matching'))"
+        browser,
+        "Array.from(document.querySelectorAll('[data-testid=stTab]')).find(t => t.innerText.includes('Matching'))",
     )
     settle(browser)
     click_element(

@@ -61,3 +61,45 @@ def test_concurrent_saves_lose_nothing(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert sorted(load_named_lists(tmp_path)) == sorted(f"list {i}" for i in range(8))
+
+
+def test_a_stage_run_keeps_the_lists_and_a_save_waits_out_no_stage(tmp_path: Path, monkeypatch) -> None:
+    import polars as pl
+
+    from core.bundle import lists as lists_module
+    from core.bundle.lock import BundleBusyError, bundle_lock
+    from core.bundle.safety import FolderState, inspect_folder
+    from core.bundle.writer import add_parts
+    from tests.core._tiny_bundle import ASSIGNMENT, planted_comet, write_bundle
+
+    texts, a, b = planted_comet()
+    bundle = write_bundle(tmp_path / "b", texts, a, b, assignment=ASSIGNMENT)
+    save_named_list(bundle, "kept", [(3, 2)])
+    # a stage swaps in a linked copy of the folder: the lists travel with it
+    add_parts(bundle, frames={"assignment.parquet": ASSIGNMENT.with_columns(pl.lit(0.5).alias("corr"))})
+    assert list(load_named_lists(bundle)) == ["kept"]
+    # the app's files are ours: an --overwrite may replace a bundle that holds them
+    assert inspect_folder(bundle).state == FolderState.FINISHED
+    # while another thread writes the bundle, a save reports it instead of writing into a folder being swapped
+    monkeypatch.setattr(lists_module, "BUSY_RETRIES", 2)
+    monkeypatch.setattr(lists_module, "BUSY_WAIT_S", 0.01)
+    errors: list[Exception] = []
+    hold, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with bundle_lock(bundle):
+            hold.set()
+            done.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    hold.wait(10)
+    try:
+        save_named_list(bundle, "late", [(1, 1)])
+    except BundleBusyError as exc:
+        errors.append(exc)
+    finally:
+        done.set()
+        t.join()
+    assert errors and "wait for it to finish" in str(errors[0])
+    assert list(load_named_lists(bundle)) == ["kept"]
