@@ -117,8 +117,13 @@ if mine.height or member.height:
                 f"{other.upper()}{p} (r {c:.2f})" for p, c in zip(g["partners"], g["partner_corr"], strict=True)
             )
         )
-    for g in member.iter_rows(named=True):
+    shown = 5
+    for g in member.head(shown).iter_rows(named=True):
         st.markdown(
             f"{side.upper()}{feature} is one of the {g['k']} features {other.upper()}{g['feature']} splits into: "
             + ", ".join(f"{side.upper()}{p}" for p in g["partners"])
+        )
+    if member.height > shown:
+        st.caption(
+            f"… and {member.height - shown} more {other.upper()} hubs (the All pairs page lists every split group)."
         )

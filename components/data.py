@@ -837,10 +837,12 @@ def p_floor_note(similarity: dict[str, Any]) -> str | None:
     if all(abs(float(p) - 1.0 / (int(n) + 1)) <= 1e-12 for _, p, n in rows):
         n_values = sorted({int(n) for _, _, n in rows})
         n_text = " / ".join(f"{n:,}" for n in n_values)
+        floor = 1.0 / (max(n_values) + 1)
         return (
-            f"Every p-value equals the floor 1/(n+1) of its permutation null (n = {n_text} samples): no null "
-            "sample reached the observed value, so p only says the value is beyond all of them; more null "
-            "samples would lower the floor, not the evidence."
+            f"Every p-value sits at the floor 1/(n+1) of its permutation null (n = {n_text} samples): no null "
+            f"sample reached the observed value, so read each as p <= {floor:.2g}. The true p may be smaller: "
+            "more null samples would lower the floor; how far beyond the null a value lies is the gap to the "
+            "null mean in null standard deviations."
         )
     return None
 

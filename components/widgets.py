@@ -417,6 +417,13 @@ def render_alignment(alignment: dict[str, Any] | None) -> None:
 # ---------------------------------------------------------------- links: every result opens its pair
 
 
+def format_q(q: float | None) -> str:
+    """A q-value for a label: ``q 3e-05``; a q of exactly 0 (the p-value underflowed) as ``q < 1e-300``."""
+    if q is None:
+        return ""
+    return "q < 1e-300" if q == 0 else f"q {q:.2g}"
+
+
 def pair_query(state: AppState, side: str, feature: int, partner: int | None = None) -> dict[str, str]:
     """The URL query of a feature's dashboard (with its partner): what a link to it carries."""
     query = {"side": side, "feature": str(int(feature))}
@@ -484,7 +491,7 @@ def render_hit_links(state: AppState, hits: pl.DataFrame, per_page: int, key: st
             text = f"{side.upper()}{row['feature']} · {row['tokens'] or '–'}"
             if partner is not None:
                 q = row.get("partner_q")
-                q_text = "" if q is None else f", q {q:.2g}"
+                q_text = "" if q is None else f", {format_q(q)}"
                 text += f"  →  {other.upper()}{partner} (r {row['partner_corr']:.2f}{q_text}, {row['partner_status']})"
             else:
                 text += "  →  no partner"
@@ -701,7 +708,7 @@ def render_pair_panel(state: AppState, bundle: Bundle, side: str, feature: int, 
             q = row.get("q")
             bits = [f"r {row['corr']:.3f}" if row.get("corr") is not None else "r n/a"]
             if q is not None:
-                bits.append(f"q {q:.2g}")
+                bits.append(format_q(q))
             if row.get("cos") is not None:
                 bits.append(f"decoder cos {row['cos']:.3f}")
             if row.get("n_coactive") is not None:
