@@ -7,7 +7,7 @@ from). :func:`stale_parts` compares those digests with the files on disk now, so
 ``python -m core match`` that rewrites the assignment marks similarity and the UMAP stale
 until they are rebuilt, in the CLI (``info``, ``match``) and in the app alike. Bundles
 written before this record existed are judged by what their manifests did record (the
-similarity stage's pair count against the kept pairs now).
+similarity stage's pair count and an aligned UMAP's relation count against the kept pairs now).
 """
 
 from __future__ import annotations
@@ -77,6 +77,26 @@ class StalePart:
     command: str
 
 
+def _kept_relations(bundle: Bundle) -> int | None:
+    """How many A -> B relations an aligned UMAP would take from the kept pairs now.
+
+    The same one-per-side reduction as ``core.embedding.stage.load_relation`` (strongest first,
+    one B per A, then one A per B), for bundles whose UMAP record predates ``built_from``.
+    """
+    if not bundle.has("assignment"):
+        return None
+    frame = bundle.assignment()
+    if "kept" in frame.collect_schema().names():
+        frame = frame.filter(pl.col("kept").fill_null(False))
+    reduced = (
+        frame.select("feature_a", "feature_b", "corr")
+        .sort("corr", descending=True, nulls_last=True)
+        .unique("feature_a", keep="first", maintain_order=True)
+        .unique("feature_b", keep="first", maintain_order=True)
+    )
+    return int(reduced.select(pl.len()).collect().item())
+
+
 def _kept_pairs(bundle: Bundle) -> int | None:
     if not bundle.has("assignment"):
         return None
@@ -117,6 +137,25 @@ def stale_parts(bundle: Bundle) -> list[StalePart]:
                         part,
                         changed,
                         f"{part} was built from another {', '.join(changed)} than the bundle holds now",
+                        command,
+                    )
+                )
+        elif (
+            section == "umap"
+            and record.get("aligned")
+            and (record.get("settings") or {}).get("relation", "assignment") == "assignment"
+            and record.get("n_relations") is not None
+        ):
+            # written before built_from existed: the relation count is what the manifest kept
+            now = _kept_relations(bundle)
+            if now is not None and now != int(record["n_relations"]):
+                out.append(
+                    StalePart(
+                        section,
+                        part,
+                        ("assignment.parquet",),
+                        f"the maps were aligned through {record['n_relations']:,} pairs but the assignment gives "
+                        f"{now:,} now",
                         command,
                     )
                 )

@@ -90,3 +90,10 @@ def test_a_bundle_written_before_the_record_is_judged_by_its_pair_count(built: P
     (built / "manifest.json").write_text(json.dumps(manifest))
     (stale,) = stale_parts(open_bundle(built))
     assert stale.section == "similarity" and "706 pairs" in stale.reason and "keeps 4" in stale.reason
+    # an aligned UMAP is judged by its relation count (this 4-row one fell back to PCA: not aligned, no verdict)
+    manifest["umap"].update(aligned=True, n_relations=706)
+    (built / "manifest.json").write_text(json.dumps(manifest))
+    assert [s.section for s in stale_parts(open_bundle(built))] == ["similarity", "umap"]
+    manifest["umap"]["n_relations"] = 4
+    (built / "manifest.json").write_text(json.dumps(manifest))
+    assert [s.section for s in stale_parts(open_bundle(built))] == ["similarity"]
