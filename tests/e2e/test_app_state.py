@@ -409,7 +409,8 @@ def test_rerunning_matching_from_the_app_rebuilds_what_depends_on_it(
         "Array.from(document.querySelectorAll('summary')).find(s => s.innerText.includes('Re-run matching'))",
     )
     time.sleep(0.5)
-    type_into(browser, "rm-min-corr", "0.3")
+    # no Enter: inside a form it submits, and the button's click would then be a second submission
+    type_into(browser, "rm-min-corr", "0.3", enter=False)
     click_element(browser, button("Re-run matching"))
     browser.wait_for(RUNNING, 30)
     settle(browser, quiet=2.0, timeout=300)
