@@ -161,7 +161,7 @@ def render(bundle: Path, page: str) -> float:
     at = AppTest.from_file(APP, default_timeout=600)
     at.session_state["featurebridge_state"] = _state(bundle)
     at.run()
-    at.switch_page(f"app_pages/{page}.py")
+    at.switch_page(f"pages/{page}.py")
     t0 = time.perf_counter()
     at.run()
     seconds = time.perf_counter() - t0

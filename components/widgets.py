@@ -19,8 +19,8 @@ from components.state import AppState, PairFilter, take_event
 from core.bundle.reader import Bundle
 from core.errors import UserError
 
-HOME = "app_pages/home.py"
-FEATURE_PAGE = "app_pages/feature.py"
+HOME = "pages/home.py"
+FEATURE_PAGE = "pages/feature.py"
 PAPER_INCHES = {"single": 3.5, "double": 7.2}
 
 
@@ -721,7 +721,7 @@ def render_pair_panel(state: AppState, bundle: Bundle, side: str, feature: int, 
         with c2:
             if partner is not None:
                 st.page_link(
-                    "app_pages/correlation.py",
+                    "pages/correlation.py",
                     label="Unit-by-unit scatter of this pair",
                     icon=":material/show_chart:",
                     query_params=pair_query(state, side, feature, partner),

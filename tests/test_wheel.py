@@ -60,8 +60,8 @@ def test_the_wheel_holds_one_package_with_its_assets_and_app(wheel: Path) -> Non
     assert top == {"core", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     for part in ("core/assets/nonconcept_tokens.txt", "core/assets/concepts.json", "core/app/app.py"):
         assert part in names
-    for page in (ROOT / "app_pages").glob("*.py"):
-        assert f"core/app/app_pages/{page.name}" in names
+    for page in (ROOT / "pages").glob("*.py"):
+        assert f"core/app/pages/{page.name}" in names
     for module in (ROOT / "components").rglob("*.py"):
         assert f"core/app/components/{module.relative_to(ROOT / 'components')}" in names
     packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "core").rglob("__init__.py")}

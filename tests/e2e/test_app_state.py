@@ -67,8 +67,7 @@ def server(bundle: Path) -> Iterator[str]:
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "streamlit",
+            "components/launch.py",  # every session, the first included, through app.py's router
             "run",
             "app.py",
             "--server.address",

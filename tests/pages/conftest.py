@@ -35,7 +35,7 @@ def open_app(page: str | None = None, **state: Any) -> AppTest:
     at.session_state["featurebridge_state"] = AppState(**state)
     at.run()
     if page is not None:
-        at.switch_page(f"app_pages/{page}.py")
+        at.switch_page(f"pages/{page}.py")
         at.run()
     return at
 

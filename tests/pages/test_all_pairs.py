@@ -30,7 +30,7 @@ def test_the_table_lists_every_pair_and_follows_the_filter(app_bundle: Path) -> 
     at.checkbox(key="ap-maps").check().run()
     assert at.session_state["featurebridge_state"].pair_filter.apply_to_maps
     # the Pair explorer then colours the filtered pairs only
-    at.switch_page("app_pages/pair_explorer.py")
+    at.switch_page("pages/pair_explorer.py")
     at.run()
     no_exception(at)
     assert any("All pairs filter" in c for c in texts(at, "caption"))

@@ -19,7 +19,7 @@ from components.boundary import UNEXPECTED
 from components.state import AppState
 from tests.pages.conftest import APP, TIMEOUT, no_exception, texts
 
-PAGES = Path(APP).parent / "app_pages"
+PAGES = Path(APP).parent / "pages"
 
 
 def _entry(pages: str, page: str) -> None:  # runs inside AppTest: only its own imports are available
@@ -47,7 +47,7 @@ def _entry(pages: str, page: str) -> None:  # runs inside AppTest: only its own 
 
 
 def open_app(page: str, **state: Any) -> AppTest:
-    """Run ``app_pages/<page>.py`` inside the app's boundary with an injected AppState."""
+    """Run ``pages/<page>.py`` inside the app's boundary with an injected AppState."""
     at = AppTest.from_function(_entry, args=(str(PAGES), page), default_timeout=TIMEOUT)
     at.session_state["featurebridge_state"] = AppState(**state)
     at.run()

@@ -16,7 +16,7 @@ def test_query_params_open_the_bundle_and_feature(app_bundle: Path) -> None:
     no_exception(at)
     state = at.session_state["featurebridge_state"]
     assert state.bundle_path == str(app_bundle) and (state.side, state.feature) == ("b", 4)
-    at.switch_page("app_pages/feature.py")
+    at.switch_page("pages/feature.py")
     at.run()
     no_exception(at)
     assert at.number_input(key="fp-feature").value == 4 and at.radio(key="fp-side").value == "b"
@@ -26,10 +26,10 @@ def test_selected_feature_follows_across_pages(app_bundle: Path) -> None:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update({"bundle": str(app_bundle)})
     at.run()
-    at.switch_page("app_pages/feature.py")
+    at.switch_page("pages/feature.py")
     at.run()
     at.number_input(key="fp-feature").set_value(6).run()
-    at.switch_page("app_pages/correlation.py")
+    at.switch_page("pages/correlation.py")
     at.run()
     no_exception(at)
     assert at.number_input(key="corr-a").value == 6

@@ -57,7 +57,7 @@ def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: 
     sweep = charts(at)[-1]
     assert sweep["layout"]["title"]["text"] == "svcca per layer pair"
     assert sweep["layout"]["yaxis"]["categoryarray"] == ["blocks.0", "blocks.1", "blocks.2"]
-    at.switch_page("app_pages/overview.py")
+    at.switch_page("pages/overview.py")
     at.run()
     no_exception(at)
     assert any(f["layout"]["title"]["text"] == "Layer sweep: svcca" for f in charts(at))

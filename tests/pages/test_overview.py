@@ -90,6 +90,6 @@ def test_a_rerun_of_matching_elsewhere_marks_similarity_and_umap_stale(app_bundl
     warnings = texts(at, "warning")
     assert any("**Stale similarity**" in w for w in warnings) and any("**Stale umap**" in w for w in warnings)
     assert any(c.value == f"python -m core similarity {copy}" for c in at.code)
-    at.switch_page("app_pages/pair_explorer.py")
+    at.switch_page("pages/pair_explorer.py")
     at.run()
     assert any("**Stale umap**" in w for w in texts(at, "warning"))

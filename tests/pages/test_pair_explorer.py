@@ -104,7 +104,7 @@ def test_a_deep_link_opens_the_search_and_the_named_list(app_bundle: Path, tmp_p
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update({"bundle": str(copy), "search": "3", "list": "numbers"})
     at.run()
-    at.switch_page("app_pages/pair_explorer.py")
+    at.switch_page("pages/pair_explorer.py")
     at.run()
     no_exception(at)
     state = at.session_state["featurebridge_state"]

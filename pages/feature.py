@@ -81,7 +81,7 @@ with right:
         with st.expander("All partners in the assignment"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
         st.page_link(
-            "app_pages/correlation.py",
+            "pages/correlation.py",
             label="Unit-by-unit scatter of this pair",
             icon=":material/show_chart:",
             query_params={"bundle": path, "side": side, "feature": str(feature), "partner": str(partner)},

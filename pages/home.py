@@ -16,7 +16,7 @@ st.title("Feature Bridge")
 st.write("Match and compare the features of two sparse autoencoders: across models, layers or sizes.")
 if state.bundle_path:
     st.success(f"Open bundle: `{state.bundle_path}`")
-    st.page_link("app_pages/overview.py", label="Go to its Overview", icon=":material/dashboard:")
+    st.page_link("pages/overview.py", label="Go to its Overview", icon=":material/dashboard:")
 
 left, right = st.columns(2)
 with left:
@@ -31,7 +31,7 @@ with left:
         if (demo_path / "manifest.json").is_file():
             if st.button("Open the demo bundle", type="primary", key="open-demo"):
                 state.open(str(demo_path))
-                st.switch_page("app_pages/overview.py")
+                st.switch_page("pages/overview.py")
         else:
             st.info("The demo bundle is not built yet (about 5-10 minutes on 2 CPU cores, once).")
             if st.button("Build the demo bundle", type="primary", key="build-demo"):
@@ -45,7 +45,7 @@ with left:
                 except UserError as exc:
                     st.error(str(exc))
                 else:
-                    st.switch_page("app_pages/overview.py")
+                    st.switch_page("pages/overview.py")
 
     st.subheader("Cross-family demo")
     st.caption(
@@ -58,7 +58,7 @@ with left:
     if (cross_path / "manifest.json").is_file():
         if st.button("Open the cross-family demo", key="open-cross"):
             state.open(str(cross_path))
-            st.switch_page("app_pages/overview.py")
+            st.switch_page("pages/overview.py")
     else:
         st.info("Not built yet (about 10 minutes on 2 CPU cores, once; or `python -m core demo --pair family`).")
         if st.button("Build the cross-family demo", key="build-cross"):
@@ -68,7 +68,7 @@ with left:
             except UserError as exc:
                 st.error(str(exc))
             else:
-                st.switch_page("app_pages/overview.py")
+                st.switch_page("pages/overview.py")
 
 with right:
     st.header("Open a bundle folder")
@@ -84,13 +84,13 @@ with right:
                 st.error(str(exc))
             else:
                 state.open(path)
-                st.switch_page("app_pages/overview.py")
+                st.switch_page("pages/overview.py")
     if state.recent:
         st.subheader("Recent")
         for i, path in enumerate(state.recent):
             if st.button(path, key=f"recent-{i}"):
                 state.open(path)
-                st.switch_page("app_pages/overview.py")
+                st.switch_page("pages/overview.py")
 
 st.header("Build a new comparison")
 st.caption(
@@ -136,4 +136,4 @@ if values:
     else:
         state.open(str(out))
         st.success(f"Built `{out}`.")
-        st.page_link("app_pages/overview.py", label="Open its Overview", icon=":material/dashboard:")
+        st.page_link("pages/overview.py", label="Open its Overview", icon=":material/dashboard:")

@@ -122,7 +122,7 @@ with tabs[2]:
                 key="overview-sweep",
                 width="stretch",
             )
-            st.page_link("app_pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
+            st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
 with tabs[3]:
     if require_parts(bundle, "similarity", what="The concept subspaces"):
         render_concepts(load_similarity(path, mtime))
