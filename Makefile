@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/python -m core demo
 
 app: setup
-	bundle="$$(.venv/bin/python -m core demo)" && FEATUREBRIDGE_BUNDLE="$$bundle" .venv/bin/streamlit run app.py \
+	bundle="$$(.venv/bin/python -m core demo)" && FEATUREBRIDGE_BUNDLE="$$bundle" .venv/bin/python components/launch.py run app.py \
 		--server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
 # the whole suite, after lint, format and types (CI runs exactly this)

@@ -1,9 +1,13 @@
 """Feature Bridge: the Streamlit app (router only).
 
-Start it with ``streamlit run app.py``. Each page lives in pages/ and is listed explicitly
-(``st.navigation`` ignores the pages/ folder convention once it is used). The URL carries the
-page (its path) and the view (``bundle``, ``side``, ``feature``, ``partner`` query parameters),
-so a copied address reopens the same view.
+Start it with ``make app`` or ``featurebridge app``, which serve it through
+``components/launch.py``; a plain ``streamlit run app.py`` works too. Each page lives in pages/
+and is listed explicitly. Streamlit reads a ``pages/`` folder beside the main script as its old
+folder navigation for the first session of a server (that session would run the page file by
+its file name, without this script: no deep link read, "Page not found" for /pairs); the
+launcher sets Streamlit's own switch to the value ``st.navigation`` sets, so every session runs
+this router. The URL carries the page (its path) and the view (``bundle``, ``side``,
+``feature``, ``partner`` query parameters), so a copied address reopens the same view.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ PAGES = [
     ("pages/home.py", "Home", ":material/home:", "home"),
     ("pages/overview.py", "Overview", ":material/dashboard:", "overview"),
     ("pages/pair_explorer.py", "Pair explorer", ":material/scatter_plot:", "pairs"),
+    ("pages/all_pairs.py", "All pairs", ":material/table_rows:", "all-pairs"),
     ("pages/correlation.py", "Correlation", ":material/show_chart:", "correlation"),
     ("pages/heatmaps.py", "Heatmaps", ":material/grid_on:", "heatmaps"),
     ("pages/feature.py", "Feature", ":material/feature_search:", "feature"),

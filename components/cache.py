@@ -34,9 +34,64 @@ def cached_bundle(path: str) -> Bundle:
 
 
 @st.cache_data(show_spinner="Reading the UMAP points…", max_entries=16)
-def load_umap_points(path: str, mtime: float, side: str) -> pl.DataFrame:
-    """One side's UMAP points with match strength, orphan flag and hover labels."""
-    return data.umap_points(load_bundle(path, mtime), side)
+def load_umap_points(path: str, mtime: float, side: str, pair_filter: Any = None) -> pl.DataFrame:
+    """One side's UMAP points with their pair's r, category (paired / unpaired / orphan / dead) and hover labels.
+
+    Args:
+        path: the bundle folder.
+        mtime: the manifest's modification time (cache key).
+        side: ``"a"`` or ``"b"``.
+        pair_filter: a ``components.state.PairFilter`` whose pairs count as paired (None: the kept pairs).
+    """
+    bundle = load_bundle(path, mtime)
+    pairing = None
+    if pair_filter is not None:
+        pairing = data.filter_pairs(load_pairs_table(path, mtime), pair_filter)
+    return data.umap_points(bundle, side, pairing)
+
+
+@st.cache_data(show_spinner="Reading every pair…", max_entries=4)
+def load_pairs_table(path: str, mtime: float) -> pl.DataFrame:
+    """Every pair the bundle knows (components.data.pairs_table)."""
+    return data.pairs_table(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_filtered_pairs(path: str, mtime: float, pair_filter: Any) -> pl.DataFrame:
+    """The pairs table's rows that pass a filter."""
+    return data.filter_pairs(load_pairs_table(path, mtime), pair_filter)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_assignment(path: str, mtime: float) -> pl.DataFrame:
+    """assignment.parquet with every column, and both features' top tokens."""
+    return data.assignment_frame(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_orphans(path: str, mtime: float) -> pl.DataFrame:
+    """Both sides' orphans under the app's one definition (components.data.ORPHAN_DEFINITION)."""
+    return data.orphan_frame(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_split_groups(path: str, mtime: float) -> pl.DataFrame:
+    """1 -> k split groups of both sides."""
+    return data.split_groups(load_bundle(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def load_partner_lists(path: str, mtime: float, side: str, feature: int) -> pl.DataFrame:
+    """One feature's partners by activation correlation and by decoder cosine, side by side."""
+    return data.partner_lists(load_bundle(path, mtime), side, feature)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_stale(path: str, mtime: float) -> list[Any]:
+    """The bundle's derived parts whose inputs changed since they were built (core.bundle.provenance)."""
+    from core.bundle.provenance import stale_parts
+
+    return stale_parts(load_bundle(path, mtime))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -87,7 +142,7 @@ def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
 
 @st.cache_data(show_spinner="Searching…", max_entries=32)
 def load_search_hits(path: str, mtime: float, query: str) -> pl.DataFrame:
-    """Features matching a search text (feature id or token)."""
+    """Every feature matching a search text (feature id or token), with the partner to show beside it."""
     return data.search_hits(load_bundle(path, mtime), query)
 
 
@@ -158,3 +213,17 @@ def load_causal_pair(path: str, mtime: float, feature_a: int, feature_b: int) ->
     from components import diffing_data
 
     return diffing_data.causal_pair(load_bundle(path, mtime), feature_a, feature_b)
+
+
+@st.cache_data(show_spinner="Running both models and SAEs over the text…", max_entries=16)
+def load_discovery(path: str, mtime: float, text: str, score: str, top_x: int, coverage: float) -> Any:
+    """Discovery on a text (core.explore.prompts.run_discovery), cached so a rerun (a click on a result) is free."""
+    from core.explore.discover import DiscoverSettings
+    from core.explore.prompts import run_discovery  # torch: imported on first use only
+
+    return run_discovery(
+        load_bundle(path, mtime),
+        load_discovery_sides(path, mtime),
+        text,
+        DiscoverSettings(score_mode=score, return_top_x=top_x, min_coverage_pct=coverage),
+    )

@@ -27,6 +27,10 @@ CORR_SCALE = "Viridis"
 FONT_FAMILY = "Arial, Helvetica, DejaVu Sans, sans-serif"
 # plotly switches to WebGL above this many points (browsers cap WebGL contexts per page)
 WEBGL_THRESHOLD = 1000
+# paper figures keep points as vector marks up to this many per map; above it a map's points are one
+# WebGL layer (pixels at the export's resolution, axes and text still vector): tens of thousands of SVG
+# marks take Chromium tens of seconds to draw and make files of many megabytes
+VECTOR_POINTS_MAX = 5000
 
 # paper sizes in CSS pixels (96 per inch): a single column is 3.5 in wide, a double one 7.2 in
 PX_PER_INCH = 96
@@ -104,54 +108,75 @@ def compute_linked_partners(
     return sorted({int(f) for f in rows[theirs].to_list() if f is not None})
 
 
-def build_umap_figure(
-    frame: pl.DataFrame,
-    side: str,
-    highlight: Sequence[int] = (),
-    title: str | None = None,
-) -> go.Figure:
-    """One SAE's UMAP of decoder directions, coloured by match strength, orphans marked.
+def _map_categories(frame: pl.DataFrame) -> pl.DataFrame:
+    """A ``category`` column for map points (``components.data.MAP_CATEGORIES``), derived from ``is_orphan`` if absent."""
+    if "category" in frame.columns:
+        return frame
+    return frame.with_columns(
+        pl.when(pl.col("is_orphan").fill_null(True))
+        .then(pl.lit("orphan"))
+        .otherwise(pl.lit("paired"))
+        .alias("category")
+    )
 
-    Args:
-        frame: ``feature``, ``x``, ``y``, ``corr`` (best partner correlation, null if none),
-            ``is_orphan`` (bool) and optionally ``label`` (hover text, e.g. top tokens).
-        side: ``"a"`` or ``"b"`` (names the axis title and the trace).
-        highlight: feature ids to ring (a selection, its partners, search hits).
-        title: figure title.
 
-    Returns:
-        Traces in this order: ``orphans`` (grey crosses, underneath), ``matched`` (coloured by
-        corr), ``highlight`` (rings, drawn on top; it repeats ids, so selecting it is harmless).
-        Every trace's customdata is ``[[feature], ...]``.
+def _map_traces(
+    frame: pl.DataFrame, side: str, highlight: Sequence[int], scale: float, colorbar: bool, vector: bool = False
+) -> list[go.Scatter | go.Scattergl]:
+    """A map's traces: ``orphans`` (crosses), ``unpaired`` (grey dots), ``matched`` (by pair r), ``highlight`` (rings).
+
+    ``vector`` keeps every trace SVG (for print: a WebGL layer would be pasted into an SVG or PDF as pixels).
     """
     if "label" not in frame.columns:
         frame = frame.with_columns(pl.lit("").alias("label"))
-    frame = frame.with_columns(pl.col("is_orphan").fill_null(True))
-    matched = frame.filter(~pl.col("is_orphan"))
-    orphans = frame.filter(pl.col("is_orphan"))
+    frame = _map_categories(frame)
     hover = "feature %{customdata[0]}<br>%{text}<extra>" + side.upper() + "</extra>"
-    fig = go.Figure()
-    trace = _scatter(frame.height)
-    # orphans first, so the coloured matched points are drawn on top of the grey crosses
-    fig.add_trace(
-        trace(
-            name="orphans",
-            x=orphans["x"].to_numpy(),
-            y=orphans["y"].to_numpy(),
-            mode="markers",
-            customdata=_ids(orphans, "feature"),
-            text=orphans["label"].to_list(),
-            hovertemplate=hover,
-            marker={
-                "size": 5,
+    trace = go.Scatter if vector else _scatter(frame.height)
+    out: list[go.Scatter | go.Scattergl] = []
+    # grey first, so the coloured paired points are drawn on top
+    for name, cats, marker in (
+        (
+            "orphans",
+            ("orphan",),
+            {
+                "size": 5 * scale,
                 "opacity": 0.6,
                 "color": COLOR_MUTED,
                 "symbol": "x-thin",
                 "line": {"width": 1, "color": COLOR_MUTED},
             },
+        ),
+        (
+            "unpaired",
+            ("unpaired", "dead"),
+            {"size": 4 * scale, "opacity": 0.45, "color": COLOR_MUTED, "line": {"width": 0}},
+        ),
+    ):
+        rows = frame.filter(pl.col("category").is_in(list(cats)))
+        out.append(
+            trace(
+                name=name,
+                x=rows["x"].to_numpy(),
+                y=rows["y"].to_numpy(),
+                mode="markers",
+                customdata=_ids(rows, "feature"),
+                text=rows["label"].to_list(),
+                hovertemplate=hover,
+                marker=marker,
+            )
         )
-    )
-    fig.add_trace(
+    matched = frame.filter(pl.col("category") == "paired")
+    marker: dict[str, Any] = {
+        "size": 6 * scale,
+        "color": matched["corr"].fill_null(0.0).to_numpy(),
+        "colorscale": CORR_SCALE,
+        "cmin": 0.0,
+        "cmax": 1.0,
+        "line": {"width": 0},
+    }
+    if colorbar:
+        marker["colorbar"] = {"title": {"text": "pair r"}, "thickness": 10}
+    out.append(
         trace(
             name="matched",
             x=matched["x"].to_numpy(),
@@ -160,19 +185,11 @@ def build_umap_figure(
             customdata=_ids(matched, "feature"),
             text=matched["label"].to_list(),
             hovertemplate=hover,
-            marker={
-                "size": 6,
-                "color": matched["corr"].fill_null(0.0).to_numpy(),
-                "colorscale": CORR_SCALE,
-                "cmin": 0.0,
-                "cmax": 1.0,
-                "colorbar": {"title": {"text": "best corr"}, "thickness": 10},
-                "line": {"width": 0},
-            },
+            marker=marker,
         )
     )
     lit = frame.filter(pl.col("feature").is_in([int(f) for f in highlight]))
-    fig.add_trace(
+    out.append(
         go.Scatter(
             name="highlight",
             x=lit["x"].to_numpy(),
@@ -182,9 +199,44 @@ def build_umap_figure(
             text=lit["label"].to_list(),
             hovertemplate=hover,
             # an open symbol is drawn in marker.color (marker.line.color is ignored for it)
-            marker={"size": 14, "color": COLOR_HIGHLIGHT, "symbol": "circle-open", "line": {"width": 2.5}},
+            marker={
+                "size": 14 * scale,
+                "color": COLOR_HIGHLIGHT,
+                "symbol": "circle-open",
+                "line": {"width": 2.5 * scale},
+            },
         )
     )
+    return out
+
+
+def build_umap_figure(
+    frame: pl.DataFrame,
+    side: str,
+    highlight: Sequence[int] = (),
+    title: str | None = None,
+    size: str | None = None,
+) -> go.Figure:
+    """One SAE's UMAP of decoder directions, coloured by the kept pair's correlation, orphans marked.
+
+    Args:
+        frame: ``feature``, ``x``, ``y``, ``corr`` (the feature's kept pair's correlation, null
+            if none), ``category`` (``paired`` / ``unpaired`` / ``orphan`` / ``dead``; or a bool
+            ``is_orphan`` instead) and optionally ``label`` (hover text, e.g. top tokens).
+        side: ``"a"`` or ``"b"`` (names the axis title and the trace).
+        highlight: feature ids to ring (a selection, its partners, search hits).
+        title: figure title.
+        size: ``"single"`` / ``"double"``: lay the figure out for that paper size (markers and
+            fonts scaled for print); None: for the screen.
+
+    Returns:
+        Traces in this order: ``orphans`` (grey crosses), ``unpaired`` (grey dots: no kept pair,
+        not an orphan), ``matched`` (coloured by pair r), ``highlight`` (rings, drawn on top; it
+        repeats ids, so selecting it is harmless). Every trace's customdata is ``[[feature], ...]``.
+    """
+    scale = 1.0 if size is None else (0.5 if size == "single" else 0.7)
+    vector = size is not None and frame.height <= VECTOR_POINTS_MAX
+    fig = go.Figure(_map_traces(frame, side, highlight, scale, colorbar=True, vector=vector))
     # no dragmode here: Streamlit then picks "pan" with click-to-select; in lasso or box mode it turns
     # click selection off, and one click is the gesture that links the two maps
     fig.update_layout(
@@ -193,7 +245,52 @@ def build_umap_figure(
     )
     fig.update_xaxes(title_text="UMAP 1", showticklabels=False)
     fig.update_yaxes(title_text="UMAP 2", showticklabels=False)
-    return apply_paper_style(fig)
+    if size is None:
+        return apply_paper_style(fig)
+    fig = apply_paper_style(fig, size=size, font_size=8)
+    fig.update_layout(legend={"orientation": "h", "y": -0.08, "font": {"size": 7}})
+    return fig
+
+
+def build_map_pair_figure(
+    points: dict[str, pl.DataFrame],
+    highlight: dict[str, Sequence[int]],
+    titles: dict[str, str],
+    size: str = "double",
+) -> go.Figure:
+    """Both maps side by side, with their rings: the Pair explorer's view as one paper figure.
+
+    Args:
+        points: side -> :func:`build_umap_figure`'s frame.
+        highlight: side -> feature ids to ring.
+        titles: side -> panel title.
+        size: paper size (``"double"`` by default: two panels need the width).
+
+    Returns:
+        One figure, panel A left and panel B right, one shared colour scale.
+    """
+    from plotly.subplots import make_subplots
+
+    scale = 0.5 if size == "single" else 0.7
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=[titles.get("a", "A"), titles.get("b", "B")], horizontal_spacing=0.06
+    )
+    for col, side in enumerate(("a", "b"), start=1):
+        vector = points[side].height <= VECTOR_POINTS_MAX
+        traces = _map_traces(points[side], side, highlight.get(side, ()), scale, colorbar=(side == "b"), vector=vector)
+        for trace in traces:
+            trace.showlegend = side == "a"
+            fig.add_trace(trace, row=1, col=col)
+    fig = apply_paper_style(fig, size=size, font_size=8)
+    # UMAP axes carry no units: no ticks, no titles, so the legend has the bottom to itself
+    fig.update_xaxes(showticklabels=False, ticks="")
+    fig.update_yaxes(showticklabels=False, ticks="")
+    fig.update_layout(
+        legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0.5, "xanchor": "center", "font": {"size": 7}},
+        margin={"l": 10, "r": 10, "t": 35, "b": 30},
+    )
+    fig.update_annotations(font_size=9)
+    return fig
 
 
 def selected_rows(selection: Any) -> list[tuple[Any, ...]]:
@@ -396,6 +493,11 @@ def build_cell_heatmap_figure(
 ) -> go.Figure:
     """A heatmap drawn as square markers, so a click selects a cell (heatmap traces cannot be selected).
 
+    The figure has a fixed size (show it with ``width="content"``): markers have a size in
+    pixels, so the cells tile without stripes only when the plot area is exactly as many
+    cells wide and tall as there are columns and rows. For paper sizes use
+    :func:`build_heatmap_export_figure`.
+
     Args:
         frame: one row per cell, with ``row``, ``col`` and ``value`` columns (rows and columns are
             categories, drawn in order of first appearance).
@@ -414,8 +516,10 @@ def build_cell_heatmap_figure(
     rows = [str(v) for v in frame[row].unique(maintain_order=True).to_list()]
     cols = [str(v) for v in frame[col].unique(maintain_order=True).to_list()]
     n = max(len(rows), len(cols), 1)
-    size = max(4, min(40, int(360 / n)))
+    cell = max(10, min(40, int(640 / n)))
     values = frame[value].to_numpy().astype(np.float64)
+    longest = max((len(r) for r in rows), default=1)
+    margin = {"l": 40 + 7 * longest, "r": 90, "t": 50, "b": 50 + 7 * max((len(c) for c in cols), default=1)}
     fig = go.Figure(
         go.Scatter(
             name="cells",
@@ -425,7 +529,7 @@ def build_cell_heatmap_figure(
             customdata=_ids(frame, row, col),
             marker={
                 "symbol": "square",
-                "size": size,
+                "size": cell,
                 "color": values,
                 "colorscale": "RdBu_r",
                 "cmin": zmin if zmin is not None else float(np.nanmin(values)) if values.size else 0.0,
@@ -436,13 +540,139 @@ def build_cell_heatmap_figure(
             hovertemplate=f"{row_title} %{{y}} · {col_title} %{{x}}<br>{value} %{{marker.color:.3f}}<extra></extra>",
         )
     )
-    # tall enough that rows are as far apart as the squares are wide
-    fig.update_layout(title=title, clickmode="event+select", height=max(320, int(size * 1.2 * len(rows)) + 150))
-    fig.update_xaxes(title_text=col_title, type="category", categoryorder="array", categoryarray=cols)
+    fig.update_layout(title=title, clickmode="event+select")
+    fig.update_xaxes(
+        title_text=col_title,
+        type="category",
+        categoryorder="array",
+        categoryarray=cols,
+        tickangle=-90 if len(cols) > 12 else 0,
+    )
     fig.update_yaxes(
         title_text=row_title, type="category", categoryorder="array", categoryarray=rows, autorange="reversed"
     )
-    return apply_paper_style(fig)
+    fig = apply_paper_style(fig)
+    # after the paper style (which sets margins): the plot area is exactly cells x cell pixels
+    fig.update_layout(
+        width=margin["l"] + margin["r"] + cell * max(len(cols), 1),
+        height=margin["t"] + margin["b"] + cell * max(len(rows), 1),
+        margin=margin,
+    )
+    fig.update_xaxes(automargin=False, autorange=False, range=[-0.5, len(cols) - 0.5])
+    fig.update_yaxes(automargin=False, autorange=False, range=[len(rows) - 0.5, -0.5])
+    return fig
+
+
+def build_heatmap_export_figure(
+    frame: pl.DataFrame,
+    row: str,
+    col: str,
+    value: str,
+    title: str,
+    row_title: str,
+    col_title: str,
+    size: str = "single",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    row_label: str = "",
+    col_label: str = "",
+) -> go.Figure:
+    """A heatmap laid out for a paper size: square cells, every row and column labelled.
+
+    A real heatmap trace (cells always tile, at any size). The width is the paper column's;
+    the cell is what that width leaves for the columns (smaller if the rows would make the
+    figure taller than 9 in), and the labels' font is sized to the cell, so no label is
+    dropped however many rows there are.
+
+    Args:
+        frame: one row per cell (``row``, ``col``, ``value`` columns; ids in order of first appearance).
+        row: the column holding the row id.
+        col: the column holding the column id.
+        value: the column holding the cell value.
+        title: figure title.
+        row_title: y axis title.
+        col_title: x axis title.
+        size: ``"single"`` (3.5 in) or ``"double"`` (7.2 in).
+        zmin: colour scale minimum (default: data minimum).
+        zmax: colour scale maximum.
+        row_label: prefix of each row's tick label (``"A"`` gives ``A12``).
+        col_label: prefix of each column's tick label.
+
+    Returns:
+        One ``heatmap`` trace; the figure's width and height are set.
+    """
+    if size not in PAPER_SIZES:
+        raise ValueError(f"size must be one of {sorted(PAPER_SIZES)}, got {size!r}")
+    rows = frame[row].unique(maintain_order=True).to_list()
+    cols = frame[col].unique(maintain_order=True).to_list()
+    ri = {v: i for i, v in enumerate(rows)}
+    ci = {v: i for i, v in enumerate(cols)}
+    z = np.full((len(rows), len(cols)), np.nan)
+    for r, c, v in zip(frame[row].to_list(), frame[col].to_list(), frame[value].to_list(), strict=True):
+        z[ri[r], ci[c]] = np.nan if v is None else float(v)
+    row_text = [f"{row_label}{v}" for v in rows]
+    col_text = [f"{col_label}{v}" for v in cols]
+    width = PAPER_SIZES[size][0]
+    max_height = 9 * PX_PER_INCH
+    top, right = 30, 55
+    # a first guess of the label widths at 7 px per character, refined once the cell is known
+    cell = 12.0
+    for _ in range(2):
+        font = max(3.0, min(8.0, 0.8 * cell))
+        left = 18 + 0.62 * font * max((len(t) for t in row_text), default=1)
+        bottom = 30 + 0.62 * font * max((len(t) for t in col_text), default=1)
+        cell = (width - left - right) / max(len(cols), 1)
+        cell = min(cell, (max_height - top - bottom) / max(len(rows), 1), 40.0)
+    height = int(top + bottom + cell * max(len(rows), 1))
+    zmin = float(np.nanmin(z)) if zmin is None and np.isfinite(z).any() else zmin
+    zmax = float(np.nanmax(z)) if zmax is None and np.isfinite(z).any() else zmax
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=col_text,
+            y=row_text,
+            colorscale="RdBu_r",
+            zmin=zmin,
+            zmax=zmax,
+            colorbar={"title": {"text": value, "font": {"size": 7}}, "thickness": 8, "tickfont": {"size": 7}},
+            xgap=0,
+            ygap=0,
+            hovertemplate=f"{row_title} %{{y}} · {col_title} %{{x}}<br>{value} %{{z:.3f}}<extra></extra>",
+        )
+    )
+    fig = apply_paper_style(fig, size=size, font_size=8)
+    fig.update_layout(
+        title={"text": title, "font": {"size": 9}},
+        width=width,
+        height=height,
+        margin={"l": int(left), "r": right, "t": top, "b": int(bottom)},
+    )
+    # every label, in order, even when the cells are small (plotly would thin out an automatic axis)
+    fig.update_xaxes(
+        title_text=col_title,
+        type="category",
+        tickmode="array",
+        tickvals=col_text,
+        ticktext=col_text,
+        tickangle=-90,
+        tickfont={"size": font},
+        ticks="",
+        automargin=False,
+        title_font={"size": 8},
+    )
+    fig.update_yaxes(
+        title_text=row_title,
+        type="category",
+        tickmode="array",
+        tickvals=row_text,
+        ticktext=row_text,
+        autorange="reversed",
+        tickfont={"size": font},
+        ticks="",
+        automargin=False,
+        title_font={"size": 8},
+    )
+    return fig
 
 
 def order_block(frame: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -521,33 +751,3 @@ def build_token_bar_figure(
     fig.update_layout(title=title, height=max(180, 22 * len(tokens) + 60))
     fig.update_yaxes(autorange="reversed", type="category")
     return apply_paper_style(fig)
-
-
-# ---------------------------------------------------------------- export
-
-
-def export_figure(fig: go.Figure, fmt: str, size: str = "single") -> bytes:
-    """A figure as PNG (300 dpi), SVG or PDF at a paper column size, in the paper style.
-
-    Needs kaleido and a Chromium it can find (Debian ``chromium``); raises RuntimeError with
-    what to install otherwise.
-
-    Args:
-        fig: the figure (copied, not modified).
-        fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
-        size: ``"single"`` or ``"double"`` column.
-
-    Returns:
-        The file's bytes.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    styled = apply_paper_style(go.Figure(fig), size=size, font_size=8)
-    width, height = PAPER_SIZES[size]
-    scale = PNG_DPI / PX_PER_INCH if fmt == "png" else 1.0
-    try:
-        return styled.to_image(format=fmt, width=width, height=height, scale=scale)
-    except Exception as exc:  # kaleido raises several types when no browser is found
-        raise RuntimeError(
-            f"Static export needs kaleido with a Chromium browser (apt-get install chromium): {exc}"
-        ) from exc

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import html
-import io
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -14,11 +14,14 @@ import streamlit as st
 from components import figures
 from components.cache import cached_bundle
 from components.data import PART_HINTS, n_features
-from components.state import AppState
+from components.exports import EXPORT_FORMATS, MIME, ExportError, export_html, export_static, table_bytes
+from components.state import AppState, PairFilter, take_event
 from core.bundle.reader import Bundle
 from core.errors import UserError
 
 HOME = "pages/home.py"
+FEATURE_PAGE = "pages/feature.py"
+PAPER_INCHES = {"single": 3.5, "double": 7.2}
 
 
 def require_bundle(state: AppState) -> Bundle:
@@ -137,6 +140,13 @@ def render_similarity(similarity: dict[str, Any]) -> None:
         return
     st.plotly_chart(figures.build_null_figure(frame), key="similarity-null", width="stretch")
     st.dataframe(frame, hide_index=True, width="stretch")
+    from components.data import p_floor_note
+
+    note = p_floor_note(similarity)
+    if note:
+        st.info(note)
+    for row in frame.filter(~pl.col("status").is_in(["tested", "no null"])).iter_rows(named=True):
+        st.warning(f"**{row['metric']}** is {row['status']}.")
     metrics = similarity.get("metrics", {})
     if "svcca" in metrics and "svcca_paper" in metrics:
         st.caption(
@@ -147,23 +157,27 @@ def render_similarity(similarity: dict[str, Any]) -> None:
 
 
 def render_feature_picker(state: AppState, bundle: Bundle, key: str) -> tuple[str, int]:
-    """Side and feature inputs bound to the state's selected feature; returns the chosen (side, feature)."""
+    """Side and feature inputs bound to the state's selected feature; returns the chosen (side, feature).
+
+    The inputs follow the state (a link, a click on another page) unless the user just changed them.
+    """
+    from components.state import bind, took
+
     cols = st.columns([1, 2])
-    side = cols[0].radio(
-        "Side",
-        ("a", "b"),
-        index=("a", "b").index(state.side),
-        horizontal=True,
-        key=f"{key}-side",
-        format_func=str.upper,
+    bind(state, f"{key}-side", state.side)
+    side = took(
+        state,
+        f"{key}-side",
+        cols[0].radio("Side", ("a", "b"), horizontal=True, key=f"{key}-side", format_func=str.upper),
     )
     n = n_features(bundle, side)
     current = state.feature if state.feature is not None and side == state.side else 0
     current = min(max(int(current), 0), n - 1)
-    feature = int(
-        cols[1].number_input(
-            f"Feature (0..{n - 1})", min_value=0, max_value=n - 1, value=current, step=1, key=f"{key}-feature"
-        )
+    bind(state, f"{key}-feature", current)
+    feature = took(
+        state,
+        f"{key}-feature",
+        int(cols[1].number_input(f"Feature (0..{n - 1})", min_value=0, max_value=n - 1, step=1, key=f"{key}-feature")),
     )
     if (side, feature) != (state.side, state.feature):
         state.select(side, feature)
@@ -248,48 +262,65 @@ def render_feature_card(card: Any, key: str) -> None:
         st.caption("Logit effects: not available (the side's model is not a causal LM with an unembedding).")
 
 
-def render_table_downloads(frame: pl.DataFrame, name: str, key: str) -> None:
-    """CSV and Parquet download buttons for a table (list columns, such as flags, joined by "; " in the CSV)."""
-    c1, c2 = st.columns(2)
-    flat = frame.with_columns(
-        pl.col(c).cast(pl.List(pl.String)).list.join("; ") for c, t in frame.schema.items() if isinstance(t, pl.List)
-    )
-    c1.download_button(
-        f"{name}.csv", flat.write_csv().encode(), file_name=f"{name}.csv", mime="text/csv", key=f"{key}-csv"
-    )
-    buf = io.BytesIO()
-    frame.write_parquet(buf)
-    c2.download_button(
-        f"{name}.parquet",
-        buf.getvalue(),
-        file_name=f"{name}.parquet",
-        mime="application/octet-stream",
-        key=f"{key}-parquet",
-    )
+def render_table_downloads(
+    frame: pl.DataFrame, name: str, key: str, formats: tuple[str, ...] = ("csv", "parquet", "json")
+) -> None:
+    """Download buttons for a table in each format, every column kept (see components.exports.table_bytes).
+
+    The file is written only when its button is clicked (deferred data), and the click does not rerun
+    the page, so a large table costs nothing until it is asked for and a download never disturbs the view.
+    """
+    cols = st.columns(len(formats))
+    for col, fmt in zip(cols, formats, strict=True):
+        col.download_button(
+            f"{name}.{fmt}",
+            data=lambda fmt=fmt: table_bytes(frame, fmt),
+            file_name=f"{name}.{fmt}",
+            mime=MIME[fmt],
+            key=f"{key}-{fmt}",
+            on_click="ignore",
+        )
 
 
-def render_figure_export(fig: go.Figure, name: str, key: str) -> None:
-    """PNG / SVG / PDF export of a figure at a paper column size, plus always-working HTML."""
+def render_figure_export(build: Callable[[str | None], go.Figure], name: str, key: str) -> None:
+    """PNG / SVG / PDF of a figure laid out for a paper column size, plus a self-contained interactive HTML.
+
+    Args:
+        build: the figure for a size: ``build("single")`` / ``build("double")`` lay it out for
+            print, ``build(None)`` for the screen (the HTML file).
+        name: the file name's stem.
+        key: widget key prefix.
+    """
     c1, c2, c3 = st.columns([1, 1, 2])
-    fmt = c1.selectbox("Format", figures.EXPORT_FORMATS, key=f"{key}-fmt")
-    size = c2.selectbox("Size", tuple(figures.PAPER_SIZES), key=f"{key}-size", format_func=lambda s: f"{s} column")
+    fmt = c1.selectbox("Format", EXPORT_FORMATS, key=f"{key}-fmt")
+    size = c2.selectbox(
+        "Size",
+        tuple(figures.PAPER_SIZES),
+        key=f"{key}-size",
+        format_func=lambda s: f"{s} column ({PAPER_INCHES[s]} in)",
+    )
     if c3.button("Prepare file", key=f"{key}-prepare"):
         try:
-            with st.spinner("Rendering with kaleido (first figure takes a few seconds)"):
-                payload = figures.export_figure(fig, fmt, size)
-        except RuntimeError as exc:
+            with st.spinner("Rendering (the first figure starts a browser: a few seconds; later ones reuse it)"):
+                payload = export_static(build(size), fmt, size)
+        except ExportError as exc:
             st.error(str(exc))
         else:
-            mime = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt]
             st.download_button(
-                f"Download {name}-{size}.{fmt}", payload, file_name=f"{name}-{size}.{fmt}", mime=mime, key=f"{key}-dl"
+                f"Download {name}-{size}.{fmt}",
+                payload,
+                file_name=f"{name}-{size}.{fmt}",
+                mime=MIME[fmt],
+                key=f"{key}-dl",
+                on_click="ignore",
             )
     st.download_button(
-        f"{name}.html (interactive)",
-        fig.to_html(include_plotlyjs="cdn").encode(),
+        f"{name}.html (interactive, works offline)",
+        data=lambda: export_html(build(None)),
         file_name=f"{name}.html",
-        mime="text/html",
+        mime=MIME["html"],
         key=f"{key}-html",
+        on_click="ignore",
     )
 
 
@@ -301,6 +332,7 @@ def render_json_download(obj: Any, name: str, key: str) -> None:
         file_name=f"{name}.json",
         mime="application/json",
         key=key,
+        on_click="ignore",
     )
 
 
@@ -510,3 +542,329 @@ def render_pair_evidence(evidence: dict[str, Any], key: str) -> None:
         tokens = evidence.get(name) or []
         col.caption(f"{label} ({len(tokens)})")
         col.text(", ".join(repr(t) for t in tokens[:30]) or "–")
+
+
+# ---------------------------------------------------------------- links: every result opens its pair
+
+
+def format_q(q: float | None) -> str:
+    """A q-value for a label: ``q 3e-05``; a q of exactly 0 (the p-value underflowed) as ``q < 1e-300``."""
+    if q is None:
+        return ""
+    return "q < 1e-300" if q == 0 else f"q {q:.2g}"
+
+
+def pair_query(state: AppState, side: str, feature: int, partner: int | None = None) -> dict[str, str]:
+    """The URL query of a feature's dashboard (with its partner): what a link to it carries."""
+    query = {"side": side, "feature": str(int(feature))}
+    if state.bundle_path:
+        query["bundle"] = state.bundle_path
+    if partner is not None:
+        query["partner"] = str(int(partner))
+    return query
+
+
+def render_pair_link(state: AppState, side: str, feature: int, partner: int | None, label: str) -> None:
+    """A link that opens the pair dashboard (the Feature page) of ``feature`` and ``partner`` in one click."""
+    st.page_link(
+        FEATURE_PAGE, label=label, icon=":material/open_in_new:", query_params=pair_query(state, side, feature, partner)
+    )
+
+
+def open_pair(state: AppState, side: str, feature: int, partner: int | None = None) -> None:
+    """Go to the pair dashboard of ``feature`` (and ``partner``) now (after a click in a table or a heatmap)."""
+    state.select(side, int(feature))
+    state.partner = None if partner is None else int(partner)
+    st.switch_page(FEATURE_PAGE, query_params=pair_query(state, side, feature, partner))
+
+
+def render_pick_table(state: AppState, frame: pl.DataFrame, key: str, **kwargs: Any) -> dict[str, Any] | None:
+    """A table whose rows are links: one click on a row's box returns that row (once: a re-mount is no click).
+
+    Args:
+        state: the app state (remembers which click was seen).
+        frame: the rows to show.
+        key: the table's widget key.
+        **kwargs: passed to ``st.dataframe`` (``column_config``, ``height``, ...).
+
+    Returns:
+        The clicked row as a dict, on the run right after the click; else None.
+    """
+    event = st.dataframe(
+        frame, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, width="stretch", **kwargs
+    )
+    rows = list(getattr(getattr(event, "selection", None), "rows", None) or event.get("selection", {}).get("rows", []))
+    picked = take_event(state, key, rows)
+    if picked is None or not 0 <= int(picked[0]) < frame.height:
+        return None
+    return frame.row(int(picked[0]), named=True)
+
+
+def render_hit_links(state: AppState, hits: pl.DataFrame, per_page: int, key: str) -> None:
+    """One page of search hits (``state.search_page``), each a link to its pair dashboard, with the count and a pager.
+
+    Args:
+        state: the app state (links carry its bundle; the pager moves ``search_page``).
+        hits: ``components.data.search_hits``'s frame, best first.
+        per_page: hits per page.
+        key: widget key prefix (the container is ``key``: class ``st-key-<key>``).
+    """
+    n = hits.height
+    pages = max(1, -(-n // per_page))
+    page = state.search_page = min(max(int(state.search_page), 0), pages - 1)
+    lo, hi = page * per_page, min(n, (page + 1) * per_page)
+    st.markdown(f"**{n:,} hit{'s' if n != 1 else ''}**" + (f" · showing {lo + 1:,}-{hi:,}" if n > per_page else ""))
+    with st.container(key=key):
+        for row in hits.slice(lo, hi - lo).iter_rows(named=True):
+            side, other = row["side"], "b" if row["side"] == "a" else "a"
+            partner = row.get("partner")
+            text = f"{side.upper()}{row['feature']} · {row['tokens'] or '–'}"
+            if partner is not None:
+                q = row.get("partner_q")
+                q_text = "" if q is None else f", {format_q(q)}"
+                text += f"  →  {other.upper()}{partner} (r {row['partner_corr']:.2f}{q_text}, {row['partner_status']})"
+            else:
+                text += "  →  no partner"
+            text += f"  ·  {row['why']}"
+            render_pair_link(state, side, row["feature"], partner, text)
+    if pages > 1:
+        c1, c2, c3 = st.columns([1, 2, 1])
+        if c1.button("Previous", key=f"{key}-prev", disabled=page == 0):
+            state.search_page = page - 1
+            st.rerun()
+        c2.caption(f"page {page + 1} of {pages}")
+        if c3.button("Next", key=f"{key}-next", disabled=page >= pages - 1):
+            state.search_page = page + 1
+            st.rerun()
+
+
+# ---------------------------------------------------------------- stale parts, re-running matching
+
+
+def render_stale_banner(stale: Sequence[Any], sections: Sequence[str] | None = None) -> None:
+    """Warn about derived parts built from another assignment than the bundle holds now, with the rebuild command."""
+    for part in stale:
+        if sections is not None and part.section not in sections:
+            continue
+        st.warning(f"**Stale {part.section}**: {part.reason}; its numbers describe the old pairing. Rebuild it with:")
+        st.code(part.command, language="bash")
+
+
+def render_rematch_form(bundle: Bundle) -> dict[str, Any] | None:
+    """The form to re-run matching with another method, threshold or filter list; returns the settings on submit."""
+    from core.matching.settings import ASSIGN_METHODS, MatchSettings
+
+    current = bundle.manifest.get("matching", {}).get("settings", {})
+    known = set(MatchSettings.__dataclass_fields__)
+    base = {k: v for k, v in current.items() if k in known}
+    with st.form("rematch-form"):
+        c1, c2, c3 = st.columns(3)
+        method = c1.selectbox(
+            "Pairing method", ASSIGN_METHODS, index=ASSIGN_METHODS.index(base.get("method", "greedy")), key="rm-method"
+        )
+        threshold = c2.number_input(
+            "Keep pairs with r above", -1.0, 0.99, float(base.get("min_corr", 0.1)), 0.05, key="rm-min-corr"
+        )
+        max_freq = c3.number_input(
+            "Always-on from frequency", 0.01, 1.0, float(base.get("max_freq", 0.5)), 0.05, key="rm-max-freq"
+        )
+        nonconcept = st.text_input(
+            "Non-concept token list (a text file, one token a line; empty: the shipped list)",
+            value=base.get("nonconcept_file") or "",
+            key="rm-nonconcept",
+        )
+        c4, c5 = st.columns(2)
+        shared = c4.checkbox(
+            "Drop pairs with no shared top token", bool(base.get("require_shared_token", False)), key="rm-shared"
+        )
+        significant = c5.checkbox(
+            "Drop pairs whose q-value is above alpha", bool(base.get("require_significant", False)), key="rm-sig"
+        )
+        rebuild = st.multiselect(
+            "Then rebuild what depends on the pairing",
+            ("similarity", "umap"),
+            default=[p for p in ("similarity", "umap") if bundle.has(p)],
+            key="rm-rebuild",
+            help="similarity (SVCCA, RSA, ... with nulls: minutes) and umap (the maps; the first fit "
+            "in a process pays about a minute of compilation). Left out, they are marked stale.",
+        )
+        submitted = st.form_submit_button("Re-run matching", type="primary")
+    if not submitted:
+        return None
+    settings = {
+        **base,
+        "method": method,
+        "min_corr": float(threshold),
+        "max_freq": float(max_freq),
+        "nonconcept_file": nonconcept.strip() or None,
+        "require_shared_token": bool(shared),
+        "require_significant": bool(significant),
+    }
+    try:
+        MatchSettings(**settings)
+    except UserError as exc:
+        st.error(str(exc))
+        return None
+    return {"settings": settings, "rebuild": list(rebuild)}
+
+
+# ---------------------------------------------------------------- what the core computes
+
+
+def render_concepts(similarity: dict[str, Any]) -> None:
+    """Concept subspaces: each concept's pairs against their own nulls; untestable cases marked as such."""
+    from components.data import concepts_frame
+
+    frame = concepts_frame(similarity)
+    if frame is None:
+        st.info("This bundle's similarity part has no concept subspaces (SimilaritySettings.concepts was off).")
+        return
+    concepts = similarity.get("concepts") or {}
+    n_concepts = frame["concept"].n_unique()
+    n_untested = frame.filter(pl.col("status") != "tested").height
+    st.caption(
+        f"{n_concepts} concepts ({concepts.get('source', 'assets/concepts.json')}; a pair belongs to a concept when "
+        f"{concepts.get('match', 'either')} feature's top {concepts.get('top_n', 5)} tokens hold a keyword). "
+        "Each value is tested against its own nulls: a permutation within the concept and random same-size "
+        f"subsets of all pairs ({concepts.get('n_null', '?')} draws each), adjusted across concepts "
+        f"({concepts.get('correction', 'bh')}). {n_untested} of {frame.height} rows are not testable and carry no p-value."
+    )
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def render_split_groups(state: AppState, groups: pl.DataFrame, key: str) -> None:
+    """Split groups as 1 -> k rows; a click on a row opens the hub with its strongest partner."""
+    if groups.height == 0:
+        st.info("No split groups: no feature has two or more partners above the split threshold.")
+        return
+    shown = groups.with_columns(
+        pl.concat_str(
+            [
+                pl.col("side").str.to_uppercase(),
+                pl.col("feature").cast(pl.String),
+                pl.lit(" -> "),
+                pl.col("k").cast(pl.String),
+            ]
+        ).alias("group")
+    ).select("group", "side", "feature", "k", "partners", "partner_corr", "kept_partner", "tokens")
+    st.caption(
+        f"{groups.filter(pl.col('side') == 'a').height:,} A features and {groups.filter(pl.col('side') == 'b').height:,} "
+        "B features split into several features of the other side (two or more partners above the split "
+        "threshold, strongest first). Click a row's box to open the hub beside its strongest partner."
+    )
+    row = render_pick_table(state, shown, key, height=360)
+    if row is not None:
+        partners = row["partners"] or []
+        open_pair(state, row["side"], row["feature"], partners[0] if partners else None)
+
+
+def render_pair_filter(current: PairFilter, reasons: Sequence[str], key: str) -> PairFilter:
+    """The pairs table's filter controls; returns the filter they now describe."""
+    labels = {
+        "assigned": "assignment (kept + dropped)",
+        "kept": "kept",
+        "dropped": "dropped",
+        "all": "every candidate (top-k both ways)",
+    }
+    from components.state import KEPT_CHOICES
+
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+    kept = c1.selectbox(
+        "Pairs", KEPT_CHOICES, index=KEPT_CHOICES.index(current.kept), format_func=labels.__getitem__, key=f"{key}-kept"
+    )
+    min_corr = c2.number_input(
+        "r at least",
+        -1.0,
+        1.0,
+        value=current.min_corr if current.min_corr is not None else -1.0,
+        step=0.05,
+        key=f"{key}-r",
+    )
+    max_q = c3.number_input(
+        "q at most", 0.0, 1.0, value=current.max_q if current.max_q is not None else 1.0, step=0.01, key=f"{key}-q"
+    )
+    options = ["any", *reasons]
+    reason = c4.selectbox(
+        "Drop reason",
+        options,
+        index=options.index(current.reason) if current.reason in options else 0,
+        key=f"{key}-reason",
+    )
+    c5, c6, c7 = st.columns([2, 1, 1])
+    text = c5.text_input("Top tokens contain", value=current.text, key=f"{key}-text")
+    splits = c6.checkbox("Split groups only", value=current.splits_only, key=f"{key}-splits")
+    maps = c7.checkbox(
+        "Apply to the maps",
+        value=current.apply_to_maps,
+        key=f"{key}-maps",
+        help="The Pair explorer then colours only the features of the pairs shown here.",
+    )
+    return PairFilter(
+        kept=kept,
+        min_corr=None if min_corr <= -1.0 else float(min_corr),
+        max_q=None if max_q >= 1.0 else float(max_q),
+        reason=None if reason == "any" else reason,
+        splits_only=bool(splits),
+        text=text.strip(),
+        apply_to_maps=bool(maps),
+    )
+
+
+def pair_of(table: pl.DataFrame, side: str, feature: int) -> dict[str, Any] | None:
+    """The pair to show for a feature: its kept pair, else its strongest assigned pair, else its strongest candidate."""
+    rows = table.filter(pl.col(f"feature_{side}") == int(feature))
+    if rows.height == 0:
+        return None
+    order = {"kept": 0, "dropped": 1, "candidate": 2}
+    rows = rows.with_columns(pl.col("status").replace_strict(order, default=3).alias("_o")).sort(
+        ["_o", "corr"], descending=[False, True], nulls_last=True
+    )
+    return rows.drop("_o").row(0, named=True)
+
+
+def render_pair_panel(state: AppState, bundle: Bundle, side: str, feature: int, table: pl.DataFrame) -> None:
+    """A compact pair dashboard under the maps for the one clicked feature: its pair's evidence and top examples."""
+    from components.cache import bundle_mtime, load_feature_card
+
+    other = "b" if side == "a" else "a"
+    row = pair_of(table, side, feature)
+    partner = None if row is None else row[f"feature_{other}"]
+    with st.container(border=True, key="pe-pair-panel"):
+        if row is None:
+            st.markdown(
+                f"**{side.upper()}{feature}** has no pair in this bundle (see the orphans on the All pairs page)."
+            )
+        else:
+            q = row.get("q")
+            bits = [f"r {row['corr']:.3f}" if row.get("corr") is not None else "r n/a"]
+            if q is not None:
+                bits.append(format_q(q))
+            if row.get("cos") is not None:
+                bits.append(f"decoder cos {row['cos']:.3f}")
+            if row.get("n_coactive") is not None:
+                bits.append(f"co-fire {row['n_coactive']:,}")
+            status = row["status"] + (f" ({row['reason']})" if row.get("reason") else "")
+            st.markdown(f"**{side.upper()}{feature} ↔ {other.upper()}{partner}** · {' · '.join(bits)} · {status}")
+        c1, c2 = st.columns(2)
+        with c1:
+            render_pair_link(state, side, feature, partner, "Open the pair dashboard")
+        with c2:
+            if partner is not None:
+                st.page_link(
+                    "pages/correlation.py",
+                    label="Unit-by-unit scatter of this pair",
+                    icon=":material/show_chart:",
+                    query_params=pair_query(state, side, feature, partner),
+                )
+        if not (bundle.has("dashboards") and bundle.has("examples")):
+            return
+        path = str(bundle.path)
+        mtime = bundle_mtime(path)
+        cols = st.columns(2)
+        for col, (s, f) in zip(cols, ((side, feature), (other, partner)), strict=True):
+            if f is None:
+                continue
+            with col:
+                card = load_feature_card(path, mtime, s, int(f))
+                st.caption(f"{s.upper()}{f}: top activations")
+                render_examples(card.examples, "top", 4, float(card.dashboard.get("max") or 1.0))

@@ -10,8 +10,8 @@ import streamlit as st
 from components import figures
 from components.cache import bundle_mtime, load_pair_evidence, load_pairs, load_unit_pair
 from components.data import n_features, pair_stats
-from components.state import get_state
-from components.widgets import render_pair_evidence, require_bundle, require_parts
+from components.state import bind, get_state, take_event, took, widget_value
+from components.widgets import render_pair_evidence, render_pair_link, require_bundle, require_parts
 
 state = get_state()
 st.title("Correlation")
@@ -20,21 +20,31 @@ path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
 pairs = load_pairs(path, mtime)
 kept = pairs.filter(pl.col("kept")).sort("corr", descending=True)
 
+# a click in the corr-vs-cos scatter (drawn below) moves the pair; read it before the inputs are drawn so they
+# show the clicked pair. Only a new click counts: the scatter keeps reporting its selected point on every run
+clicked = [tuple(int(v) for v in row[:2]) for row in figures.selected_rows(widget_value("corr-cos"))]
+picked = take_event(state, "corr-cos", clicked[:1] or None)
+if picked:
+    state.select_pair(*picked[0])
+
 # the pair: the selected feature and its chosen partner, else its best kept partner, else the strongest pair
 fa, fb = state.pair()
 if fa is None or fb is None:
     known = fa if fa is not None else fb
-    column, other = ("feature_a", "feature_b") if fa is not None else ("feature_b", "feature_a")
+    column = "feature_a" if fa is not None else "feature_b"
     rows = pairs.filter(pl.col(column) == known).sort("corr", descending=True) if known is not None else kept
     if rows.height:
         fa, fb = int(rows["feature_a"][0]), int(rows["feature_b"][0])
-fa, fb = fa or 0, fb or 0
 n_a, n_b = n_features(bundle, "a"), n_features(bundle, "b")
+fa, fb = min(max(fa or 0, 0), n_a - 1), min(max(fb or 0, 0), n_b - 1)
 c1, c2 = st.columns(2)
-fa = int(c1.number_input(f"Feature A (0..{n_a - 1})", 0, n_a - 1, min(fa, n_a - 1), key="corr-a"))
-fb = int(c2.number_input(f"Feature B (0..{n_b - 1})", 0, n_b - 1, min(fb, n_b - 1), key="corr-b"))
+# the inputs follow the state (a click, a link, another page) unless the user just typed in them
+bind(state, "corr-a", fa)
+fa = took(state, "corr-a", int(c1.number_input(f"Feature A (0..{n_a - 1})", 0, n_a - 1, key="corr-a")))
+bind(state, "corr-b", fb)
+fb = took(state, "corr-b", int(c2.number_input(f"Feature B (0..{n_b - 1})", 0, n_b - 1, key="corr-b")))
 if state.pair() != (fa, fb):
-    state.select("a", fa, partner=fb)
+    state.select_pair(fa, fb)
 
 frame = load_unit_pair(path, mtime, fa, fb)
 stats = pair_stats(frame, bundle.n_units)
@@ -51,24 +61,18 @@ if frame.height == 0:
 else:
     st.plotly_chart(figures.build_unit_scatter_figure(frame, fa, fb), key="corr-units", width="stretch")
     st.caption("One point per unit where either feature fires; hover shows the token [in brackets] in its context.")
-st.page_link("pages/feature.py", label=f"Dashboard of A{fa}", icon=":material/feature_search:")
+render_pair_link(state, "a", fa, fb, f"Pair dashboard of A{fa} ↔ B{fb}")
 
 st.subheader("Best correlation vs decoder cosine, every pair")
 if require_parts(bundle, "assignment", what="The global scatter"):
     if pairs["cos"].is_null().all():
         st.info("The two SAEs read spaces of different width (d_in differ), so decoder cosines are not defined.")
     else:
-        event = st.plotly_chart(
+        st.plotly_chart(
             figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"])),
             key="corr-cos",
             on_select="rerun",
             selection_mode=("points",),
             width="stretch",
         )
-        rows = figures.selected_rows(event)
-        if rows:
-            pa, pb = (int(v) for v in rows[0][:2])
-            if (pa, pb) != (fa, fb):
-                state.select("a", pa, partner=pb)
-                st.rerun()
         st.caption("Click a pair to show it above.")

@@ -1,4 +1,4 @@
-"""Discover: type a text, see the top features of both sides with scores, spans and partners."""
+"""Discover: type a text, see the top features of both sides with scores, spans and partners; each row opens its pair."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import importlib.util
 import polars as pl
 import streamlit as st
 
-from components.cache import bundle_mtime, load_discovery_sides, load_search_hits
+from components.cache import bundle_mtime, load_discovery, load_search_hits
 from components.state import get_state
-from components.widgets import render_table_downloads, require_bundle, require_parts
+from components.widgets import open_pair, render_pick_table, render_table_downloads, require_bundle, require_parts
 from core.errors import UserError
 from core.explore.discover import DISCOVERY_COLUMNS
 
@@ -43,45 +43,45 @@ coverage = float(
         help="percent of the analysed tokens a feature must exceed its corpus threshold on (the spec's 0.5)",
     )
 )
-if not st.button("Discover", type="primary", key="disc-go"):
-    st.stop()
-if not text.strip():
-    st.error("The text is empty; type a sentence first.")
+request = (text, score, top_x, coverage)
+if st.button("Discover", type="primary", key="disc-go"):
+    if not text.strip():
+        st.error("The text is empty; type a sentence first.")
+        st.stop()
+    state.discover_request = request
+# the results stay up after the button's run (a click on a row reruns the page) while the inputs are unchanged
+if state.discover_request != request:
     st.stop()
 
 runner = find_runner()
 if runner is not None:
-    from core.explore.discover import DiscoverSettings
-
     try:
         with st.spinner("Loading both models and SAEs (once), then running them over the text"):
-            sides = load_discovery_sides(path, mtime)
-            settings = DiscoverSettings(score_mode=score, return_top_x=top_x, min_coverage_pct=coverage)
-            result = runner(bundle, sides, text, settings)
+            result = load_discovery(path, mtime, text, score, top_x, coverage)
     except UserError as exc:
         st.error(str(exc))
         st.stop()
     table = result.table
+    st.caption("Click a row's box to open that feature beside its partner.")
     for side in ("a", "b"):
         st.subheader(f"Side {side.upper()}: {bundle.side(side).get('label') or ''}")
-        st.dataframe(
-            table.filter(pl.col("side") == side).select(
-                "rank",
-                "feature_id",
-                "layer",
-                "proto_label",
-                "score",
-                "mean",
-                "coverage",
-                "max",
-                "top_span_text",
-                "partner",
-                "partner_corr",
-                "rank_drift",
-            ),
-            hide_index=True,
-            width="stretch",
+        rows = table.filter(pl.col("side") == side).select(
+            "rank",
+            "feature_id",
+            "layer",
+            "proto_label",
+            "score",
+            "mean",
+            "coverage",
+            "max",
+            "top_span_text",
+            "partner",
+            "partner_corr",
+            "rank_drift",
         )
+        picked = render_pick_table(state, rows, f"disc-rows-{side}")
+        if picked is not None:
+            open_pair(state, side, picked["feature_id"], picked.get("partner"))
     if result.drift.height:
         st.subheader("Partners by rank drift")
         st.dataframe(result.drift, hide_index=True, width="stretch")
@@ -110,8 +110,14 @@ for side in ("a", "b"):
     rows = (
         found.filter(pl.col("side") == side)
         .group_by("feature")
-        .agg(pl.col("word").unique().sort().str.join(", ").alias("words"), pl.len().alias("n_words"))
+        .agg(
+            pl.col("word").unique().sort().str.join(", ").alias("words"),
+            pl.len().alias("n_words"),
+            pl.col("partner").first(),
+        )
         .sort(["n_words", "feature"], descending=[True, False])
         .head(top_x)
     )
-    st.dataframe(rows, hide_index=True, width="stretch")
+    picked = render_pick_table(state, rows, f"disc-approx-{side}")
+    if picked is not None:
+        open_pair(state, side, picked["feature"], picked.get("partner"))

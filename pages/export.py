@@ -1,6 +1,9 @@
-"""Export: every figure as PNG/SVG/PDF at paper sizes, every table as CSV/Parquet, and a methods JSON."""
+"""Export: what you see as files. The current view and selection as figures laid out for paper sizes (or as
+interactive HTML that works offline), every table with every column, the named lists, and a methods JSON."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import polars as pl
@@ -9,40 +12,110 @@ import streamlit as st
 from components import figures
 from components.cache import (
     bundle_mtime,
+    load_assignment,
     load_best_corr,
     load_correlation_block,
+    load_filtered_pairs,
+    load_orphans,
     load_pairs,
+    load_pairs_table,
     load_similarity,
+    load_split_groups,
+    load_stale,
     load_umap_points,
     load_unit_pair,
 )
-from components.data import methods_record, similarity_frame
+from components.data import concepts_frame, methods_record, selection_rows, similarity_frame
+from components.exports import named_list_frame, paper_figure
 from components.state import get_state
-from components.widgets import render_figure_export, render_json_download, render_table_downloads, require_bundle
+from components.widgets import (
+    render_figure_export,
+    render_json_download,
+    render_stale_banner,
+    render_table_downloads,
+    require_bundle,
+)
+from core.bundle.lists import load_named_lists
+from core.errors import UserError
+
+MAX_BLOCK = 60
 
 state = get_state()
 st.title("Export")
 bundle = require_bundle(state)
 path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
+render_stale_banner(load_stale(path, mtime))
 pairs = load_pairs(path, mtime)
 kept = pairs.filter(pl.col("kept")).sort("corr", descending=True)
+selected = {side: list(state.selection.get(side, ())) for side in ("a", "b")}
+has_selection = bool(selected["a"] or selected["b"])
 
-# figure name -> builder (a thunk, so only the chosen figure is built)
-available: dict[str, object] = {}
+
+def _screen(fig: go.Figure, size: str | None) -> go.Figure:
+    """A figure with no print layout of its own: the paper style at ``size`` (None: as on screen)."""
+    return fig if size is None else paper_figure(fig, size)
+
+
+def _block(feats_a: list[int], feats_b: list[int]) -> pl.DataFrame:
+    return figures.order_block(load_correlation_block(path, mtime, tuple(feats_a), tuple(feats_b)), kept)
+
+
+def _block_figure(cells: pl.DataFrame, title: str, size: str | None) -> go.Figure:
+    if size is None:
+        return figures.build_cell_heatmap_figure(cells, "feature_a", "feature_b", "corr", title, "A", "B", -1.0, 1.0)
+    return figures.build_heatmap_export_figure(
+        cells, "feature_a", "feature_b", "corr", title, "A", "B", size, -1.0, 1.0, row_label="A", col_label="B"
+    )
+
+
+# figure name -> builder of that figure for a paper size (None: the screen), so only the chosen one is built
+available: dict[str, Callable[[str | None], go.Figure]] = {}
 if bundle.has("umap"):
+    map_filter = state.pair_filter if state.pair_filter.apply_to_maps else None
+    link = pairs if state.include_dropped else kept
+    partners = {
+        "a": figures.compute_linked_partners(selected["b"], link, "b"),
+        "b": figures.compute_linked_partners(selected["a"], link, "a"),
+    }
+    rings = {side: sorted(set(selected[side]) | set(partners[side])) for side in ("a", "b")}
+    titles = {side: f"{side.upper()}: {bundle.side(side).get('label') or side.upper()}" for side in ("a", "b")}
+
+    def _maps(size: str | None) -> go.Figure:
+        points = {side: load_umap_points(path, mtime, side, map_filter) for side in ("a", "b")}
+        return figures.build_map_pair_figure(points, rings, titles, size or "double")
+
+    available["maps (the Pair explorer's view" + (", with the selection)" if has_selection else ")")] = _maps
     for side in ("a", "b"):
-        available[f"umap-{side}"] = lambda side=side: figures.build_umap_figure(
-            load_umap_points(path, mtime, side), side
+        available[f"umap-{side}" + ("-selection" if has_selection else "")] = lambda size, side=side: (
+            figures.build_umap_figure(
+                load_umap_points(path, mtime, side, map_filter), side, rings[side], titles[side], size
+            )
         )
+if has_selection and kept.height:
+    feats_a = sorted(set(selected["a"]) | set(figures.compute_linked_partners(selected["b"], kept, "b")))[:MAX_BLOCK]
+    feats_b = sorted(set(selected["b"]) | set(figures.compute_linked_partners(selected["a"], kept, "a")))[:MAX_BLOCK]
+    if feats_a and feats_b:
+        available["selection-heatmap"] = lambda size: _block_figure(
+            _block(feats_a, feats_b), "Activation correlation of the selection", size
+        )
+if kept.height >= 2:
+    top = kept.head(20)
+    available["correlation-block"] = lambda size: _block_figure(
+        _block(top["feature_a"].to_list(), top["feature_b"].to_list()), "Activation correlation (strongest pairs)", size
+    )
 if bundle.has("matches"):
     threshold = bundle.manifest.get("matching", {}).get("settings", {}).get("min_corr")
-    available["best-correlation-histogram"] = lambda: figures.build_corr_histogram_figure(
-        load_best_corr(path, mtime), threshold
+    available["best-correlation-histogram"] = lambda size: _screen(
+        figures.build_corr_histogram_figure(load_best_corr(path, mtime), threshold), size
     )
 if bundle.has("similarity"):
-    available["similarity-vs-null"] = lambda: figures.build_null_figure(similarity_frame(load_similarity(path, mtime)))
+    available["similarity-vs-null"] = lambda size: _screen(
+        figures.build_null_figure(similarity_frame(load_similarity(path, mtime))), size
+    )
 if bundle.has("assignment") and not pairs["cos"].is_null().all():
-    available["correlation-vs-cosine"] = lambda: figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"]))
+    available["correlation-vs-cosine"] = lambda size: _screen(
+        figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"])), size
+    )
 if bundle.has("analyses"):
     from components import diffing_figures
     from components.cache import load_analyses
@@ -50,15 +123,21 @@ if bundle.has("analyses"):
 
     diffing = analysis_settings(bundle)
     tagged = retag(load_analyses(path, mtime), diffing.mode, diffing)
-    available["delta-norm-histogram"] = lambda: diffing_figures.build_delta_norm_histogram_figure(
-        tagged, diffing.a_only_below, diffing.b_only_above, diffing.shared_band
+    available["delta-norm-histogram"] = lambda size: _screen(
+        diffing_figures.build_delta_norm_histogram_figure(
+            tagged, diffing.a_only_below, diffing.b_only_above, diffing.shared_band
+        ),
+        size,
     )
-    available["shared-cosine-histogram"] = lambda: diffing_figures.build_shared_cosine_histogram_figure(
-        shared_cosines(tagged)
+    available["shared-cosine-histogram"] = lambda size: _screen(
+        diffing_figures.build_shared_cosine_histogram_figure(shared_cosines(tagged)), size
     )
-    available["cosine-vs-delta-norm"] = lambda: diffing_figures.build_cosine_vs_delta_figure(tagged)
-    available["latent-scaling"] = lambda: diffing_figures.build_latent_scaling_figure(
-        tagged.filter(tagged["tag"] == "b_only"), diffing.nu_near_one, diffing.nu_near_zero
+    available["cosine-vs-delta-norm"] = lambda size: _screen(diffing_figures.build_cosine_vs_delta_figure(tagged), size)
+    available["latent-scaling"] = lambda size: _screen(
+        diffing_figures.build_latent_scaling_figure(
+            tagged.filter(tagged["tag"] == "b_only"), diffing.nu_near_one, diffing.nu_near_zero
+        ),
+        size,
     )
 if bundle.has("causal"):
     from components import diffing_figures
@@ -66,63 +145,88 @@ if bundle.has("causal"):
 
     causal = load_causal_table(path, mtime)
     has_cos = causal["cos"].drop_nulls().drop_nans().len() > 0
-    available["causal-vs-cosine"] = lambda: diffing_figures.build_causal_vs_cosine_figure(
-        causal, *(("cos", "decoder cosine") if has_cos else ("corr", "activation correlation"))
+    available["causal-vs-cosine"] = lambda size: _screen(
+        diffing_figures.build_causal_vs_cosine_figure(
+            causal, *(("cos", "decoder cosine") if has_cos else ("corr", "activation correlation"))
+        ),
+        size,
     )
 fa, fb = state.pair()
 if fa is None and kept.height:
     fa, fb = int(kept["feature_a"][0]), int(kept["feature_b"][0])
 if fa is not None and fb is not None:
-    available[f"units-A{fa}-B{fb}"] = lambda: figures.build_unit_scatter_figure(
-        load_unit_pair(path, mtime, fa, fb), fa, fb
-    )
-if kept.height >= 2:
-    top = kept.head(20)
-    available["correlation-block"] = lambda: figures.build_cell_heatmap_figure(
-        figures.order_block(
-            load_correlation_block(path, mtime, tuple(top["feature_a"].to_list()), tuple(top["feature_b"].to_list())),
-            kept,
-        ),
-        "feature_a",
-        "feature_b",
-        "corr",
-        "Activation correlation",
-        "A",
-        "B",
-        -1.0,
-        1.0,
+    available[f"units-A{fa}-B{fb}"] = lambda size: _screen(
+        figures.build_unit_scatter_figure(load_unit_pair(path, mtime, fa, fb), fa, fb), size
     )
 
 st.subheader("Figures")
 if not available:
     st.info("This bundle has no parts to draw yet (matching, similarity, umap); see Overview for how to add them.")
 else:
+    st.caption(
+        "The current view: the maps with the Pair explorer's selection and rings, the selection's correlation "
+        "block, the pair the Correlation page shows. PNG (300 dpi), SVG and PDF are laid out for the paper size "
+        "(markers, fonts and every heatmap label computed for it); HTML embeds plotly.js, so it opens offline."
+    )
     name = st.selectbox("Figure", list(available), key="ex-figure")
-    fig = available[name]()
-    # previewed at the double-column paper size (not stretched), as the export will be
-    st.plotly_chart(figures.apply_paper_style(go.Figure(fig), size="double"), key="ex-preview", width="content")
-    render_figure_export(fig, name, key="ex-fig")
+    c1, _ = st.columns([1, 3])
+    preview_size = c1.selectbox("Preview at", tuple(figures.PAPER_SIZES), index=1, key="ex-preview-size")
+    fig = available[name](preview_size)
+    st.plotly_chart(fig, key="ex-preview", width="content")
+    stem = name.split(" ")[0]
+    render_figure_export(available[name], stem, key="ex-fig")
 
 st.subheader("Tables")
-tables: dict[str, pl.DataFrame] = {}
+st.caption("Every column: lists stay lists in Parquet and JSON, and are joined with ' | ' in CSV.")
+tables: dict[str, Callable[[], pl.DataFrame]] = {}
 if pairs.height:
-    tables["assignment"] = pairs
+    tables["assignment"] = lambda: load_assignment(path, mtime)
+    tables["pairs (the All pairs filter)"] = lambda: load_filtered_pairs(path, mtime, state.pair_filter)
+    tables["pairs (every pair)"] = lambda: load_pairs_table(path, mtime)
+if has_selection and bundle.has("assignment"):
+    tables["selected-pairs"] = lambda: selection_rows(load_pairs_table(path, mtime), state.selection)
+if bundle.has("matches"):
+    tables["orphans"] = lambda: load_orphans(path, mtime)
+    tables["split-groups"] = lambda: load_split_groups(path, mtime)
 if bundle.has("similarity"):
-    tables["similarity"] = similarity_frame(load_similarity(path, mtime))
-for list_name, rows in state.named_lists.items():
-    tables[f"list-{list_name}"] = pl.DataFrame(
-        {"feature_a": [r[0] for r in rows], "feature_b": [r[1] for r in rows]},
-        schema={"feature_a": pl.Int64, "feature_b": pl.Int64},
-    )
+    tables["similarity"] = lambda: similarity_frame(load_similarity(path, mtime))
+    concepts = concepts_frame(load_similarity(path, mtime))
+    if concepts is not None:
+        tables["concepts"] = lambda: concepts
 if bundle.has("analyses"):
-    tables["crosscoder-latents"] = load_analyses(path, mtime)
+    from components.cache import load_analyses
+
+    tables["crosscoder-latents"] = lambda: load_analyses(path, mtime)
 if bundle.has("causal"):
-    tables["causal-equivalence"] = load_causal_table(path, mtime)
-tables["features-a"] = bundle.features("a").select(pl.exclude("top_tokens")).collect()
-tables["features-b"] = bundle.features("b").select(pl.exclude("top_tokens")).collect()
+    from components.cache import load_causal_table
+
+    tables["causal-equivalence"] = lambda: load_causal_table(path, mtime)
+tables["features-a"] = lambda: bundle.features("a").collect()
+tables["features-b"] = lambda: bundle.features("b").collect()
 table_name = st.selectbox("Table", list(tables), key="ex-table")
-st.dataframe(tables[table_name].head(200), hide_index=True, width="stretch")
-render_table_downloads(tables[table_name], table_name, key="ex-tab")
+frame = tables[table_name]()
+st.caption(f"{frame.height:,} rows · {frame.width} columns: {', '.join(frame.columns)}")
+st.dataframe(frame.head(200), hide_index=True, width="stretch")
+render_table_downloads(frame, table_name.split(" ")[0], key="ex-tab")
+
+st.subheader("Named lists")
+try:
+    lists = load_named_lists(path)
+except UserError as exc:
+    st.error(str(exc))
+    lists = {}
+if not lists:
+    st.caption(
+        "No named lists yet: save a selection in the Pair explorer (they are kept beside the bundle, in lists.json)."
+    )
+else:
+    for i, (list_name, saved) in enumerate(lists.items()):
+        st.markdown(f"**{list_name}** · {len(saved.pairs)} pairs · saved {saved.updated_at}")
+        render_table_downloads(
+            named_list_frame(saved.pairs, load_pairs_table(path, mtime) if bundle.has("assignment") else None),
+            f"list-{list_name}",
+            key=f"ex-list-{i}",
+        )
 
 st.subheader("Methods")
 record = methods_record(bundle)

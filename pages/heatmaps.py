@@ -8,8 +8,8 @@ import streamlit as st
 from components import figures
 from components.cache import bundle_mtime, load_correlation_block, load_pairs, load_split_group
 from components.data import n_features, sweep_frame
-from components.state import get_state
-from components.widgets import require_bundle
+from components.state import get_state, take_event
+from components.widgets import open_pair, require_bundle
 
 MAX_BLOCK = 60
 
@@ -76,14 +76,13 @@ if feats_a and feats_b:
     fig = figures.build_cell_heatmap_figure(
         block, "feature_a", "feature_b", "corr", "Activation correlation (matches on the diagonal)", "A", "B", -1.0, 1.0
     )
-    event = st.plotly_chart(fig, key="hm-block", on_select="rerun", selection_mode=("points",), width="stretch")
-    rows = figures.selected_rows(event)
-    if rows:
-        fa, fb = (int(v) for v in rows[0][:2])
-        state.select("a", fa, partner=fb)
-        st.success(f"Selected A{fa} ↔ B{fb}.")
-        st.page_link("pages/correlation.py", label=f"Open A{fa} ↔ B{fb} in Correlation", icon=":material/show_chart:")
-    st.caption("Click a cell to open that pair.")
+    event = st.plotly_chart(fig, key="hm-block", on_select="rerun", selection_mode=("points",), width="content")
+    # one click on a cell opens that pair's dashboard (only a new click: the chart keeps reporting its cell)
+    clicked = [tuple(int(v) for v in row[:2]) for row in figures.selected_rows(event)]
+    cell = take_event(state, "hm-block", clicked[:1] or None)
+    if cell:
+        open_pair(state, "a", cell[0][0], cell[0][1])
+    st.caption("Click a cell to open that pair's dashboard. The Export page draws this block at paper sizes.")
 
 st.subheader("Layer x layer sweep")
 sweep = sweep_frame(bundle)
@@ -103,7 +102,7 @@ else:
         key="hm-sweep",
         on_select="rerun",
         selection_mode=("points",),
-        width="stretch",
+        width="content",
     )
     rows = figures.selected_rows(event)
     if rows:

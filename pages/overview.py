@@ -6,17 +6,63 @@ import polars as pl
 import streamlit as st
 
 from components import figures
-from components.cache import bundle_mtime, load_best_corr, load_similarity
-from components.data import sweep_frame
+from components.cache import bundle_mtime, cached_bundle, load_best_corr, load_orphans, load_similarity, load_stale
+from components.data import ORPHAN_DEFINITION, recorded_settings, sweep_frame
 from components.state import get_state
 from components.widgets import (
+    make_progress,
     render_alignment,
+    render_concepts,
     render_matching_summary,
+    render_rematch_form,
     render_side_summary,
     render_similarity,
+    render_stale_banner,
     require_bundle,
     require_parts,
 )
+
+
+def rebuild_stages(path: str, sections: list[str]) -> None:
+    """Rebuild stale parts with the settings they were built with, with a progress bar per step, then rerun."""
+    from core.errors import UserError
+    from core.pipeline.stages import run_stage
+
+    progress = make_progress()
+    bundle = cached_bundle(path)
+    try:
+        for section in sections:
+            run_stage(section, path, recorded_settings(bundle, section), progress=progress)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    get_state().notice = f"Done: {', '.join(sections)} rebuilt from the current assignment."
+    st.rerun()
+
+
+def rerun_matching(path: str, settings: dict, rebuild: list[str]) -> None:
+    """Re-run matching with new settings (and rebuild the chosen dependants), with progress, then rerun the page."""
+    from core.errors import UserError
+    from core.matching.settings import MatchSettings
+    from core.pipeline.stages import run_stage
+
+    progress = make_progress()
+    done = []
+    try:
+        bundle = run_stage("matching", path, MatchSettings(**settings), progress=progress)
+        summary = bundle.manifest.get("matching", {}).get("summary", {}).get("methods", {}).get(settings["method"], {})
+        done.append(
+            f"matching re-run ({settings['method']}, r above {settings['min_corr']:g}: {summary.get('n_kept', '?'):,} kept pairs)"
+        )
+        for section in [s for s in ("similarity", "umap") if s in rebuild]:
+            run_stage(section, path, recorded_settings(bundle, section), progress=progress)
+            done.append(f"{section} rebuilt")
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    get_state().notice = "Done: " + "; ".join(done) + "."
+    st.rerun()
+
 
 state = get_state()
 st.title("Overview")
@@ -30,13 +76,29 @@ cols[0].metric("shared units", f"{m.get('n_units', 0):,}")
 cols[1].metric("documents", f"{m.get('corpus', {}).get('n_docs_used', 0):,}")
 cols[2].metric("corpus", m.get("corpus", {}).get("kind", "?"))
 render_alignment(m.get("alignment"))
-tabs = st.tabs(["Sides and hooks", "Matching", "Similarity"])
+if state.notice:
+    st.success(state.notice)
+    state.notice = None
+stale = load_stale(path, mtime)
+render_stale_banner(stale)
+if stale and st.button("Rebuild what is stale", type="primary", key="ov-rebuild"):
+    rebuild_stages(path, [p.section for p in stale])
+tabs = st.tabs(["Sides and hooks", "Matching", "Similarity", "Concept subspaces"])
 with tabs[0]:
     for side in ("a", "b"):
         render_side_summary(bundle, side)
 with tabs[1]:
     if require_parts(bundle, "matches", "assignment", what="The matching summary"):
         render_matching_summary(bundle)
+        orphans = load_orphans(path, mtime)
+        st.caption(
+            f"Orphans: {orphans.filter(pl.col('side') == 'a').height:,} A and "
+            f"{orphans.filter(pl.col('side') == 'b').height:,} B ({ORPHAN_DEFINITION}); the list is on the All pairs page."
+        )
+        with st.expander("Re-run matching with another method, threshold or filter list"):
+            request = render_rematch_form(bundle)
+            if request:
+                rerun_matching(path, request["settings"], request["rebuild"])
         threshold = m.get("matching", {}).get("settings", {}).get("min_corr")
         st.plotly_chart(
             figures.build_corr_histogram_figure(load_best_corr(path, mtime), threshold),
@@ -61,6 +123,9 @@ with tabs[2]:
                 width="stretch",
             )
             st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
+with tabs[3]:
+    if require_parts(bundle, "similarity", what="The concept subspaces"):
+        render_concepts(load_similarity(path, mtime))
 
 with st.expander("Manifest"):
     st.json(m, expanded=False)

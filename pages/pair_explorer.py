@@ -1,4 +1,4 @@
-"""Pair explorer: the two SAEs' UMAPs side by side, linked through the pairing."""
+"""Pair explorer: the two SAEs' UMAPs side by side, linked through the pairing; search, selection and named lists."""
 
 from __future__ import annotations
 
@@ -6,10 +6,35 @@ import polars as pl
 import streamlit as st
 
 from components import figures
-from components.cache import bundle_mtime, load_pairs, load_search_hits, load_selection_table, load_umap_points
-from components.state import get_state, widget_value
-from components.widgets import evidence_column_config, render_table_downloads, require_bundle, require_parts
+from components.cache import (
+    bundle_mtime,
+    load_pairs,
+    load_pairs_table,
+    load_search_hits,
+    load_stale,
+    load_umap_points,
+)
+from components.data import ORPHAN_DEFINITION, selection_rows
+from components.exports import named_list_frame
+from components.state import apply_map_selection, bind, get_state, took, widget_value
+from components.widgets import (
+    evidence_column_config,
+    open_pair,
+    render_hit_links,
+    render_pair_panel,
+    render_pick_table,
+    render_stale_banner,
+    render_table_downloads,
+    require_bundle,
+    require_parts,
+)
+from core.bundle.lists import delete_named_list, load_named_lists, rename_named_list, save_named_list
 from core.errors import UserError
+
+HITS_PER_PAGE = 20
+# more hits than this get rings only for the page of hits listed (thousands of rings hide the map, and
+# draw slowly)
+MAX_RINGED_HITS = 500
 
 state = get_state()
 st.title("Pair explorer")
@@ -17,19 +42,28 @@ bundle = require_bundle(state)
 if not require_parts(bundle, "umap", what="The pair explorer"):
     st.stop()
 path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
-points = {side: load_umap_points(path, mtime, side) for side in ("a", "b")}
+render_stale_banner(load_stale(path, mtime), sections=("umap",))
 pairs = load_pairs(path, mtime)
 if pairs.height == 0:
     st.info("No assignment in this bundle, so selections are not linked across the maps yet.")
     require_parts(bundle, "assignment", what="Linking the maps")
+map_filter = state.pair_filter if state.pair_filter.apply_to_maps else None
+points = {side: load_umap_points(path, mtime, side, map_filter) for side in ("a", "b")}
 
 c1, c2 = st.columns([3, 1])
-query = c1.text_input(
-    "Search a token or a feature id (a12, b7, or 12 for both sides)", value=state.search, key="pe-search"
+bind(state, "pe-search", state.search)
+query = took(
+    state, "pe-search", c1.text_input("Search a token or a feature id (a12, b7, or 12 for both sides)", key="pe-search")
 )
-include_dropped = c2.toggle("Link dropped pairs too", value=False, help="Also follow pairs the filters dropped")
-state.search = query
-hits = pl.DataFrame(schema={"side": pl.String, "feature": pl.Int32, "why": pl.String})
+if query != state.search:
+    state.search, state.search_page = query, 0
+bind(state, "pe-dropped", state.include_dropped)
+state.include_dropped = took(
+    state,
+    "pe-dropped",
+    c2.toggle("Link dropped pairs too", key="pe-dropped", help="Also follow pairs the filters dropped"),
+)
+hits = pl.DataFrame(schema={"side": pl.String, "feature": pl.Int32})
 if query.strip():
     try:
         hits = load_search_hits(path, mtime, query)
@@ -38,30 +72,23 @@ if query.strip():
 if query.strip() and hits.height == 0:
     st.warning(f"Nothing matches {query.strip()!r} (no such feature id, and no feature fires on that token).")
 
-# read both charts' selections before drawing either, so each map can light up the other's partners. The
-# selection lives in the state so it survives a visit to another page: a freshly mounted chart reports no
-# event (None) and then an empty one, neither of which should wipe it; only a changed event does
+# read both maps' selections before drawing either, so each map can ring the other's partners. Only a new,
+# non-empty selection changes the state: a map re-mounted (its figure changed) or just opened reports none
 for side in ("a", "b"):
-    event = widget_value(f"umap-{side}")
-    if event is None:
-        state.seen_events[side] = ()
-        continue
-    chosen = tuple(figures.selected_features(event))
-    if chosen != state.seen_events.get(side):
-        state.seen_events[side] = chosen
-        state.selection[side] = chosen
-        if len(chosen) == 1:
-            state.select(side, chosen[0])
+    apply_map_selection(state, f"umap-{side}", side, figures.selected_features(widget_value(f"umap-{side}")))
 selected = {side: list(state.selection.get(side, ())) for side in ("a", "b")}
-link = pairs if include_dropped else pairs.filter(pl.col("kept"))
+link = pairs if state.include_dropped else pairs.filter(pl.col("kept"))
 partners = {
     "a": figures.compute_linked_partners(selected["b"], link, "b"),
     "b": figures.compute_linked_partners(selected["a"], link, "a"),
 }
 
+ringed = hits
+if hits.height > MAX_RINGED_HITS:
+    ringed = hits.slice(state.search_page * HITS_PER_PAGE, HITS_PER_PAGE)
 cols = st.columns(2)
 for col, side in zip(cols, ("a", "b"), strict=True):
-    hit_ids = hits.filter(pl.col("side") == side)["feature"].to_list()
+    hit_ids = ringed.filter(pl.col("side") == side)["feature"].to_list()
     highlight = sorted(set(selected[side]) | set(partners[side]) | set(hit_ids))
     label = bundle.side(side).get("label") or side.upper()
     fig = figures.build_umap_figure(points[side], side, highlight=highlight, title=f"{side.upper()}: {label}")
@@ -69,44 +96,117 @@ for col, side in zip(cols, ("a", "b"), strict=True):
         st.plotly_chart(
             fig, key=f"umap-{side}", on_select="rerun", selection_mode=("points", "box", "lasso"), width="stretch"
         )
+        n_hits = hits.filter(pl.col("side") == side).height if "side" in hits.columns else 0
         st.caption(
             f"{len(selected[side])} selected here · {len(partners[side])} partners of the other map's selection · "
-            f"{len(hit_ids)} search hits"
+            f"{n_hits:,} search hits"
+            + (f" ({len(hit_ids)} ringed: the page listed below)" if hits.height > MAX_RINGED_HITS else "")
         )
 st.caption(
-    "Colour: the feature's best partner correlation. Crosses: orphans (no kept partner). "
-    "Click, box or lasso in one map: the selection and its partners light up in both (orange rings). "
+    "Colour: the r of the feature's kept pair"
+    + (" (pairs passing the All pairs filter)" if map_filter else "")
+    + ". Grey dots: no kept pair. Crosses: orphans ("
+    + ORPHAN_DEFINITION
+    + "). Click, box or lasso in one map: the selection and its partners get orange rings in both. "
     + ("UMAPs aligned through the pairing." if bundle.manifest.get("umap", {}).get("aligned") else "")
 )
 
-if hits.height:
-    with st.expander(f"Search hits ({hits.height})", expanded=True):
-        st.dataframe(hits, hide_index=True, width="stretch")
+if query.strip() and hits.height:
+    with st.expander("Search hits: each opens its pair dashboard", expanded=True):
+        render_hit_links(state, hits, HITS_PER_PAGE, key="pe-hits")
+
+lists = {}
+try:
+    lists = load_named_lists(path)
+except UserError as exc:
+    st.error(str(exc))
 
 st.subheader("Selected pairs")
-tables = [load_selection_table(path, mtime, side, tuple(selected[side])) for side in ("a", "b") if selected[side]]
-if not tables:
-    st.info("Select points in either map (click, or drag a box or lasso) to list their pairs here.")
-    st.stop()
-table = pl.concat(tables).unique(["feature_a", "feature_b"], maintain_order=True)
-st.caption(
-    "Each pair with its evidence: k co-firings against mu expected, -log10 p and q of the significance test, "
-    "top-token overlap and the combined score (0.4 x overlap + 0.6 x r). Click a header to sort."
-)
-st.dataframe(table, hide_index=True, width="stretch", column_config=evidence_column_config(), key="pe-table")
-if state.feature is not None:
-    st.page_link(
-        "pages/feature.py", label=f"Open feature {state.side.upper()}{state.feature}", icon=":material/feature_search:"
+if not (selected["a"] or selected["b"]):
+    st.info(
+        "Select points in either map (click, or drag a box or lasso) to list their pairs here, or open a named list below."
     )
-    st.page_link("pages/correlation.py", label="Open its correlation scatter", icon=":material/show_chart:")
-c1, c2 = st.columns([2, 1])
-name = c1.text_input("Save the selection as a named list", key="pe-list-name", placeholder="e.g. numbers")
-if c2.button("Save list", key="pe-save"):
-    if not name.strip():
-        st.error("Give the list a name first.")
+else:
+    table = load_pairs_table(path, mtime)
+    if state.active_list and state.active_list in lists:
+        shown = named_list_frame(lists[state.active_list].pairs, table)
+        st.caption(f"The named list **{state.active_list}** ({shown.height} pairs).")
     else:
-        state.named_lists[name.strip()] = tuple(
-            zip(table["feature_a"].to_list(), table["feature_b"].to_list(), strict=True)
+        shown = selection_rows(table, state.selection, include_dropped=True)
+    if sum(len(v) for v in selected.values()) == 1 and state.feature is not None:
+        render_pair_panel(state, bundle, state.side, state.feature, table)
+    c1, c2 = st.columns([4, 1])
+    c1.caption(
+        "Click a row's box to open that pair's dashboard. Each pair with its evidence: k co-firings against mu "
+        "expected, -log10 p and q of the significance test, top-token overlap and the combined score "
+        "(0.4 x overlap + 0.6 x r); click a header to sort."
+    )
+    if c2.button("Clear selection", key="pe-clear"):
+        state.clear_selection()
+        st.rerun()
+    row = render_pick_table(
+        state,
+        shown,
+        "pe-pairs",
+        height=min(420, 38 + 35 * max(shown.height, 1)),
+        column_config=evidence_column_config(),
+    )
+    if row is not None:
+        if row.get("feature_a") is not None:
+            open_pair(state, "a", row["feature_a"], row.get("feature_b"))
+        else:
+            open_pair(state, "b", row["feature_b"], None)
+    render_table_downloads(shown, "selected-pairs", key="pe-dl")
+    c1, c2 = st.columns([2, 1])
+    name = c1.text_input(
+        "Save these pairs as a named list (kept beside the bundle)", key="pe-list-name", placeholder="e.g. numbers"
+    )
+    if c2.button("Save list", key="pe-save"):
+        pairs_to_save = list(zip(shown["feature_a"].to_list(), shown["feature_b"].to_list(), strict=True))
+        try:
+            saved = save_named_list(path, name, pairs_to_save)
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            state.active_list = saved.name
+            lists = load_named_lists(path)
+            st.success(
+                f"Saved {len(saved.pairs)} pairs as {saved.name!r} (open it here later, export it on the Export page)."
+            )
+
+with st.expander(
+    f"Named lists ({len(lists)} saved beside the bundle)", expanded=bool(lists) and not (selected["a"] or selected["b"])
+):
+    if not lists:
+        st.caption("Select pairs, then save them as a named list: it is kept in lists.json in the bundle folder.")
+    else:
+        names = list(lists)
+        current = state.active_list if state.active_list in names else names[0]
+        chosen = st.selectbox(
+            "List",
+            names,
+            index=names.index(current),
+            key="pe-list-pick",
+            format_func=lambda n: f"{n} ({len(lists[n].pairs)} pairs)",
         )
-        st.success(f"Saved {table.height} pairs as {name.strip()!r} (export it on the Export page).")
-render_table_downloads(table, "selected-pairs", key="pe-dl")
+        c1, c2, c3 = st.columns([1, 2, 1])
+        if c1.button("Open", key="pe-list-open", help="Make the list the selection (rings in both maps)"):
+            state.open_list(chosen, lists[chosen].pairs)
+            st.rerun()
+        new_name = c2.text_input("Rename to", key="pe-list-rename", placeholder=chosen)
+        if c2.button("Rename", key="pe-list-rename-go"):
+            try:
+                renamed = rename_named_list(path, chosen, new_name)
+            except UserError as exc:
+                st.error(str(exc))
+            else:
+                if state.active_list == chosen:
+                    state.active_list = renamed.name
+                st.rerun()
+        if c3.button("Delete", key="pe-list-delete"):
+            delete_named_list(path, chosen)
+            if state.active_list == chosen:
+                state.active_list = None
+            st.rerun()
+        frame = named_list_frame(lists[chosen].pairs, load_pairs_table(path, mtime))
+        render_table_downloads(frame, f"list-{chosen}", key="pe-list-dl")

@@ -26,3 +26,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _app_routes_every_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest as the app is served: every run through app.py's ``st.navigation`` (components/launch.py).
+
+    AppTest resets Streamlit's multipage switch before each run, and with a ``pages/`` folder beside
+    app.py the reset would select the old folder navigation (page files run without app.py); the
+    launcher fixes the switch before the server starts, so the tests fix it after each reset.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a test environment without streamlit has no AppTest either
+        return
+    init = PagesManager.__init__
+
+    def routed(self: PagesManager, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", routed)

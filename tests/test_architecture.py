@@ -43,6 +43,8 @@ READ_PATH = (
     "core.bundle.reader",
     "core.bundle.writer",
     "core.bundle.codes",
+    "core.bundle.lists",
+    "core.bundle.provenance",
     "core.tokens",
     "core.explore.search",
     "core.dashboards.read",
@@ -136,3 +138,19 @@ def test_components_never_import_torch() -> None:
             if stripped.startswith(("import torch", "from torch")):
                 offenders.append(f"{path.name}: {stripped}")
     assert not offenders, offenders
+
+
+def test_every_page_is_listed_and_the_launcher_routes_every_session_through_app_py() -> None:
+    # Streamlit treats a pages/ folder beside the main script as its old folder navigation for the
+    # first session of every server (that session runs the page file by its name, without app.py);
+    # components/launch.py fixes Streamlit's switch first, and `make app` and `featurebridge app` use it
+    listed = (ROOT / "app.py").read_text()
+    for page in sorted((ROOT / "pages").glob("*.py")):
+        assert f'"pages/{page.name}"' in listed, f"{page.name} is not listed in app.py"
+    launcher = (ROOT / "components" / "launch.py").read_text()
+    assert "PagesManager.uses_pages_directory = False" in launcher
+    assert "components/launch.py run app.py" in (ROOT / "Makefile").read_text()
+    from core.cli.app import streamlit_command
+
+    command = streamlit_command(ROOT / "app.py", "127.0.0.1", 8501)
+    assert command[1] == str(ROOT / "components" / "launch.py") and command[2:4] == ["run", str(ROOT / "app.py")]

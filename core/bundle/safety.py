@@ -26,7 +26,7 @@ from datetime import datetime
 from enum import Enum
 from pathlib import Path
 
-from core.bundle.schema import BUNDLE_KIND, MANIFEST, PART_FILES, WORK_DIRS
+from core.bundle.schema import APP_FILES, BUNDLE_KIND, MANIFEST, PART_FILES, WORK_DIRS
 from core.errors import BundleError
 
 # written into a staging folder while a build is under way; says "an unfinished build of ours"
@@ -56,7 +56,8 @@ BUNDLE_OUTPUT = OutputKind(
     "comparison bundle",
     MANIFEST,
     BUNDLE_KIND,
-    frozenset({MANIFEST, *(f for files in PART_FILES.values() for f in files)}),
+    # the app's own files (named lists) are ours too: --overwrite may replace a bundle that has them
+    frozenset({MANIFEST, *(f for files in PART_FILES.values() for f in files), *APP_FILES}),
     frozenset(WORK_DIRS),
 )
 

@@ -40,6 +40,13 @@ PART_FILES: dict[str, tuple[str, ...]] = {
 REQUIRED_PARTS = ("units", "docs", "codes", "decoders", "features")
 
 
+# files the app owns inside a bundle folder: not parts (no stage writes them, the manifest does not
+# list them, so saving one does not invalidate cached reads); a rebuild with --overwrite removes them
+LISTS_FILE = "lists.json"
+LISTS_LOCK = ".lists.json.lock"
+APP_FILES = (LISTS_FILE, LISTS_LOCK)
+
+
 # work folders a build may leave behind and resume from; never mistaken for user files
 WORK_DIRS = (".work",)
 

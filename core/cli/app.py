@@ -1,7 +1,9 @@
 """``featurebridge app``: serve the Streamlit app on this machine (127.0.0.1 unless told otherwise).
 
-The app is not imported here (core never loads streamlit): it runs as ``python -m streamlit run``
-on the app script of this install: ``core/app/app.py`` in a wheel, ``app.py`` in a checkout.
+The app is not imported here (core never loads streamlit): it runs as ``streamlit run`` through
+the app's launcher (``components/launch.py``, which routes every session through the app's
+``st.navigation``) on the app script of this install: ``core/app/app.py`` in a wheel, ``app.py``
+in a checkout.
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ def streamlit_command(script: Path, address: str, port: int) -> list[str]:
     """
     return [
         sys.executable,
-        "-m",
-        "streamlit",
+        str(script.parent / "components" / "launch.py"),
         "run",
         str(script),
         "--server.address",

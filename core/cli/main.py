@@ -399,7 +399,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(
             f"side {side}   {s.get('label', side.upper())}: d_in {s.get('d_in', '?')}, d_sae {s.get('d_sae', '?')} "
             f"({s.get('architecture', '?')}), "
-            f"{s.get('alive_features', '?')} alive; hook {s['hook']} -> {verdict.get('message', '')}"
+            f"{s.get('alive_features', '?')} alive; hook {s.get('hook', '?')} -> {verdict.get('message', '')}"
         )
         for row in s.get("hook_sanity", []):
             mark = "*" if row.get("configured") else " "
@@ -443,6 +443,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"damaged  {part}: {reason}; rebuild it with `{bundle.repair_hint(part)}`")
     if args.check and not damaged:
         print("check    every listed part reads in full")
+    _print_stale(bundle)
     return 3 if damaged else 0
 
 
@@ -457,27 +458,35 @@ STAGE_COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], Any] | None]
 }
 
 
+def _print_stale(bundle: Any) -> None:
+    """One line per derived part whose inputs changed since it was built, with the command that rebuilds it."""
+    from core.bundle.provenance import stale_parts
+
+    for stale in stale_parts(bundle):
+        print(f"STALE    {stale.reason}; rebuild: {stale.command}")
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     from core.pipeline.stages import run_stage
 
     stage, build = STAGE_COMMANDS[args.command]
     settings = build(args) if build is not None else None
-    if stage != "matching":
-        with TqdmProgress() as progress:
-            bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
-        print(bundle.path)
-        return 0
-    from core.engine.base import open_engine
-
-    with open_engine(_engine_settings(args)) as engine, TqdmProgress() as progress:
-        bundle = run_stage(
-            stage, args.bundle, settings, device=args.device, progress=progress, correlator=engine.correlator()
-        )
     if stage == "matching":
+        from core.engine.base import open_engine
+
+        with open_engine(_engine_settings(args)) as engine, TqdmProgress() as progress:
+            bundle = run_stage(
+                stage, args.bundle, settings, device=args.device, progress=progress, correlator=engine.correlator()
+            )
         record = bundle.manifest["matching"]
         method = record["settings"]["method"]
         kept = record["summary"]["methods"][method]["n_kept"]
         print(f"preset {record['preset']}: {kept:,} pairs kept ({method})", file=sys.stderr)
+    else:
+        with TqdmProgress() as progress:
+            bundle = run_stage(stage, args.bundle, settings, device=args.device, progress=progress)
+    # a new assignment (or a rebuilt part) changes what the other derived parts were built from
+    _print_stale(bundle)
     print(bundle.path)
     return 0
 
@@ -494,6 +503,7 @@ MATCH_FLAGS = {
     "label_source": "--labels",
     "label_form": "--label-form",
     "fold_case": "--fold-case",
+    "nonconcept_file": "--nonconcept-file",
 }
 
 
@@ -800,6 +810,11 @@ def _add_match_args(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help=f"compare label tokens case-folded (default {default('fold_case')})",
+    )
+    parser.add_argument(
+        "--nonconcept-file",
+        default=None,
+        help="token list of the non-concept filter, one token per line (default: the preset's shipped list)",
     )
 
 

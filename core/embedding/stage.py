@@ -20,12 +20,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from core.bundle.provenance import input_digests
 from core.bundle.reader import Bundle, open_bundle
 from core.bundle.writer import add_parts
 from core.embedding.layout import DecoderUMAP
 from core.embedding.settings import RELATION_SOURCES, UMAPSettings
 from core.errors import SpecError
 from core.progress import ProgressFn, no_progress
+
+# relation source -> the bundle file it reads
+RELATION_FILES = {"assignment": "assignment.parquet", "mutual": "matches.parquet"}
 
 
 def load_relation(bundle: Bundle, source: str = "assignment") -> dict[int, int]:
@@ -110,6 +114,9 @@ def build_umap(
     started = time.perf_counter()
     bundle = open_bundle(bundle_path)
     dec_a, dec_b = bundle.decoder("a"), bundle.decoder("b")
+    source = RELATION_FILES.get(settings.relation) if settings.aligned else None
+    # the file the relation came from (core.bundle.provenance marks the maps stale when it changes)
+    built_from = input_digests(bundle.path, [source] if source else [])
     relation = load_relation(bundle, settings.relation) if settings.aligned else {}
     progress("umap", 0, 1)
     frame_a, frame_b, aligned = compute_umap_frames(dec_a, dec_b, relation, settings)
@@ -118,6 +125,7 @@ def build_umap(
         "settings": settings.to_dict(),
         "aligned": aligned,
         "n_relations": len(relation),
+        "built_from": built_from if relation else {},
         "timings": {"total_s": round(time.perf_counter() - started, 3)},
     }
     return add_parts(

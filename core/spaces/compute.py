@@ -13,7 +13,14 @@ import torch
 from core.device import resolve_device
 from core.errors import SimilarityError
 from core.progress import ProgressFn, announce_estimate, no_progress
-from core.spaces.metrics import check_paired_rows, compute_linear_cka, compute_procrustes, compute_svcca
+from core.spaces.metrics import (
+    check_paired_rows,
+    compute_linear_cka,
+    compute_procrustes,
+    compute_svcca,
+    svcca_forced_correlations,
+    svcca_untestable_reason,
+)
 from core.spaces.nulls import (
     ESTIMATE_FROM,
     compute_permutation_nulls,
@@ -137,6 +144,7 @@ def _f(v: float) -> float | None:
 
 
 def _svcca_details(k_a: int, k_b: int, variance: float, rule: str, n: int) -> dict[str, Any]:
+    untestable = svcca_untestable_reason(n, k_a, k_b)
     if rule == "paper":
         text = (
             f"paper rule: keep components while cumulative share < {variance} x total variance "
@@ -152,6 +160,9 @@ def _svcca_details(k_a: int, k_b: int, variance: float, rule: str, n: int) -> di
         "rule": rule,
         "n_correlations": min(k_a, k_b),
         "n": n,
+        "forced_correlations": svcca_forced_correlations(n, k_a, k_b),
+        "testable": untestable is None,
+        "not_testable_reason": untestable,
     }
 
 
@@ -257,6 +268,11 @@ def compute_concept_similarity(
     concept's pairs, with (1) a permutation null that shuffles the B side within the concept
     and (2) a subspace null of random same-size subsets of all matched pairs (partners kept).
     Bonferroni and Benjamini-Hochberg adjust each metric's p-values across the tested concepts.
+    A metric that cannot be tested on a concept is marked ``tested = False`` with the reason in
+    ``not_testable`` and no p-values (so it does not count towards the adjustment): too few pairs,
+    or an SVCCA whose kept directions outnumber the dimensions the concept's pairs span (its
+    canonical correlations are then 1 by construction, see
+    :func:`core.spaces.metrics.svcca_forced_correlations`).
 
     Args:
         x: [n, d_a] A rows of all matched pairs.
@@ -270,7 +286,7 @@ def compute_concept_similarity(
 
     Returns:
         One row per (concept, metric): ``concept``, ``metric``, ``n_pairs``, ``tested``,
-        ``value``, ``null_mean``, ``null_std``, ``p_value`` (permutation), ``p_bonferroni``,
+        ``not_testable`` (why not, or null), ``value``, ``null_mean``, ``null_std``, ``p_value`` (permutation), ``p_bonferroni``,
         ``p_bh``, ``subspace_null_mean``, ``subspace_null_std``, ``subspace_p_value``,
         ``subspace_p_bonferroni``, ``subspace_p_bh``, ``n_null``, ``seed``, ``significant``.
     """
@@ -305,27 +321,36 @@ def compute_concept_similarity(
                     x, y, m_pairs, metrics, settings.n_null_concepts, settings.seed, settings.variance, pair_corr
                 )
         for m in metrics + (["matched_corr"] if pair_corr is not None else []):
-            row: dict[str, Any] = {"concept": name, "metric": m, "n_pairs": m_pairs, "tested": tested}
+            why = None if tested else f"not testable: {m_pairs} pairs, fewer than {settings.min_concept_pairs}"
+            if tested and m in results:
+                why = results[m].details.get("not_testable_reason")
+            row: dict[str, Any] = {
+                "concept": name,
+                "metric": m,
+                "n_pairs": m_pairs,
+                "tested": why is None,
+                "not_testable": why,
+            }
             if m == "matched_corr":
                 value = float(np.mean(pair_corr[idx])) if m_pairs and pair_corr is not None else float("nan")
                 prim = None
             else:
                 value = results[m].value if m in results else float("nan")
-                prim = results[m].primary if m in results else None
+                prim = results[m].primary if m in results and why is None else None
             row.update(
                 value=value,
                 null_mean=prim.mean if prim else float("nan"),
                 null_std=prim.std if prim else float("nan"),
                 p_value=prim.p_value if prim else float("nan"),
             )
-            if m in sub:
+            if m in sub and why is None:
                 sn = NullResult.from_samples("subspace", sub[m], value, settings.seed)
                 row.update(subspace_null_mean=sn.mean, subspace_null_std=sn.std, subspace_p_value=sn.p_value)
             else:
                 row.update(
                     subspace_null_mean=float("nan"), subspace_null_std=float("nan"), subspace_p_value=float("nan")
                 )
-            row.update(n_null=settings.n_null_concepts if tested else 0, seed=settings.seed)
+            row.update(n_null=settings.n_null_concepts if why is None else 0, seed=settings.seed)
             rows.append(row)
         progress("concepts", ci + 1, len(names))
     schema = {
@@ -333,6 +358,7 @@ def compute_concept_similarity(
         "metric": pl.Utf8,
         "n_pairs": pl.Int64,
         "tested": pl.Boolean,
+        "not_testable": pl.Utf8,
         "value": pl.Float64,
         "null_mean": pl.Float64,
         "null_std": pl.Float64,

@@ -126,6 +126,37 @@ def count_components(singular_values: np.ndarray, variance: float = 0.99, rule: 
     return int(np.argmax(reached)) + 1 if reached.any() else int(s2.size)
 
 
+def svcca_forced_correlations(n: int, k_a: int, k_b: int) -> int:
+    """How many of SVCCA's canonical correlations equal 1 by dimension counting alone.
+
+    Centred rows of ``n`` pairs span at most ``n - 1`` dimensions. The kept directions of the two
+    sides are subspaces of dimensions ``k_a`` and ``k_b`` in that space, so they share at least
+    ``k_a + k_b - (n - 1)`` dimensions, each a canonical correlation of exactly 1 whatever the
+    pairing. A value with any such correlation measures the counting, not the spaces: it is not
+    testable (its permutation null has the same ones, so p is near 1 and says nothing).
+
+    Args:
+        n: paired rows.
+        k_a: directions kept on side A.
+        k_b: directions kept on side B.
+
+    Returns:
+        The number of forced ones (0 when the value is testable).
+    """
+    return max(0, int(k_a) + int(k_b) - (int(n) - 1))
+
+
+def svcca_untestable_reason(n: int, k_a: int, k_b: int) -> str | None:
+    """Why an SVCCA value is not testable (None when it is): see :func:`svcca_forced_correlations`."""
+    forced = svcca_forced_correlations(n, k_a, k_b)
+    if not forced:
+        return None
+    return (
+        f"not testable: {k_a} + {k_b} kept directions exceed the {n - 1} dimensions that {n} pairs span, "
+        f"so {min(forced, k_a, k_b)} of {min(k_a, k_b)} canonical correlations are 1 by construction"
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class SVCCAResult:
     """SVCCA of paired rows.

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.bundle.provenance import input_digests
 from core.bundle.reader import Bundle, open_bundle
 from core.bundle.writer import add_parts
 from core.device import resolve_device
@@ -87,6 +88,8 @@ def build_similarity(
     bundle = open_bundle(bundle_path)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # the assignment this result belongs to (core.bundle.provenance marks it stale when that changes)
+    built_from = input_digests(bundle.path, ["assignment.parquet"])
     pairs = load_kept_pairs(bundle)
     dec_a, dec_b = bundle.decoder("a"), bundle.decoder("b")
     ia, ib = check_pair_indices(
@@ -188,7 +191,7 @@ def build_similarity(
     return add_parts(
         bundle.path,
         json_files={"similarity.json": body},
-        manifest_updates={"similarity": {"settings": _settings_json(settings), "n_pairs": n}},
+        manifest_updates={"similarity": {"settings": _settings_json(settings), "n_pairs": n, "built_from": built_from}},
     )
 
 

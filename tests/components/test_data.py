@@ -47,11 +47,13 @@ def test_unit_pair_frame_and_stats(bundle) -> None:
     assert stats["pearson"] == pytest.approx(1.0)
 
 
-def test_umap_points_mark_orphans_from_the_kept_assignment(bundle) -> None:
+def test_umap_points_colour_the_kept_pairs(bundle) -> None:
     points = data.umap_points(bundle, "a")
-    assert points.filter(~pl.col("is_orphan"))["feature"].to_list() == [0, 3]
+    assert points.filter(pl.col("category") == "paired")["feature"].to_list() == [0, 3]
     points_b = data.umap_points(bundle, "b")
-    assert points_b.filter(~pl.col("is_orphan"))["feature"].to_list() == [1, 2]
+    assert points_b.filter(pl.col("category") == "paired")["feature"].to_list() == [1, 2]
+    # this bundle has no matches: nothing can be called an orphan (see test_pairs_table for the definition)
+    assert not points["is_orphan"].any()
 
 
 def test_selection_table_lists_every_pair_of_the_selection(bundle) -> None:
@@ -60,7 +62,8 @@ def test_selection_table_lists_every_pair_of_the_selection(bundle) -> None:
 
 
 def test_search_hits_by_id_and_bad_ids(bundle) -> None:
-    assert data.search_hits(bundle, "a3").rows() == [("a", 3, "id")]
+    # a3's strongest assigned pair is B2 (kept, r 0.9)
+    assert data.search_hits(bundle, "a3").rows() == [("a", 3, "id", "", 2, 0.9, None, "kept")]
     assert data.search_hits(bundle, "4").select("side", "feature").rows() == [("a", 4), ("b", 4)]
     assert data.search_hits(bundle, "b99").height == 0
     assert data.search_hits(bundle, "   ").height == 0
@@ -72,3 +75,41 @@ def test_methods_record_is_json_ready(bundle, tmp_path: Path) -> None:
     record = data.methods_record(open_bundle(bundle.path))
     assert set(record["sides"]) == {"a", "b"}
     json.dumps(record, default=str)
+
+
+def test_the_p_floor_note_appears_only_when_every_p_is_at_its_floor() -> None:
+    at_floor = {"metrics": {m: {"p_value": 1 / 1001, "n_null": 1000} for m in ("svcca", "rsa")}}
+    note = data.p_floor_note(at_floor)
+    assert note and "p <= 0.001" in note and "1,000" in note
+    one_above = {"metrics": {"svcca": {"p_value": 1 / 1001, "n_null": 1000}, "rsa": {"p_value": 0.02, "n_null": 1000}}}
+    assert data.p_floor_note(one_above) is None
+    assert data.p_floor_note({"metrics": {"matched_corr": {"p_value": None, "n_null": 0}}}) is None
+
+
+def test_concept_rows_say_why_they_are_not_tested() -> None:
+    rows = [
+        # written by the core after the fix: the reason is in the row
+        {"concept": "a", "metric": "svcca", "n_pairs": 12, "tested": False, "not_testable": "not testable: x",
+         "value": 1.0, "p_value": None},
+        # an older bundle: SVCCA exactly 1 on fewer pairs than dimensions, still marked tested
+        {"concept": "b", "metric": "svcca", "n_pairs": 20, "tested": True, "value": 1.0, "p_value": 1.0},
+        {"concept": "b", "metric": "cka", "n_pairs": 20, "tested": True, "value": 0.4, "p_value": 0.01},
+    ]  # fmt: skip
+    frame = data.concepts_frame({"d_in_a": 384, "d_in_b": 384, "concepts": {"results": rows}})
+    status = dict(zip(zip(frame["concept"], frame["metric"], strict=True), frame["status"], strict=True))
+    assert status[("a", "svcca")] == "not testable: x"
+    assert status[("b", "svcca")].startswith("not testable: 20 pairs in 384-dim spaces")
+    assert status[("b", "cka")] == "tested"
+    assert frame.filter(pl.col("status") != "tested")["p_value"].is_null().all()
+    assert data.concepts_frame({"concepts": None}) is None
+
+
+def test_recorded_settings_rebuild_the_stage_settings(bundle) -> None:
+    from core.spaces.settings import SimilaritySettings
+
+    fake = type(bundle)(
+        bundle.path, {**bundle.manifest, "similarity": {"settings": {"n_null": 17, "metrics": ["cka"]}}}
+    )
+    settings = data.recorded_settings(fake, "similarity")
+    assert isinstance(settings, SimilaritySettings) and settings.n_null == 17 and settings.metrics == ("cka",)
+    assert data.recorded_settings(bundle, "matching").method == "greedy"  # unrecorded: the defaults

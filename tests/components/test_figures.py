@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -47,8 +46,9 @@ def test_umap_figure_traces_customdata_and_highlight() -> None:
     frame = _points(20)
     fig = figures.build_umap_figure(frame, "a", highlight=[3, 5, 999])
     names = [t.name for t in fig.data]
-    assert names == ["orphans", "matched", "highlight"]
-    orphans, matched, lit = fig.data
+    assert names == ["orphans", "unpaired", "matched", "highlight"]
+    orphans, unpaired, matched, lit = fig.data
+    assert len(unpaired.customdata) == 0  # a frame with only is_orphan: every other point is paired
     assert isinstance(matched, go.Scatter)  # small sets stay SVG
     ids = sorted(int(c[0]) for t in (matched, orphans) for c in t.customdata)
     assert ids == list(range(20))
@@ -59,9 +59,24 @@ def test_umap_figure_traces_customdata_and_highlight() -> None:
     assert [x_of[int(c[0])] for c in lit.customdata] == pytest.approx(list(lit.x))
 
 
+def test_map_categories_each_get_their_trace_and_paper_sizes_shrink_markers() -> None:
+    frame = _points(12).with_columns(
+        pl.Series("category", ["paired", "unpaired", "orphan", "dead"] * 3), pl.col("corr").fill_null(0.4)
+    )
+    fig = figures.build_umap_figure(frame, "a")
+    ids = {t.name: sorted(int(c[0]) for c in t.customdata) for t in fig.data}
+    assert ids["matched"] == [0, 4, 8] and ids["orphans"] == [2, 6, 10] and ids["unpaired"] == [1, 3, 5, 7, 9, 11]
+    paper = figures.build_umap_figure(frame, "a", size="single")
+    assert paper.layout.width == figures.PAPER_SIZES["single"][0]
+    assert paper.data[2].marker.size < fig.data[2].marker.size
+    both = figures.build_map_pair_figure({"a": frame, "b": frame}, {"a": [0], "b": [4]}, {"a": "A", "b": "B"})
+    assert both.layout.width == figures.PAPER_SIZES["double"][0]
+    assert [t.name for t in both.data].count("highlight") == 2
+
+
 def test_large_maps_use_webgl() -> None:
     fig = figures.build_umap_figure(_points(figures.WEBGL_THRESHOLD + 1), "b")
-    assert isinstance(fig.data[0], go.Scattergl) and isinstance(fig.data[1], go.Scattergl)
+    assert isinstance(fig.data[0], go.Scattergl) and isinstance(fig.data[2], go.Scattergl)
 
 
 def test_selected_features_reads_customdata_not_indices() -> None:
@@ -130,24 +145,19 @@ def test_paper_style_sizes() -> None:
         figures.apply_paper_style(go.Figure(), size="poster")
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="static export needs Debian chromium for kaleido")
-@pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("svg", b"<svg"), ("pdf", b"%PDF")])
-def test_export_writes_valid_files(fmt: str, magic: bytes) -> None:
-    fig = figures.build_umap_figure(_points(30), "a", highlight=[1])
-    payload = figures.export_figure(fig, fmt, "single")
-    assert magic in payload[:200]
-    if fmt == "png":
-        import struct
-
-        width, height = struct.unpack(">II", payload[16:24])
-        # 3.5 in at 300 dpi
-        assert abs(width - 3.5 * figures.PNG_DPI) < 5 and height > 0
+def test_the_screen_heatmap_tiles_its_cells_exactly() -> None:
+    frame = pl.DataFrame({"r": [1, 1, 2, 2, 3, 3], "c": [7, 8, 7, 8, 7, 8], "v": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    fig = figures.build_cell_heatmap_figure(frame, "r", "c", "v", "t", "A", "B")
+    cell = fig.data[0].marker.size
+    m = fig.layout.margin
+    assert fig.layout.width - m.l - m.r == 2 * cell and fig.layout.height - m.t - m.b == 3 * cell
+    assert list(fig.layout.yaxis.range) == [2.5, -0.5] and fig.layout.yaxis.autorange is False
 
 
 def test_components_never_import_torch() -> None:
     code = (
         "import sys; import components.figures, components.data, components.state, components.cache, "
-        "components.widgets; bad = [m for m in ('torch',) if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+        "components.widgets, components.exports; bad = [m for m in ('torch',) if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

@@ -41,6 +41,7 @@ PAGES = {
     "": 0,
     "overview": 0,  # its charts sit in tabs after the first; checked separately below
     "pairs": 2,
+    "all-pairs": 0,
     "correlation": 2,
     "heatmaps": 1,
     "feature": 2,
@@ -69,8 +70,7 @@ def server(bundle: Path) -> Iterator[str]:
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "streamlit",
+            "components/launch.py",  # every session, the first included, through app.py's router
             "run",
             "app.py",
             "--server.address",
@@ -107,9 +107,6 @@ def browser(server: str) -> Iterator[Browser]:
     assert chromium is not None
     b = Browser(chromium)
     try:
-        # the first session after start-up runs before st.navigation has registered the pages
-        # (Streamlit then shows "Page not found" once): open Home first so deep links resolve
-        open_page(b, f"{server}/")
         yield b
     finally:
         b.close()
@@ -195,7 +192,9 @@ def test_clicking_a_point_in_umap_a_lights_up_its_partner_in_umap_b(
         " return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : []; })()"
     )
     assert fa in browser.evaluate(selected)
-    assert browser.evaluate(f"document.body.innerText.includes('Open feature A{fa}')")
+    # the one clicked feature gets its pair panel under the maps, with the link to the pair dashboard
+    assert browser.evaluate(f"document.body.innerText.includes('A{fa} ↔ B{fb}')")
+    assert browser.evaluate("document.body.innerText.includes('Open the pair dashboard')")
 
 
 def test_the_pair_evidence_is_on_the_feature_and_correlation_pages(

@@ -1,9 +1,8 @@
 """The app's error boundary: a corrupt or incomplete bundle is one sentence with the repairing command, never a traceback.
 
-The pages run through ``components.boundary.run_page`` as app.py runs them. (With the pages in a
-folder named ``pages/``, AppTest's ``switch_page`` runs a page file without app.py, so the page is
-run here through the boundary by a two-line entry script instead; app.py's own routing through
-``run_page`` is checked separately.)
+The pages run through ``components.boundary.run_page`` as app.py runs them; here a page is run
+through the boundary by a two-line entry script, and app.py's own routing through ``run_page`` is
+checked separately.
 """
 
 from __future__ import annotations
@@ -30,7 +29,10 @@ def _entry(pages: str, page: str) -> None:  # runs inside AppTest: only its own 
 
     from components.boundary import run_page
 
-    st.page_link = lambda *args, **kwargs: None  # links need app.py's navigation, which this entry lacks
+    # links need app.py's navigation, which this entry lacks; the patch is undone after the run, so it
+    # does not leak into later AppTests of the same process
+    original = st.page_link
+    st.page_link = lambda *args, **kwargs: None
 
     class Page:  # what st.navigation returns, for one page file
         url_path = page
@@ -38,7 +40,10 @@ def _entry(pages: str, page: str) -> None:  # runs inside AppTest: only its own 
         def run(self) -> None:
             runpy.run_path(f"{pages}/{page}.py", run_name="__main__")
 
-    run_page(Page())
+    try:
+        run_page(Page())
+    finally:
+        st.page_link = original
 
 
 def open_app(page: str, **state: Any) -> AppTest:

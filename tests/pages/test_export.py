@@ -19,10 +19,41 @@ def test_export_offers_figures_tables_and_methods(app_bundle: Path) -> None:
     at = open_app("export", bundle_path=str(app_bundle))
     no_exception(at)
     options = at.selectbox(key="ex-figure").options
-    assert {"umap-a", "umap-b", "similarity-vs-null", "best-correlation-histogram"} <= set(options)
-    assert {"assignment", "similarity", "features-a"} <= set(at.selectbox(key="ex-table").options)
+    assert {"umap-a", "umap-b", "similarity-vs-null", "best-correlation-histogram", "correlation-block"} <= set(options)
+    assert any(o.startswith("maps") for o in options)
+    tables = set(at.selectbox(key="ex-table").options)
+    assert {"assignment", "similarity", "features-a", "orphans", "split-groups", "concepts"} <= tables
     labels = [d.proto.label for d in _downloads(at)]
-    assert "methods.json" in labels and "assignment.csv" in labels and "assignment.parquet" in labels
+    assert {"methods.json", "assignment.csv", "assignment.parquet", "assignment.json"} <= set(labels)
+    assert any("works offline" in label for label in labels)
+
+
+def test_the_current_selection_is_offered_as_figures_and_its_table(app_bundle: Path) -> None:
+    import polars as pl
+
+    from core.bundle.reader import open_bundle
+
+    kept = open_bundle(app_bundle).assignment().filter(pl.col("kept")).collect()
+    fa = int(kept["feature_a"][0])
+    at = open_app("export", bundle_path=str(app_bundle), selection={"a": (fa,), "b": ()})
+    no_exception(at)
+    options = at.selectbox(key="ex-figure").options
+    assert {"umap-a-selection", "selection-heatmap"} <= set(options)
+    at.selectbox(key="ex-figure").set_value("selection-heatmap").run()
+    no_exception(at)
+    assert "selected-pairs" in at.selectbox(key="ex-table").options
+
+
+def test_saved_lists_are_on_the_export_page(app_bundle: Path, tmp_path: Path) -> None:
+    from core.bundle.lists import save_named_list
+
+    copy = Path(shutil.copytree(app_bundle, tmp_path / "bundle"))
+    save_named_list(copy, "numbers", [(1, 2), (3, None)])
+    at = open_app("export", bundle_path=str(copy))
+    no_exception(at)
+    assert any("**numbers** · 2 pairs" in m.value for m in at.markdown)
+    labels = [d.proto.label for d in _downloads(at)]
+    assert {"list-numbers.csv", "list-numbers.parquet", "list-numbers.json"} <= set(labels)
 
 
 def test_methods_record_names_sides_settings_and_versions(app_bundle: Path) -> None:
@@ -48,4 +79,4 @@ def test_prepare_file_offers_the_static_export(app_bundle: Path) -> None:
     at.button(key="ex-fig-prepare").click().run()
     no_exception(at)
     labels = [d.proto.label for d in _downloads(at)]
-    assert "Download umap-a-single.svg" in labels, labels
+    assert any(label.startswith("Download maps") and label.endswith("-single.svg") for label in labels), labels

@@ -67,3 +67,29 @@ def test_alignment_figures_show_for_span_bundles() -> None:
         "B tokens used": "100.0%",
         "1:1 units": "88.5%",
     }
+
+
+def test_overview_shows_concepts_the_p_floor_and_the_rematch_form(app_bundle: Path) -> None:
+    at = open_app("overview", bundle_path=str(app_bundle))
+    no_exception(at)
+    assert any("concepts (" in c for c in texts(at, "caption"))  # the concept subspaces tab
+    assert at.selectbox(key="rm-method").value == "greedy"
+    assert any("Orphans:" in c for c in texts(at, "caption"))
+
+
+def test_a_rerun_of_matching_elsewhere_marks_similarity_and_umap_stale(app_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from core.matching.settings import MatchSettings
+    from core.matching.stage import build_matching
+
+    copy = Path(shutil.copytree(app_bundle, tmp_path / "bundle"))
+    build_matching(copy, MatchSettings(method="mutual"), device="cpu")
+    at = open_app("overview", bundle_path=str(copy))
+    no_exception(at)
+    warnings = texts(at, "warning")
+    assert any("**Stale similarity**" in w for w in warnings) and any("**Stale umap**" in w for w in warnings)
+    assert any(c.value == f"python -m core similarity {copy}" for c in at.code)
+    at.switch_page("pages/pair_explorer.py")
+    at.run()
+    assert any("**Stale umap**" in w for w in texts(at, "warning"))

@@ -155,7 +155,11 @@ def test_build_similarity_writes_the_contracted_json(tiny_bundle):
     assert sorted(concepts["pairs"]["time and calendar"]) == list(range(7))
     rows = [r for r in concepts["results"] if r["concept"] == "time and calendar"]
     assert {r["metric"] for r in rows} >= {"svcca", "rsa", "matched_corr"}
-    assert all(r["tested"] for r in rows)
+    # 7 pairs of 8- and 10-dim rows: SVCCA's canonical correlations are 1 by construction there
+    assert all(r["tested"] for r in rows if not r["metric"].startswith("svcca"))
+    svcca_row = next(r for r in rows if r["metric"] == "svcca")
+    assert not svcca_row["tested"] and "by construction" in svcca_row["not_testable"]
+    assert svcca_row["p_value"] is None
     assert "null" in events and "concepts" in events
     # the file is plain JSON (no NaN), and the manifest records the stage
     json.loads((path / "similarity.json").read_text())
@@ -256,6 +260,42 @@ def test_concept_against_its_own_nulls():
     np.testing.assert_allclose(tested["p_bonferroni"], np.minimum(1, 2 * tested["p_value"].to_numpy()))
     mc = frame.filter((pl.col("concept") == "planted") & (pl.col("metric") == "matched_corr")).row(0, named=True)
     assert mc["value"] == pytest.approx(corr[:20].mean()) and np.isfinite(mc["subspace_p_value"])
+
+
+def test_svcca_on_fewer_pairs_than_dimensions_is_not_testable():
+    # 12 pairs of 32-dim rows: the 99% rule keeps about 11 directions a side, and two 11-dim
+    # subspaces of the 11 dimensions the centred pairs span coincide, so every canonical
+    # correlation is 1 whatever the pairing: that value cannot be tested
+    from core.spaces.metrics import compute_svcca, svcca_forced_correlations
+
+    rng = np.random.default_rng(5)
+    x, y = unit_rows(rng, 100, 32), unit_rows(rng, 100, 32)
+    small = compute_svcca(x[:12], y[:12])
+    forced = svcca_forced_correlations(12, small.k_a, small.k_b)
+    assert forced >= 1
+    # dense reference: at least `forced` canonical correlations are 1 (independent random rows)
+    assert int(np.sum(small.correlations > 1 - 1e-8)) >= min(forced, small.correlations.size)
+    big = compute_svcca(x, y)
+    assert svcca_forced_correlations(100, big.k_a, big.k_b) == 0 or big.k_a + big.k_b > 99
+    # hand-worked: 10 pairs span 9 dimensions; 5 + 6 directions share at least 2
+    assert svcca_forced_correlations(10, 5, 6) == 2 and svcca_forced_correlations(10, 4, 5) == 0
+
+    settings = SimilaritySettings(metrics=("svcca", "cka"), n_null_concepts=20, min_concept_pairs=5)
+    frame = compute_concept_similarity(x, y, {"small": np.arange(12), "tiny": np.arange(3)}, settings, "cpu")
+    svcca = frame.filter((pl.col("concept") == "small") & (pl.col("metric") == "svcca")).row(0, named=True)
+    assert (
+        not svcca["tested"] and "not testable" in svcca["not_testable"] and "by construction" in svcca["not_testable"]
+    )
+    assert np.isnan(svcca["p_value"]) and np.isnan(svcca["subspace_p_value"]) and svcca["significant"] is None
+    cka = frame.filter((pl.col("concept") == "small") & (pl.col("metric") == "cka")).row(0, named=True)
+    assert cka["tested"] and cka["not_testable"] is None and np.isfinite(cka["p_value"])
+    tiny = frame.filter(pl.col("concept") == "tiny")
+    assert tiny["not_testable"].str.contains("fewer than 5").all()
+    # the bundle-level metric says so too
+    from core.spaces.compute import compute_similarity
+
+    results = compute_similarity(x[:12], y[:12], SimilaritySettings(metrics=("svcca", "cka"), n_null=10), "cpu")
+    assert results["svcca"].details["testable"] is False and results["svcca"].details["forced_correlations"] >= 1
 
 
 # ----------------------------------------------------------------------------- layer sweep
