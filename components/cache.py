@@ -39,6 +39,21 @@ def load_umap_points(path: str, mtime: float, side: str) -> pl.DataFrame:
     return data.umap_points(load_bundle(path, mtime), side)
 
 
+@st.cache_resource(show_spinner="Preparing the maps…", max_entries=4)
+def load_maps_payload(path: str, mtime: float) -> tuple[str, str]:
+    """Both UMAPs and the partner table as the linked-maps component's JSON, and its key (built once per bundle).
+
+    A resource, not data: the JSON string is immutable and large, so every session shares one copy.
+    """
+    from components.linked_maps import compute_maps_payload, encode_maps_payload
+
+    bundle = load_bundle(path, mtime)
+    points = {side: data.umap_points(bundle, side) for side in ("a", "b")}
+    titles = {side: f"{side.upper()}: {bundle.side(side).get('label') or side.upper()}" for side in ("a", "b")}
+    payload = compute_maps_payload(points, data.pair_frame(bundle), titles)
+    return encode_maps_payload(payload), payload["key"]
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_pairs(path: str, mtime: float, kept_only: bool = False) -> pl.DataFrame:
     """The assignment's pairs (``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``)."""

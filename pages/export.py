@@ -11,12 +11,14 @@ from components.cache import (
     bundle_mtime,
     load_best_corr,
     load_correlation_block,
+    load_maps_payload,
     load_pairs,
     load_similarity,
     load_umap_points,
     load_unit_pair,
 )
 from components.data import methods_record, similarity_frame
+from components.linked_maps import build_linked_maps_html, compute_view
 from components.state import get_state
 from components.widgets import render_figure_export, render_json_download, render_table_downloads, require_bundle
 
@@ -76,6 +78,22 @@ else:
     # previewed at the double-column paper size (not stretched), as the export will be
     st.plotly_chart(figures.apply_paper_style(go.Figure(fig), size="double"), key="ex-preview", width="content")
     render_figure_export(fig, name, key="ex-fig")
+
+if bundle.has("umap"):
+    st.subheader("Linked maps")
+    st.caption(
+        "Both UMAPs in one HTML file that keeps the hover linking (a point rings its partners in the other map), "
+        "the selection and search rings of the Pair explorer, and plotly.js itself: it opens offline."
+    )
+    maps_json, _ = load_maps_payload(path, mtime)
+    view = compute_view(state.selection, None, include_dropped=False)
+    st.download_button(
+        "linked-maps.html (interactive)",
+        lambda: build_linked_maps_html(maps_json, view, f"Feature Bridge: {bundle.path.name}").encode(),
+        file_name="linked-maps.html",
+        mime="text/html",
+        key="ex-linked-maps",
+    )
 
 st.subheader("Tables")
 tables: dict[str, pl.DataFrame] = {}

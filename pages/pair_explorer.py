@@ -6,10 +6,22 @@ import polars as pl
 import streamlit as st
 
 from components import figures
-from components.cache import bundle_mtime, load_pairs, load_search_hits, load_selection_table, load_umap_points
+from components.cache import bundle_mtime, load_maps_payload, load_pairs, load_search_hits, load_selection_table
+from components.linked_maps import apply_selection, compute_view, render_linked_maps, selection_from_event
 from components.state import get_state, widget_value
 from components.widgets import render_table_downloads, require_bundle, require_parts
 from core.errors import UserError
+
+MAPS_KEY = "pe-maps"
+
+
+def _apply_selection() -> None:
+    """Move the state to the selection a map reported (runs before the page reruns, so it draws the new one)."""
+    event = widget_value(MAPS_KEY)
+    chosen = selection_from_event(event.get("selection") if isinstance(event, dict) else None)
+    if chosen is not None:
+        apply_selection(get_state(), chosen)
+
 
 state = get_state()
 st.title("Pair explorer")
@@ -17,7 +29,6 @@ bundle = require_bundle(state)
 if not require_parts(bundle, "umap", what="The pair explorer"):
     st.stop()
 path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
-points = {side: load_umap_points(path, mtime, side) for side in ("a", "b")}
 pairs = load_pairs(path, mtime)
 if pairs.height == 0:
     st.info("No assignment in this bundle, so selections are not linked across the maps yet.")
@@ -38,44 +49,27 @@ if query.strip():
 if query.strip() and hits.height == 0:
     st.warning(f"Nothing matches {query.strip()!r} (no such feature id, and no feature fires on that token).")
 
-# read both charts' selections before drawing either, so each map can light up the other's partners. The
-# selection lives in the state so it survives a visit to another page: a freshly mounted chart reports no
-# event (None) and then an empty one, neither of which should wipe it; only a changed event does
-for side in ("a", "b"):
-    event = widget_value(f"umap-{side}")
-    if event is None:
-        state.seen_events[side] = ()
-        continue
-    chosen = tuple(figures.selected_features(event))
-    if chosen != state.seen_events.get(side):
-        state.seen_events[side] = chosen
-        state.selection[side] = chosen
-        if len(chosen) == 1:
-            state.select(side, chosen[0])
 selected = {side: list(state.selection.get(side, ())) for side in ("a", "b")}
 link = pairs if include_dropped else pairs.filter(pl.col("kept"))
 partners = {
     "a": figures.compute_linked_partners(selected["b"], link, "b"),
     "b": figures.compute_linked_partners(selected["a"], link, "a"),
 }
-
+maps_json, maps_key = load_maps_payload(path, mtime)
+render_linked_maps(
+    maps_json, maps_key, compute_view(selected, hits, include_dropped), key=MAPS_KEY, on_select=_apply_selection
+)
 cols = st.columns(2)
 for col, side in zip(cols, ("a", "b"), strict=True):
-    hit_ids = hits.filter(pl.col("side") == side)["feature"].to_list()
-    highlight = sorted(set(selected[side]) | set(partners[side]) | set(hit_ids))
-    label = bundle.side(side).get("label") or side.upper()
-    fig = figures.build_umap_figure(points[side], side, highlight=highlight, title=f"{side.upper()}: {label}")
-    with col:
-        st.plotly_chart(
-            fig, key=f"umap-{side}", on_select="rerun", selection_mode=("points", "box", "lasso"), width="stretch"
-        )
-        st.caption(
-            f"{len(selected[side])} selected here · {len(partners[side])} partners of the other map's selection · "
-            f"{len(hit_ids)} search hits"
-        )
+    n_hits = hits.filter(pl.col("side") == side).height
+    col.caption(
+        f"{side.upper()}: {len(selected[side])} selected · {len(partners[side])} partners of the other map's "
+        f"selection · {n_hits} search hits"
+    )
 st.caption(
-    "Colour: the feature's best partner correlation. Crosses: orphans (no kept partner). "
-    "Click, box or lasso in one map: the selection and its partners light up in both (orange rings). "
+    "Colour: the feature's best partner correlation. Crosses: orphans (no kept partner). Hover a point: it and "
+    "its partners in the other map get black rings. Click, box or lasso: the selection and its partners get "
+    "orange rings (double-click clears). Search hits: pink dashed rings. "
     + ("UMAPs aligned through the pairing." if bundle.manifest.get("umap", {}).get("aligned") else "")
 )
 

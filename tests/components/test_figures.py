@@ -125,9 +125,18 @@ def test_feature_figures() -> None:
 def test_paper_style_sizes() -> None:
     fig = figures.apply_paper_style(go.Figure(), size="double")
     assert (fig.layout.width, fig.layout.height) == figures.PAPER_SIZES["double"]
-    assert "Arial" in fig.layout.font.family
+    assert "Arial" in fig.layout.template.layout.font.family
     with pytest.raises(ValueError):
         figures.apply_paper_style(go.Figure(), size="poster")
+
+
+def test_every_figure_starts_in_the_paper_style_and_export_sizes_change_the_font() -> None:
+    fig = figures.build_token_bar_figure(["a", "b"], [1.0, 2.0], "t")
+    assert fig.layout.template.layout.font.family == figures.FONT_FAMILY
+    assert fig.layout.template.layout.xaxis.ticks == "outside"
+    small = figures.apply_paper_style(go.Figure(fig), size="single", font_size=8)
+    assert small.layout.template.layout.font.size == 8
+    assert fig.layout.template.layout.font.size == figures.BASE_FONT_SIZE
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="static export needs Debian chromium for kaleido")

@@ -1,8 +1,10 @@
 """End to end in a real browser: `streamlit run` on 127.0.0.1, headless Debian Chromium over CDP.
 
 Every page is opened by a deep link (page path + ``bundle``/``side``/``feature`` query) and must
-finish its run without an exception element and with its key charts drawn; in the Pair explorer a
-real mouse click on a point of UMAP A must light up its partner in UMAP B. Screenshots are kept in
+finish its run without an exception element and with its key charts drawn. In the Pair explorer the
+real mouse pointer over a point of map A must ring its partners in map B, and the reverse; a search
+term must ring its hits in both maps; a click must select (rings at once, then the page's pair table);
+and the exported HTML of the linked maps must keep the hover linking, offline. Screenshots are kept in
 ``$FEATUREBRIDGE_ARTIFACTS`` (default: the session's temp folder) as test artifacts.
 """
 
@@ -131,16 +133,35 @@ def _kept_pair(bundle: Path) -> tuple[int, int]:
 
 
 def _isolated_kept_pair(bundle: Path) -> tuple[int, int]:
-    """The kept pair whose A point lies farthest from any other point of UMAP A (so a click hits only it)."""
+    """The kept pair whose points lie farthest from any other point of their maps (so the pointer hits only them)."""
     opened = open_bundle(bundle)
     kept = opened.assignment().filter(pl.col("kept")).collect()
-    umap = opened.umap("a").sort("feature").collect()
-    xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
-    dist = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
-    np.fill_diagonal(dist, np.inf)
-    gap = dist.min(axis=1)
-    best = max(range(kept.height), key=lambda i: gap[int(kept["feature_a"][i])])
+    gaps = {}
+    for side in ("a", "b"):
+        umap = opened.umap(side).sort("feature").collect()
+        xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
+        xy /= np.maximum(xy.max(axis=0) - xy.min(axis=0), 1e-9)  # each axis spans the plot: compare in its units
+        dist = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
+        np.fill_diagonal(dist, np.inf)
+        gaps[side] = dist.min(axis=1)
+    best = max(
+        range(kept.height),
+        key=lambda i: min(gaps["a"][int(kept["feature_a"][i])], gaps["b"][int(kept["feature_b"][i])]),
+    )
     return int(kept["feature_a"][best]), int(kept["feature_b"][best])
+
+
+MAPS_READY = "!!(window.featureBridgeMaps && window.featureBridgeMaps.ready())"
+
+
+def _ringed(side: str, kind: str) -> str:
+    return f"window.featureBridgeMaps.ringed('{side}', '{kind}')"
+
+
+def _point(b: Browser, side: str, feature: int) -> list[float]:
+    position = b.evaluate(f"window.featureBridgeMaps.pointPosition('{side}', {feature}, true)")
+    assert position, f"feature {side.upper()}{feature} is not on map {side.upper()}"
+    return position
 
 
 def test_every_page_opens_by_deep_link_without_exceptions(
@@ -160,38 +181,76 @@ def test_every_page_opens_by_deep_link_without_exceptions(
         assert f"/{page}" in href and f"feature={fa}" in href, href
 
 
-def test_clicking_a_point_in_umap_a_lights_up_its_partner_in_umap_b(
+def test_hovering_a_point_rings_its_partners_in_the_other_map_both_ways(
     browser: Browser, server: str, bundle: Path, artifacts: Path
 ) -> None:
     fa, fb = _isolated_kept_pair(bundle)
     open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
-    position = browser.evaluate(
-        f"""(() => {{
-        const gd = document.querySelectorAll('.js-plotly-plot')[0];
-        gd.scrollIntoView({{block: 'center'}});
-        const t = gd._fullData.findIndex(tr => tr.name === 'matched');
-        const idx = Array.from(gd._fullData[t].customdata).findIndex(c => Number(c[0]) === {fa});
-        const pt = gd.calcdata[t][idx];
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-        return [r.left + xa._offset + xa.c2p(pt.x), r.top + ya._offset + ya.c2p(pt.y)];
-    }})()"""
+    browser.wait_for(MAPS_READY, 60)
+    browser.move(*_point(browser, "a", fa))
+    browser.wait_for(f"{_ringed('b', 'hover')}.includes({fb})", 10, interval=0.05)
+    assert fa in browser.evaluate(_ringed("a", "hover"))
+    browser.screenshot(artifacts / "pairs-hover-a.png")
+    # the pointer leaves: the rings go
+    browser.move(5, 5)
+    browser.wait_for(f"{_ringed('b', 'hover')}.length === 0", 10, interval=0.05)
+    # and the reverse: a point of B rings its partner in A
+    browser.move(*_point(browser, "b", fb))
+    browser.wait_for(f"{_ringed('a', 'hover')}.includes({fa})", 10, interval=0.05)
+    browser.screenshot(artifacts / "pairs-hover-b.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+    # hover feedback happened in the page, with no script run in between
+    assert (
+        browser.evaluate("document.querySelector(\"[data-testid='stApp']\").getAttribute('data-test-script-state')")
+        == "notRunning"
     )
-    assert position, f"feature A{fa} is not among UMAP A's matched points"
-    browser.click(*position)
-    highlighted = (
-        "(() => { const gd = document.querySelectorAll('.js-plotly-plot')[1]; if (!gd || !gd._fullData) return [];"
-        " const tr = gd._fullData.find(t => t.name === 'highlight');"
-        " return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : []; })()"
+
+
+def test_a_search_term_rings_its_hits_in_both_maps(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
+    browser.wait_for(MAPS_READY, 60)
+    browser.evaluate(
+        "(() => { const el = Array.from(document.querySelectorAll('input')).find(i => "
+        "(i.getAttribute('aria-label') || '').startsWith('Search')); el.focus(); return true; })()"
     )
-    browser.wait_for(f"{highlighted}.includes({fb})", 60)
+    browser.type_text("3")
+    browser.wait_for(f"{_ringed('a', 'search')}.includes(3) && {_ringed('b', 'search')}.includes(3)", 60)
+    browser.screenshot(artifacts / "pairs-search.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+
+
+def test_clicking_a_point_selects_it_and_the_page_follows(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    fa, fb = _isolated_kept_pair(bundle)
+    open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
+    browser.wait_for(MAPS_READY, 60)
+    browser.click(*_point(browser, "a", fa))
+    # the partner is ringed in the browser at once, and the selection reaches Python: the pair table lists it
+    browser.wait_for(f"{_ringed('b', 'selection')}.includes({fb})", 10, interval=0.05)
+    browser.wait_for(f"document.body.innerText.includes('Open feature A{fa}')", 60)
     browser.wait_for(IDLE, 60)
     browser.screenshot(artifacts / "pairs-linked-selection.png")
+    assert fa in browser.evaluate(_ringed("a", "selection"))
     assert browser.evaluate(EXCEPTIONS) == 0
-    # the pair table lists the clicked feature, and nothing else was hit by the click
-    selected = (
-        "(() => { const gd = document.querySelectorAll('.js-plotly-plot')[0];"
-        " const tr = gd._fullData.find(t => t.name === 'highlight');"
-        " return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : []; })()"
-    )
-    assert fa in browser.evaluate(selected)
-    assert browser.evaluate(f"document.body.innerText.includes('Open feature A{fa}')")
+
+
+def test_the_html_export_keeps_the_hover_linking_offline(
+    browser: Browser, bundle: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    from components import data
+    from components.linked_maps import build_linked_maps_html, compute_maps_payload, compute_view, encode_maps_payload
+
+    fa, fb = _isolated_kept_pair(bundle)
+    opened = open_bundle(bundle)
+    points = {side: data.umap_points(opened, side) for side in ("a", "b")}
+    payload = compute_maps_payload(points, data.pair_frame(opened), {"a": "A", "b": "B"})
+    page = tmp_path / "linked-maps.html"
+    page.write_text(build_linked_maps_html(encode_maps_payload(payload), compute_view({}, None), "maps"))
+    browser.navigate(page.as_uri())
+    browser.wait_for(MAPS_READY, 60)
+    browser.move(*_point(browser, "a", fa))
+    browser.wait_for(f"{_ringed('b', 'hover')}.includes({fb})", 10, interval=0.05)
+    browser.screenshot(artifacts / "export-linked-maps.png")

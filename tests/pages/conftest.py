@@ -49,6 +49,19 @@ def charts(at: AppTest) -> list[dict[str, Any]]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
+def linked_maps(at: AppTest) -> list[dict[str, Any]]:
+    """The data of every linked-maps component on the page: ``maps`` (the payload, decoded), ``view``, ``key``."""
+    from components.linked_maps import COMPONENT_NAME
+
+    found = []
+    for element in at.get("bidi_component"):
+        if element.proto.component_name != COMPONENT_NAME:
+            continue
+        data = json.loads(element.proto.json)
+        found.append({**data, "maps": json.loads(data["maps"])})
+    return found
+
+
 def texts(at: AppTest, kind: str) -> list[str]:
     """The text of every element of one kind (``warning``, ``error``, ``info``, ``success``, ``caption``)."""
     return [str(e.value) for e in getattr(at, kind)]

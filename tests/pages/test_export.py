@@ -49,3 +49,18 @@ def test_prepare_file_offers_the_static_export(app_bundle: Path) -> None:
     no_exception(at)
     labels = [d.proto.label for d in _downloads(at)]
     assert "Download umap-a-single.svg" in labels, labels
+
+
+def test_export_offers_the_linked_maps_as_one_offline_html(app_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(app_bundle), selection={"a": (2,), "b": ()})
+    no_exception(at)
+    labels = [d.proto.label for d in _downloads(at)]
+    assert "linked-maps.html (interactive)" in labels
+    # every figure's interactive HTML is offered too (built when downloaded, with plotly.js inlined)
+    assert any(label.endswith(".html (interactive)") and "linked" not in label for label in labels)
+
+
+def test_export_without_umap_offers_no_linked_maps(spine_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(spine_bundle))
+    no_exception(at)
+    assert "linked-maps.html (interactive)" not in [d.proto.label for d in _downloads(at)]

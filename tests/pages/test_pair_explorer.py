@@ -6,8 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
+from components.linked_maps import decode_pairs, decode_side
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, texts, values
+from tests.pages.conftest import linked_maps, no_exception, open_app, texts
 
 
 def _kept_pair(bundle_path: Path) -> tuple[int, int]:
@@ -15,38 +16,62 @@ def _kept_pair(bundle_path: Path) -> tuple[int, int]:
     return int(kept["feature_a"][0]), int(kept["feature_b"][0])
 
 
-def _highlight(fig: dict) -> list[int]:
-    trace = next(t for t in fig["data"] if t.get("name") == "highlight")
-    return sorted(int(c[0]) for c in values(trace.get("customdata")))
-
-
-def test_two_umaps_with_feature_ids_in_customdata(app_bundle: Path) -> None:
+def test_the_linked_maps_carry_every_feature_and_the_whole_partner_table(app_bundle: Path) -> None:
     at = open_app("pair_explorer", bundle_path=str(app_bundle))
     no_exception(at)
-    figs = charts(at)
-    assert len(figs) == 2
-    n_a = sum(len(values(t.get("customdata"))) for t in figs[0]["data"] if t["name"] in ("matched", "orphans"))
-    assert n_a == open_bundle(app_bundle).side("a")["d_sae"]
+    (maps,) = linked_maps(at)
+    bundle = open_bundle(app_bundle)
+    for side in ("a", "b"):
+        assert decode_side(maps["maps"], side)["feature"].tolist() == list(range(bundle.side(side)["d_sae"]))
+    # the partner table travels whole (dropped pairs too), so "link dropped pairs too" works in the browser
+    table = decode_pairs(maps["maps"])
+    assignment = bundle.assignment().collect()
+    assert table.height == assignment.height
+    assert sorted(zip(table["feature_a"], table["feature_b"], table["kept"], strict=True)) == sorted(
+        zip(assignment["feature_a"], assignment["feature_b"], assignment["kept"], strict=True)
+    )
+    assert maps["view"] == {"selection": {"a": [], "b": []}, "search": {"a": [], "b": []}, "include_dropped": False}
+    assert maps["plotly_url"].endswith("/plotly.min.js")
     assert any("Select points" in i for i in texts(at, "info"))
 
 
-def test_a_selection_in_a_lights_up_its_partner_in_b(app_bundle: Path) -> None:
+def test_a_selection_in_a_lists_its_pair_and_travels_to_the_maps(app_bundle: Path) -> None:
     fa, fb = _kept_pair(app_bundle)
     at = open_app("pair_explorer", bundle_path=str(app_bundle), selection={"a": (fa,), "b": ()})
     no_exception(at)
-    fig_a, fig_b = charts(at)
-    assert fa in _highlight(fig_a)
-    assert fb in _highlight(fig_b)
+    (maps,) = linked_maps(at)
+    assert maps["view"]["selection"] == {"a": [fa], "b": []}
+    # the browser rings B's partners from the table it carries: fa links to fb through a kept pair
+    table = decode_pairs(maps["maps"])
+    assert table.filter((pl.col("feature_a") == fa) & pl.col("kept"))["feature_b"].to_list() == [fb]
+    assert any("1 partners" in c for c in texts(at, "caption"))
     table = at.dataframe[-1].value
     assert (fa, fb) in set(zip(table["feature_a"], table["feature_b"], strict=True))
 
 
-def test_search_by_feature_id_highlights_both_maps(app_bundle: Path) -> None:
+def test_link_dropped_pairs_travels_to_the_maps(app_bundle: Path) -> None:
+    at = open_app("pair_explorer", bundle_path=str(app_bundle))
+    at.toggle[0].set_value(True).run()
+    no_exception(at)
+    assert linked_maps(at)[0]["view"]["include_dropped"] is True
+
+
+def test_search_by_feature_id_rings_both_maps(app_bundle: Path) -> None:
     at = open_app("pair_explorer", bundle_path=str(app_bundle))
     at.text_input(key="pe-search").set_value("3").run()
     no_exception(at)
-    fig_a, fig_b = charts(at)
-    assert 3 in _highlight(fig_a) and 3 in _highlight(fig_b)
+    (maps,) = linked_maps(at)
+    assert maps["view"]["search"] == {"a": [3], "b": [3]}
+
+
+def test_the_maps_payload_is_sent_unchanged_between_runs(app_bundle: Path) -> None:
+    at = open_app("pair_explorer", bundle_path=str(app_bundle))
+    first = linked_maps(at)[0]
+    at.text_input(key="pe-search").set_value("a2").run()
+    second = linked_maps(at)[0]
+    # same key: the browser keeps its drawn maps and only moves the rings
+    assert first["key"] == second["key"] and first["maps"] == second["maps"]
+    assert second["view"]["search"] == {"a": [2], "b": []}
 
 
 def test_search_with_no_hit_says_so(app_bundle: Path) -> None:
