@@ -7,8 +7,10 @@ setup:
 demo: setup
 	.venv/bin/python -m core demo
 
+# the app answers at once: it opens the demo and, when the demo is not built yet, builds it in the
+# background (Home shows the stages; each page lights up as its part lands)
 app: setup
-	bundle="$$(.venv/bin/python -m core demo)" && FEATUREBRIDGE_BUNDLE="$$bundle" .venv/bin/streamlit run app.py \
+	FEATUREBRIDGE_BUNDLE=demo .venv/bin/streamlit run app.py \
 		--server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
 # the whole suite, after lint, format and types (CI runs exactly this)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import html
 import io
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from components import figures
+from components import builds, figures
 from components.cache import cached_bundle
 from components.data import PART_HINTS, n_features
 from components.state import AppState
@@ -22,10 +24,23 @@ HOME = "pages/home.py"
 
 
 def require_bundle(state: AppState) -> Bundle:
-    """The open bundle, or a pointer to Home and a stop (every page's guard)."""
+    """The open bundle, or a pointer to Home and a stop (every page's guard).
+
+    While a background build is writing the open bundle and its harvest has not landed yet, the
+    page says so, shows the build's progress, and reruns by itself once the bundle opens.
+    """
     if not state.bundle_path:
         st.info("No bundle is open yet: open the demo or a bundle folder on the Home page.")
         st.page_link(HOME, label="Go to Home", icon=":material/home:")
+        st.stop()
+    path = Path(state.bundle_path)
+    build = builds.running_build_for(path)
+    if build is not None and not builds.bundle_opens(path):
+        st.info(
+            f"{build.job.title} is being built in the background; this page opens by itself once its harvest "
+            "has landed (Home shows every stage)."
+        )
+        _follow_build(str(path), ())
         st.stop()
     try:
         return cached_bundle(state.bundle_path)
@@ -37,13 +52,70 @@ def require_bundle(state: AppState) -> Bundle:
 
 
 def require_parts(bundle: Bundle, *parts: str, what: str = "This page") -> bool:
-    """Show "not computed yet: how to add it" for each absent part; True when all are present."""
+    """Show what is missing for each absent part; True when all are present.
+
+    A part that a background build is computing right now is announced as such (with the build's
+    progress), and the page reruns by itself when it lands; otherwise the page says how to add it,
+    with the error of a build that failed on the way.
+    """
     missing = [p for p in parts if not bundle.has(p)]
+    if not missing:
+        return True
+    build = builds.running_build_for(bundle.path)
+    if build is not None:
+        current = build.current()
+        now = f" (now: {current.name})" if current is not None else ""
+        st.info(
+            f"{what} needs the **{', '.join(missing)}** part, which the background build is computing{now}; "
+            "this page refreshes by itself when it lands."
+        )
+        _follow_build(str(bundle.path), tuple(missing))
+        return False
+    failed = next((b for b in builds.builds_for(bundle.path) if b.state == "failed"), None)
+    if failed is not None and failed.error:
+        st.error(f"The background build stopped before this part: {failed.error}")
     for part in missing:
         hint = PART_HINTS.get(part, "python -m core --help").replace("BUNDLE", str(bundle.path))
         st.warning(f"{what} needs the **{part}** part, which is not computed yet for this bundle. Add it with:")
         st.code(hint, language="bash")
-    return not missing
+    return False
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def render_build_progress(status: builds.BuildStatus) -> None:
+    """One row per phase of a background build: done/total of its current step, time spent, time left."""
+    for phase in status.phases:
+        if phase.state == "done":
+            st.progress(1.0, text=f"✓ {phase.name} ({_duration(phase.seconds)})")
+        elif phase.state == "pending":
+            about = f" (about {_duration(phase.left)})" if phase.left else ""
+            st.progress(0.0, text=f"{phase.name}: waiting{about}")
+        else:
+            count = f" {phase.done:,} / {phase.total:,}" if phase.total else ""
+            left = f" · about {_duration(phase.left)} left" if phase.left is not None else ""
+            mark = "✗ " if phase.state == "failed" else ""
+            st.progress(phase.fraction, text=f"{mark}{phase.name} · {phase.step}{count}{left}")
+    if status.running:
+        total = f"about {_duration(status.left)} left" if status.left is not None else "time left unknown"
+        st.caption(f"Running for {_duration(time.time() - status.started)}, {total}.")
+    elif status.state == "failed":
+        st.error(status.error or "The build failed.")
+
+
+@st.fragment(run_every=2.0)
+def _follow_build(path: str, parts: tuple[str, ...]) -> None:
+    """The build's progress, redrawn every 2 s; reruns the page once the awaited parts have landed."""
+    status = builds.running_build_for(path)
+    landed = builds.bundle_opens(Path(path)) and (not parts or all(cached_bundle(path).has(p) for p in parts))
+    if landed or status is None:
+        st.rerun()
+    render_build_progress(status)
 
 
 def render_side_summary(bundle: Bundle, side: str) -> None:
@@ -262,9 +334,10 @@ def render_figure_export(fig: go.Figure, name: str, key: str) -> None:
             st.download_button(
                 f"Download {name}-{size}.{fmt}", payload, file_name=f"{name}-{size}.{fmt}", mime=mime, key=f"{key}-dl"
             )
+    # plotly.js inlined (from the installed package), so the file opens offline; built only when downloaded
     st.download_button(
         f"{name}.html (interactive)",
-        fig.to_html(include_plotlyjs="cdn").encode(),
+        lambda: fig.to_html(include_plotlyjs=True).encode(),
         file_name=f"{name}.html",
         mime="text/html",
         key=f"{key}-html",

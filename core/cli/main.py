@@ -28,28 +28,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class TqdmProgress:
-    """A progress callback drawing one tqdm bar per stage (a spinner-like bar when the total is unknown)."""
+    """A progress callback drawing a tqdm bar with done/total per step; a step of unknown size is one line.
+
+    Steps of one phase (``"dashboards · dashboards a"`` and ``"... b"`` report in turns) keep a bar
+    each; a new phase closes the previous phase's bars.
+    """
 
     def __init__(self) -> None:
-        self._stage: str | None = None
-        self._bar: Any = None
+        self._phase: str | None = None
+        self._bars: dict[str, Any] = {}
+        self._announced: set[str] = set()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
-        if stage != self._stage:
+        from core.progress import split_phase
+
+        phase, _ = split_phase(stage)
+        if phase != self._phase:
             self.close()
-            self._stage = stage
-            self._bar = tqdm(total=total or None, desc=stage, file=sys.stderr)
-        if total:
-            self._bar.total = total
-        self._bar.n = done
-        self._bar.refresh()
+            self._phase = phase
+        if not total:
+            if stage not in self._announced and stage not in self._bars:
+                # no total to show: a line saying what runs, not a bar counting "0it"
+                self._announced.add(stage)
+                print(f"{stage} ...", file=sys.stderr)
+            return
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, position=len(self._bars))
+        bar.total = total
+        bar.n = done
+        bar.refresh()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        for bar in self._bars.values():
+            bar.close()
+        self._bars = {}
 
     def __enter__(self) -> TqdmProgress:
         return self
@@ -73,24 +88,52 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from core.demo.spine import build_demo
-
+def _demo_build(args: argparse.Namespace, progress: Any) -> Any:
     if args.pair == "family":
         from core.demo.family import build_cross_demo
 
-        with TqdmProgress() as progress:
-            path = build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild)
-        print(path)
-        return 0
+        return build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild, retrain=args.retrain)
+    from core.demo.spine import build_demo
 
-    with TqdmProgress() as progress:
-        path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
-        if args.sweep:
-            from core.demo.sweep import build_demo_sweep
+    path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild, retrain=args.retrain)
+    if args.sweep:
+        from core.demo.sweep import build_demo_sweep
 
-            build_demo_sweep(device=args.device, progress=progress)
-    print(path)
+        build_demo_sweep(device=args.device, progress=progress)
+    return path
+
+
+def _run_with_status(status_path: str | None, name: str, bundle: Any, build: Callable[[Any], Any]) -> Any:
+    """Run ``build(progress)`` with tqdm bars, and with ``--status FILE`` also record steps and outcome there.
+
+    The app follows a background build through that file (``core.progress.StatusFile``): every
+    step's done/total, then the bundle built or the one-sentence error.
+    """
+    from core.progress import StatusFile, tee
+
+    status = StatusFile(status_path, name, {"bundle": str(bundle), "argv": sys.argv[1:]}) if status_path else None
+    with TqdmProgress() as bars:
+        try:
+            path = build(tee(bars, status) if status else bars)
+        except UserError as exc:
+            if status:
+                status.fail(exc, user_error=True)
+            raise
+        except BaseException as exc:
+            if status:
+                status.fail(exc, user_error=False)
+            raise
+    if status:
+        status.finish(str(path))
+    return path
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from core.demo.settings import cross_demo_bundle_path, demo_bundle_path
+
+    bundle = cross_demo_bundle_path() if args.pair == "family" else demo_bundle_path()
+    name = {"family": "cross-family demo", "spine": "demo"}[args.pair] + (" + layer sweep" if args.sweep else "")
+    print(_run_with_status(args.status, name, bundle, lambda progress: _demo_build(args, progress)))
     return 0
 
 
@@ -124,10 +167,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from core.spaces.settings import SimilaritySettings
 
         stage_settings["similarity"] = SimilaritySettings(n_null=args.n_null)
-    with TqdmProgress() as progress:
-        path = build_comparison(
+    path = _run_with_status(
+        args.status,
+        f"comparison {args.out}",
+        args.out,
+        lambda progress: build_comparison(
             spec, args.out, overwrite=args.overwrite, progress=progress, stages=stages, stage_settings=stage_settings
-        )
+        ),
+    )
     print(path)
     return 0
 
@@ -312,7 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build (or reuse) the embedded demo bundle and print its path")
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the bundle even when one is cached")
+    demo.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain the demo SAEs by the recipe, write them to assets/demo_saes/ (the shipped copies), rebuild",
+    )
+    demo.add_argument("--status", default=None, help="also record progress and the outcome in this JSON file")
     demo.add_argument(
         "--pair",
         choices=("spine", "family"),
@@ -345,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stages", default="all", help="later stages to run: all (default), none, or a list like matching,similarity"
     )
     compare.add_argument("--n-null", type=int, default=1000, help="null samples for the similarity stage")
+    compare.add_argument("--status", default=None, help="also record progress and the outcome in this JSON file")
     compare.set_defaults(func=cmd_compare)
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")

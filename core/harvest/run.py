@@ -116,6 +116,7 @@ def harvest(
     write_json_atomic({"key": key, "identity": identity, "n_shards": len(shards)}, plan_file)
 
     done_units, resumed = 0, 0
+    progress("harvest", 0, total)
     for number, (lo, hi) in enumerate(shards):
         shard_dir = work_dir / f"shard_{number:05d}"
         if not (shard_dir / "summary.json").is_file():

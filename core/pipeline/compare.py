@@ -26,7 +26,7 @@ from core.harvest.specs import CorpusSpec, HarvestSettings, SideSpec
 from core.harvest.windows import plan_aligned_windows, same_tokenizer, tokenize_windows
 from core.paths import hash_texts
 from core.pipeline.stages import STAGES, run_stages
-from core.progress import ProgressFn, no_progress
+from core.progress import ProgressFn, in_phase, no_progress
 
 VERSIONED = ("featurebridge", "torch", "transformers", "sae-lens", "numpy", "polars", "scipy", "safetensors")
 # a neighbouring hook that reconstructs this much better than the configured one is flagged
@@ -122,8 +122,10 @@ def build_comparison(
     device = resolve_device(spec.harvest.device)
     models: dict[Any, LoadedModel] = {}
     sides: dict[str, HarvestSide] = {}
-    for name, side_spec in (("a", spec.a), ("b", spec.b)):
-        progress(f"loading side {name}", 0, 0)
+    stage_progress = progress
+    progress = in_phase(progress, "harvest")
+    for i, (name, side_spec) in enumerate((("a", spec.a), ("b", spec.b))):
+        progress("loading models and SAEs", i, 2)
         if side_spec.model not in models:
             models[side_spec.model] = load_model(side_spec.model, device)
         model = models[side_spec.model]
@@ -134,6 +136,7 @@ def build_comparison(
                 f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post)."
             )
         sides[name] = HarvestSide(model, sae, model.hook(hook_name))
+    progress("loading models and SAEs", 2, 2)
     timings["load_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -149,9 +152,10 @@ def build_comparison(
         planned, _ = plan_aligned_windows({n: side.model for n, side in sides.items()}, docs, sanity_settings)
         sanity_windows = {name: [w.sides[name] for w in planned] for name in sides}
     sanity = {}
-    for name, side in sides.items():
-        progress(f"hook sanity {name}", 0, 0)
+    for i, (name, side) in enumerate(sides.items()):
+        progress("hook sanity", i, len(sides))
         sanity[name] = hook_sanity(side, sanity_windows[name], spec.harvest, device)
+    progress("hook sanity", len(sides), len(sides))
     timings["sanity_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -165,12 +169,14 @@ def build_comparison(
     used_docs = np.unique(units["doc"].to_numpy())
     writer.write_docs(pl.DataFrame({"doc": used_docs, "text": [docs[int(d)] for d in used_docs]}))
     unit_text = units["text"].to_list()
-    for name, side in sides.items():
-        progress(f"features {name}", 0, 0)
+    for i, (name, side) in enumerate(sides.items()):
+        progress("writing codes and features", 2 * i, 2 * len(sides))
         writer.write_codes(name, result.codes[name])
         writer.write_decoder(name, side.sae.decoder().numpy())
+        progress("writing codes and features", 2 * i + 1, 2 * len(sides))
         tops = top_tokens_per_feature(result.codes[name], unit_text)
         writer.write_features(name, compute_feature_frame(result.moments[name], units.height, tops))
+    progress("writing codes and features", 2 * len(sides), 2 * len(sides))
     timings["write_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
 
@@ -211,7 +217,7 @@ def build_comparison(
     writer.finalize(manifest)
     remove_work_dir(out / ".work")
     unembeddings = {name: _unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
-    run_stages(out, stages, stage_settings, str(device), progress, unembeddings)
+    run_stages(out, stages, stage_settings, str(device), stage_progress, unembeddings)
     return out
 
 

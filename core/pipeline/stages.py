@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.bundle.reader import Bundle, open_bundle
-from core.progress import ProgressFn, no_progress
+from core.progress import ProgressFn, in_phase, no_progress
 
 STAGES = ("matching", "similarity", "dashboards", "umap")
 # the part whose presence says a stage has run
@@ -118,5 +118,6 @@ def run_stages(
     settings = settings or {}
     bundle = open_bundle(bundle_path)
     for name in sorted(names, key=STAGES.index):
-        bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings)
+        # each stage's steps read "<stage> · <step>", so a follower knows which stage is running
+        bundle = run_stage(name, bundle_path, settings.get(name), device, in_phase(progress, name), unembeddings)
     return bundle
