@@ -115,7 +115,8 @@ def held_out_explained_variance(
     """
     row_start = np.cumsum([0] + [w.n_units for w in windows])
     held = set(held_rows.tolist())
-    chosen, rows = [], []
+    chosen: list = []
+    rows: list[int] = []
     for i, window in enumerate(windows):
         if int(row_start[i]) in held:
             chosen.append(window)
