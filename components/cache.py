@@ -78,10 +78,16 @@ def load_selection_table(path: str, mtime: float, side: str, features: tuple[int
     return data.selection_pair_table(load_bundle(path, mtime), side, list(features))
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def load_text_index(path: str, mtime: float) -> data.TextIndex:
+    """The units' character offsets and the documents' text (read once per bundle, shared by every session)."""
+    return data.load_text_index(load_bundle(path, mtime))
+
+
 @st.cache_data(show_spinner="Reading both features' activations…", max_entries=32)
 def load_unit_pair(path: str, mtime: float, feature_a: int, feature_b: int) -> pl.DataFrame:
-    """Per-unit activations of a pair (units where either fires), with context."""
-    return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b)
+    """Per-unit activations of a pair (units where either fires), with the original text around each."""
+    return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b, text_index=load_text_index(path, mtime))
 
 
 @st.cache_data(show_spinner="Correlating the selected features…", max_entries=32)
@@ -102,8 +108,9 @@ def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
 
 @st.cache_data(show_spinner="Searching…", max_entries=32)
 def load_search_hits(path: str, mtime: float, query: str) -> pl.DataFrame:
-    """Features matching a search text (feature id or token)."""
-    return data.search_hits(load_bundle(path, mtime), query)
+    """Features matching a search text (feature id or token), each with its strongest example in context."""
+    bundle = load_bundle(path, mtime)
+    return data.hit_contexts(bundle, data.search_hits(bundle, query), load_text_index(path, mtime))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

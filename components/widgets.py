@@ -15,7 +15,7 @@ import streamlit as st
 
 from components import builds, figures
 from components.cache import cached_bundle
-from components.data import PART_HINTS, n_features
+from components.data import PART_HINTS, TextIndex, n_features, window_segments
 from components.state import AppState
 from core.bundle.reader import Bundle
 from core.errors import UserError
@@ -223,35 +223,78 @@ def render_feature_picker(state: AppState, bundle: Bundle, key: str) -> tuple[st
     return side, feature
 
 
-def render_snippet(tokens: list[str], acts: list[float], center: int, max_act: float) -> str:
-    """HTML for one example window: each token shaded by its activation, the centre underlined."""
-    parts = []
+def render_snippet(
+    tokens: list[str],
+    acts: list[float],
+    center: int,
+    max_act: float,
+    segments: list[tuple[str, int | None]] | None = None,
+) -> str:
+    """HTML for one example window: each unit shaded by its activation, the centre underlined.
+
+    Args:
+        tokens: the units' own texts (the raw tokens; shown on hover).
+        acts: each unit's activation.
+        center: the example's unit within the window.
+        max_act: the activation that gets full colour.
+        segments: the window's original text (``components.data.window_segments``): each unit's
+            characters and the text between units. Without it the units' texts are joined by spaces.
+
+    Returns:
+        The HTML (every text escaped).
+    """
     scale = max(max_act, 1e-9)
-    for i, (tok, act) in enumerate(zip(tokens, acts, strict=False)):
-        alpha = min(max(float(act or 0.0) / scale, 0.0), 1.0)
+    if segments is None:
+        segments = [(str(tok), i) for i, tok in enumerate(tokens)]
+        sep = " "
+    else:
+        sep = ""
+    parts = []
+    for text, i in segments:
+        if i is None:
+            parts.append(html.escape(text))
+            continue
+        act = float(acts[i] or 0.0) if i < len(acts) else 0.0
+        alpha = min(max(act / scale, 0.0), 1.0)
         style = f"background-color: rgba(242,158,31,{alpha:.2f}); padding: 0 1px; border-radius: 2px;"
         if i == center:
             style += " text-decoration: underline; font-weight: 600;"
-        title = f"{act:.3f}" if act else "0"
-        parts.append(f'<span style="{style}" title="{title}">{html.escape(str(tok))}</span>')
-    return " ".join(parts)
+        raw = tokens[i] if i < len(tokens) else text
+        title = f"token {raw!r} · {act:.3f}" if act else f"token {raw!r} · 0"
+        parts.append(f'<span style="{style}" title="{html.escape(title)}">{html.escape(text)}</span>')
+    return sep.join(parts)
 
 
-def render_examples(examples: pl.DataFrame, kind_prefix: str, limit: int, max_act: float) -> None:
-    """Example windows of one kind (``top`` or ``quantile``), highlighted, strongest first."""
+def render_examples(
+    examples: pl.DataFrame, kind_prefix: str, limit: int, max_act: float, text_index: TextIndex | None = None
+) -> None:
+    """Example windows of one kind (``top`` or ``quantile``), highlighted, strongest first.
+
+    With the bundle's text index the windows show the original text (the units' characters, as
+    the document has them); hovering a unit shows its raw token and activation.
+    """
     rows = examples.filter(pl.col("kind").str.starts_with(kind_prefix)).head(limit)
     if rows.height == 0:
         st.caption("no examples")
         return
     lines = []
     for r in rows.iter_rows(named=True):
-        snippet = render_snippet(r["window_text"], r["window_acts"], r["center"], max_act)
+        segments = None
+        if text_index is not None:
+            segments = window_segments(text_index, int(r["window_start"]), len(r["window_text"]))
+        snippet = render_snippet(r["window_text"], r["window_acts"], r["center"], max_act, segments)
         lines.append(f'<div style="margin: 2px 0; font-size: 0.9em;"><code>{r["act"]:.2f}</code> {snippet}</div>')
     st.html("".join(lines))
 
 
-def render_feature_card(card: Any, key: str) -> None:
-    """One feature's dashboard: stats, top and quantile examples, histogram, top tokens, logit effect."""
+def render_feature_card(card: Any, key: str, text_index: TextIndex | None = None) -> None:
+    """One feature's dashboard: stats, top and quantile examples, histogram, top tokens, logit effect.
+
+    Args:
+        card: the feature's ``core.explore.search.FeatureCard``.
+        key: widget key prefix.
+        text_index: the bundle's units-to-text index, so examples show the original text.
+    """
     d = card.dashboard
     cols = st.columns(4)
     cols[0].metric("fires on", f"{d.get('count', 0):,} units")
@@ -263,11 +306,11 @@ def render_feature_card(card: Any, key: str) -> None:
         return
     max_act = float(d.get("max") or 1.0)
     st.markdown("**Top activations**")
-    render_examples(card.examples, "top", 10, max_act)
+    render_examples(card.examples, "top", 10, max_act, text_index)
     with st.expander("Quantile samples (one group per activation quantile)"):
         for kind in sorted(k for k in card.examples["kind"].unique().to_list() if k.startswith("quantile")):
             st.caption(kind.replace("_", " "))
-            render_examples(card.examples, kind, 4, max_act)
+            render_examples(card.examples, kind, 4, max_act, text_index)
     if d.get("hist_counts"):
         st.plotly_chart(
             figures.build_activation_histogram_figure(d["hist_counts"], d["hist_width"], card.side, card.feature),

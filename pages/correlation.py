@@ -30,9 +30,16 @@ if fa is None or fb is None:
         fa, fb = int(rows["feature_a"][0]), int(rows["feature_b"][0])
 fa, fb = fa or 0, fb or 0
 n_a, n_b = n_features(bundle, "a"), n_features(bundle, "b")
+# a deep link may name a feature the bundle does not have: say so, and show the first one instead
+if not 0 <= fa < n_a:
+    st.error(f"Feature A{fa} does not exist in this bundle (side A has {n_a:,} features); showing A0 instead.")
+    fa = 0
+if not 0 <= fb < n_b:
+    st.error(f"Feature B{fb} does not exist in this bundle (side B has {n_b:,} features); showing B0 instead.")
+    fb = 0
 c1, c2 = st.columns(2)
-fa = int(c1.number_input(f"Feature A (0..{n_a - 1})", 0, n_a - 1, min(fa, n_a - 1), key="corr-a"))
-fb = int(c2.number_input(f"Feature B (0..{n_b - 1})", 0, n_b - 1, min(fb, n_b - 1), key="corr-b"))
+fa = int(c1.number_input(f"Feature A (0..{n_a - 1})", 0, n_a - 1, fa, key="corr-a"))
+fb = int(c2.number_input(f"Feature B (0..{n_b - 1})", 0, n_b - 1, fb, key="corr-b"))
 if state.pair() != (fa, fb):
     state.select("a", fa, partner=fb)
 

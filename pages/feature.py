@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from components.cache import bundle_mtime, load_feature_card
+from components.cache import bundle_mtime, load_feature_card, load_text_index
 from components.data import n_features, other_side
 from components.state import get_state
 from components.widgets import render_feature_card, render_feature_picker, require_bundle, require_parts
@@ -24,10 +24,11 @@ if not require_parts(bundle, "dashboards", "examples", what="The feature dashboa
     st.stop()
 side, feature = render_feature_picker(state, bundle, key="fp")
 card = load_feature_card(path, mtime, side, feature)
+text_index = load_text_index(path, mtime)
 left, right = st.columns(2)
 with left:
     st.subheader(f"{side.upper()}{feature}")
-    render_feature_card(card, key=f"card-{side}")
+    render_feature_card(card, key=f"card-{side}", text_index=text_index)
 with right:
     partners = card.partners
     if partners.height == 0:
@@ -47,7 +48,11 @@ with right:
         if state.partner != partner:
             state.partner = partner
         st.subheader(f"{other_side(side).upper()}{partner}")
-        render_feature_card(load_feature_card(path, mtime, other_side(side), partner), key=f"card-{other_side(side)}")
+        render_feature_card(
+            load_feature_card(path, mtime, other_side(side), partner),
+            key=f"card-{other_side(side)}",
+            text_index=text_index,
+        )
         with st.expander("All partners"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
         st.page_link("pages/correlation.py", label="Unit-by-unit scatter of this pair", icon=":material/show_chart:")

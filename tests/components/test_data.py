@@ -72,3 +72,20 @@ def test_methods_record_is_json_ready(bundle, tmp_path: Path) -> None:
     record = data.methods_record(open_bundle(bundle.path))
     assert set(record["sides"]) == {"a", "b"}
     json.dumps(record, default=str)
+
+
+def test_search_hits_carry_their_strongest_example_in_context(bundle, tmp_path: Path) -> None:
+    import shutil
+
+    from core.dashboards.settings import DashboardSettings
+    from core.dashboards.stage import build_dashboards
+
+    copy = shutil.copytree(bundle.path, tmp_path / "with-examples")
+    with_examples = build_dashboards(copy, DashboardSettings(threads=1))
+    hits = data.search_hits(with_examples, "a3")
+    found = data.hit_contexts(with_examples, hits, data.load_text_index(with_examples))
+    assert found.columns == ["side", "feature", "why", "context"]
+    # a3 fires on the planted 'comet' units: its top example is one, bracketed in its own text
+    assert "[comet]" in found["context"][0]
+    no_hits = data.hit_contexts(with_examples, hits.clear(), data.load_text_index(with_examples))
+    assert no_hits.height == 0 and "context" in no_hits.columns

@@ -102,3 +102,22 @@ def test_a_search_of_only_subword_markers_is_a_message(app_bundle: Path) -> None
     at.text_input(key="pe-search").set_value("##").run()
     no_exception(at)
     assert texts(at, "warning")
+
+
+def test_maps_without_an_assignment_say_linking_is_missing_and_how_to_add_it(app_bundle: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    copy = Path(shutil.copytree(app_bundle, tmp_path / "no-assignment"))
+    for name in ("assignment.parquet", "matches.parquet", "weight_matches.parquet"):
+        (copy / name).unlink(missing_ok=True)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["parts"].update({"assignment": False, "matches": False, "weight_matches": False})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    at = open_app("pair_explorer", bundle_path=str(copy))
+    no_exception(at)
+    (maps,) = linked_maps(at)
+    assert decode_pairs(maps["maps"]).height == 0
+    assert any("not linked" in i for i in texts(at, "info"))
+    assert any("**assignment**" in w for w in texts(at, "warning"))
+    assert any("python -m core match" in c.value for c in at.code)
