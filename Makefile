@@ -7,9 +7,10 @@ setup:
 demo: setup
 	.venv/bin/python -m core demo
 
-# the app answers at once: it opens the demo and, when the demo is not built yet, builds it in the
-# background (Home shows the stages; each page lights up as its part lands)
+# the app answers at once: the demo, when not built yet, builds in the background (its own process,
+# started here), and the app opens on it (Home shows the stages; each page lights up as its part lands)
 app: setup
+	.venv/bin/python -m components.builds demo
 	FEATUREBRIDGE_BUNDLE=demo .venv/bin/streamlit run app.py \
 		--server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 

@@ -260,7 +260,11 @@ def ringed(tab: Tab, kind: str, side: str, what: str = "selection") -> str:
 def time_click(tab: Tab, kind: str, pair: tuple[int, int]) -> float:
     """Seconds from a click on A's point to B's partner ringed (and the page idle again)."""
     fa, fb = pair
+    tab.move(5, 5)
+    time.sleep(0.3)
     x, y = map_point(tab, kind, "a", fa)
+    tab.move(x, y)
+    time.sleep(0.3)
     t0 = time.perf_counter()
     tab.click(x, y)
     tab.wait_for(f"{ringed(tab, kind, 'b')}.includes({fb})", 120, interval=0.02)

@@ -384,3 +384,24 @@ def autostart_demo() -> BuildStatus | None:
         start_build(job)
         return read_build(job)
     return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m components.builds demo``: start the demo's background build unless it is built or running.
+
+    ``make app`` runs this before serving the app, so the build starts with the server rather
+    than with the first browser session; it prints where the build reports and returns at once.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args != ["demo"]:
+        print("usage: python -m components.builds demo", file=sys.stderr)
+        return 2
+    status = autostart_demo()
+    job = demo_jobs()["demo"]
+    state = status.state if status is not None else "built"
+    print(f"demo: {state} (progress in {job.status_path}, log in {job.log_path})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -549,6 +549,80 @@ def build_token_bar_figure(
     return apply_paper_style(fig)
 
 
+# ---------------------------------------------------------------- small inline charts (HTML, no plotly)
+# A feature card draws two to four small charts; as plotly figures each costs the browser a plotly
+# chart mount (most of the Feature page's load), as inline SVG/HTML a few DOM nodes. The plotly
+# builders above stay the ones the Export page writes to files.
+
+
+def build_histogram_svg(counts: Sequence[int], width: float, color: str, title: str, height: int = 140) -> str:
+    """A histogram of non-zero activations as inline SVG (bins ``[i w, (i + 1) w)``), with its axis range.
+
+    Args:
+        counts: count per bin.
+        width: bin width.
+        color: bar colour.
+        title: the caption above the bars.
+        height: the plot's height in pixels.
+
+    Returns:
+        ``<figure>`` HTML: a caption, an SVG whose ``<rect>`` per bin carries its range and count as a
+        tooltip, and the axis ends (0 and the last bin's upper edge).
+    """
+    import html as _html
+
+    values = [int(c) for c in counts]
+    n = max(len(values), 1)
+    top = max(values + [1])
+    bars = []
+    for i, c in enumerate(values):
+        h = height * c / top
+        tip = f"[{i * width:.3g}, {(i + 1) * width:.3g}): {c:,} units"
+        bars.append(
+            f'<rect x="{i / n * 100:.3f}%" y="{height - h:.1f}" width="{100 / n * 0.94:.3f}%" height="{h:.1f}" '
+            f'fill="{color}"><title>{_html.escape(tip)}</title></rect>'
+        )
+    return (
+        f'<figure class="fb-hist" style="margin:4px 0 8px 0"><figcaption style="font-size:0.8rem;color:#444">'
+        f"{_html.escape(title)}</figcaption>"
+        f'<svg width="100%" height="{height}" preserveAspectRatio="none" style="display:block;'
+        f'border-bottom:1px solid #888">{"".join(bars)}</svg>'
+        f'<div style="display:flex;justify-content:space-between;font-size:0.75rem;color:#666">'
+        f"<span>0</span><span>activation</span><span>{len(values) * width:.3g}</span></div></figure>"
+    )
+
+
+def build_token_bars_html(tokens: Sequence[str], values: Sequence[float], title: str, color: str = COLOR_BOTH) -> str:
+    """Horizontal bars (top tokens, logit effects) as HTML, largest first, each token shown as written.
+
+    Args:
+        tokens: token texts.
+        values: one value per token (bars are scaled to the largest magnitude).
+        title: the caption above the bars.
+        color: bar colour.
+
+    Returns:
+        A ``<figure>`` with one row per token: the token (escaped, whitespace made visible), a bar, the value.
+    """
+    import html as _html
+
+    vals = [float(v) for v in values]
+    scale = max([abs(v) for v in vals] + [1e-12])
+    rows = []
+    for tok, v in zip(tokens, vals, strict=False):
+        shown = _html.escape(repr(str(tok))[1:-1])
+        rows.append(
+            '<div style="display:flex;align-items:center;gap:6px;font-size:0.8rem;line-height:1.35">'
+            f'<code style="flex:0 0 9em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap">{shown}</code>'
+            f'<div style="flex:1 1 auto"><div style="width:{abs(v) / scale * 100:.1f}%;height:0.8em;'
+            f'background:{color}"></div></div><span style="flex:0 0 4.5em;text-align:right">{v:,.3g}</span></div>'
+        )
+    return (
+        f'<figure class="fb-bars" style="margin:4px 0 8px 0"><figcaption style="font-size:0.8rem;color:#444">'
+        f"{_html.escape(title)}</figcaption>{''.join(rows)}</figure>"
+    )
+
+
 # ---------------------------------------------------------------- export
 
 

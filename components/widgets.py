@@ -311,36 +311,34 @@ def render_feature_card(card: Any, key: str, text_index: TextIndex | None = None
         for kind in sorted(k for k in card.examples["kind"].unique().to_list() if k.startswith("quantile")):
             st.caption(kind.replace("_", " "))
             render_examples(card.examples, kind, 4, max_act, text_index)
+    # small charts as inline HTML, not plotly: a plotly mount per chart was most of this page's browser time
+    color = figures.SIDE_COLORS.get(card.side, figures.COLOR_BOTH)
+    charts = []
     if d.get("hist_counts"):
-        st.plotly_chart(
-            figures.build_activation_histogram_figure(d["hist_counts"], d["hist_width"], card.side, card.feature),
-            key=f"{key}-hist",
-            width="stretch",
+        charts.append(
+            figures.build_histogram_svg(
+                d["hist_counts"], d["hist_width"], color, f"{card.side.upper()}{card.feature}: non-zero activations"
+            )
         )
     if d.get("top_tokens_by_count"):
-        st.plotly_chart(
-            figures.build_token_bar_figure(
-                d["top_tokens_by_count"],
-                d["top_tokens_by_count_n"],
-                "Top tokens (count)",
-                figures.SIDE_COLORS[card.side],
-            ),
-            key=f"{key}-tokens",
-            width="stretch",
+        charts.append(
+            figures.build_token_bars_html(
+                d["top_tokens_by_count"], d["top_tokens_by_count_n"], "Top tokens (count)", color
+            )
         )
     if d.get("promoted_tokens"):
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(
-            figures.build_token_bar_figure(d["promoted_tokens"], d["promoted_logits"], "Promoted logits", "#2a9d8f"),
-            key=f"{key}-promoted",
-        )
-        c2.plotly_chart(
-            figures.build_token_bar_figure(
+        charts.append(
+            '<div style="display:flex;gap:16px"><div style="flex:1">'
+            + figures.build_token_bars_html(d["promoted_tokens"], d["promoted_logits"], "Promoted logits", "#2a9d8f")
+            + '</div><div style="flex:1">'
+            + figures.build_token_bars_html(
                 d["suppressed_tokens"], d["suppressed_logits"], "Suppressed logits", "#8d99ae"
-            ),
-            key=f"{key}-suppressed",
+            )
+            + "</div></div>"
         )
-    else:
+    if charts:
+        st.html("".join(charts))
+    if not d.get("promoted_tokens"):
         st.caption("Logit effects: not available (the side's model is not a causal LM with an unembedding).")
 
 

@@ -11,13 +11,14 @@ from components.cache import (
     bundle_mtime,
     load_best_corr,
     load_correlation_block,
+    load_feature_card,
     load_maps_payload,
     load_pairs,
     load_similarity,
     load_umap_points,
     load_unit_pair,
 )
-from components.data import methods_record, similarity_frame
+from components.data import methods_record, n_features, similarity_frame
 from components.linked_maps import build_linked_maps_html, compute_view
 from components.state import get_state
 from components.widgets import render_figure_export, render_json_download, render_table_downloads, require_bundle
@@ -29,20 +30,36 @@ path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
 pairs = load_pairs(path, mtime)
 kept = pairs.filter(pl.col("kept")).sort("corr", descending=True)
 
-# figure name -> builder (a thunk, so only the chosen figure is built)
+# figure name -> builder (a thunk, so only the chosen figure is built); the light figures come first, so
+# the preview a visit opens on is quick to draw (the maps' WebGL preview waits until it is chosen)
 available: dict[str, object] = {}
-if bundle.has("umap"):
-    for side in ("a", "b"):
-        available[f"umap-{side}"] = lambda side=side: figures.build_umap_figure(
-            load_umap_points(path, mtime, side), side
-        )
+if bundle.has("similarity"):
+    available["similarity-vs-null"] = lambda: figures.build_null_figure(similarity_frame(load_similarity(path, mtime)))
 if bundle.has("matches"):
     threshold = bundle.manifest.get("matching", {}).get("settings", {}).get("min_corr")
     available["best-correlation-histogram"] = lambda: figures.build_corr_histogram_figure(
         load_best_corr(path, mtime), threshold
     )
-if bundle.has("similarity"):
-    available["similarity-vs-null"] = lambda: figures.build_null_figure(similarity_frame(load_similarity(path, mtime)))
+if bundle.has("umap"):
+    for side in ("a", "b"):
+        available[f"umap-{side}"] = lambda side=side: figures.build_umap_figure(
+            load_umap_points(path, mtime, side), side
+        )
+if bundle.has("dashboards") and state.feature is not None and 0 <= state.feature < n_features(bundle, state.side):
+    side, feature = state.side, state.feature
+
+    def _card_figure(kind: str, side: str = side, feature: int = feature) -> go.Figure:
+        d = load_feature_card(path, mtime, side, feature).dashboard
+        if kind == "hist":
+            return figures.build_activation_histogram_figure(
+                d["hist_counts"] or [], d["hist_width"] or 1.0, side, feature
+            )
+        return figures.build_token_bar_figure(
+            d["top_tokens_by_count"] or [], d["top_tokens_by_count_n"] or [], f"{side.upper()}{feature}: top tokens"
+        )
+
+    available[f"activations-{side.upper()}{feature}"] = lambda: _card_figure("hist")
+    available[f"top-tokens-{side.upper()}{feature}"] = lambda: _card_figure("tokens")
 if bundle.has("assignment") and not pairs["cos"].is_null().all():
     available["correlation-vs-cosine"] = lambda: figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"]))
 fa, fb = state.pair()

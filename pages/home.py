@@ -26,11 +26,26 @@ def _open(path: Path) -> None:
     st.switch_page("pages/overview.py")
 
 
-@st.fragment(run_every=1.5)
 def _demo_card(name: str) -> None:
-    """One demo: open it, build it in the background, or follow its build (redrawn every 1.5 s)."""
+    """One demo: open it, or build it in the background; a running build redraws itself (``_live_card``)."""
+    status = builds.read_build(builds.demo_jobs()[name])
+    if status is not None and status.running:
+        _live_card(name)
+    else:
+        _card_body(name, status)
+
+
+@st.fragment(run_every=1.5)
+def _live_card(name: str) -> None:
+    """A demo card while its build runs, redrawn every 1.5 s; the whole page reruns once the build stops."""
+    status = builds.read_build(builds.demo_jobs()[name])
+    if status is None or not status.running:
+        st.rerun()
+    _card_body(name, status)
+
+
+def _card_body(name: str, status: builds.BuildStatus | None) -> None:
     job = builds.demo_jobs()[name]
-    status = builds.read_build(job)
     ready = builds.bundle_complete(job.bundle) if name != "sweep" else _has_sweep(job.bundle)
     st.subheader(job.title)
     st.caption(DEMO_CAPTIONS[name])
@@ -54,7 +69,7 @@ def _demo_card(name: str) -> None:
     label = "Build again" if status is not None and status.state == "failed" else "Build in the background"
     if st.button(f"{label} ({job.about})", key=f"build-{name}"):
         builds.start_build(job)
-        st.rerun(scope="fragment")
+        st.rerun()
 
 
 def _has_sweep(path: Path) -> bool:

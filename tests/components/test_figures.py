@@ -161,3 +161,19 @@ def test_components_never_import_torch() -> None:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_inline_histogram_has_one_bar_per_bin_scaled_to_the_largest() -> None:
+    svg = figures.build_histogram_svg([4, 2, 0, 1], 0.5, "#123456", "A3: <acts>")
+    assert svg.count("<rect") == 4
+    assert 'height="140.0"' in svg and 'height="70.0"' in svg and 'height="0.0"' in svg
+    assert "[0.5, 1): 2 units" in svg and "&lt;acts&gt;" in svg
+    # the axis ends at the last bin's upper edge
+    assert "<span>2</span>" in svg
+
+
+def test_inline_token_bars_escape_tokens_and_scale_to_the_largest_magnitude() -> None:
+    html = figures.build_token_bars_html(["<b>", " the", "\\n"], [10.0, -5.0, 2.5], "Top & bottom")
+    assert "&lt;b&gt;" in html and "<b>" not in html and "Top &amp; bottom" in html
+    assert "width:100.0%" in html and "width:50.0%" in html and "width:25.0%" in html
+    assert "<code" in html and "\\\\n" in html  # a newline token is shown as \\n, not as a line break

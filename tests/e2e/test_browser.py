@@ -45,7 +45,7 @@ PAGES = {
     "pairs": 2,
     "correlation": 2,
     "heatmaps": 1,
-    "feature": 2,
+    "feature": 0,  # its small charts are inline HTML
     "discover": 0,
     "export": 1,
 }
