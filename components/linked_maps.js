@@ -225,7 +225,10 @@ class LinkedMaps {
   }
 
   select(side, features, mode) {
-    this.view.selection[side] = features;
+    // a new selection in one map replaces the whole selection (the other map then rings its partners),
+    // as the app state does; clearing a map clears only that map
+    if (mode === "clear") this.view.selection[side] = [];
+    else this.view.selection = { a: [], b: [], [side]: features };
     this.drawAll();
     if (this.onSelect) this.onSelect({ side, features, mode });
   }

@@ -266,13 +266,17 @@ def selection_from_event(value: Any) -> MapSelection | None:
 
 
 def apply_selection(state: Any, selection: MapSelection) -> None:
-    """Move the app state to a map's selection: that map's selected features, and the selected feature for one.
+    """Move the app state to a map's selection: it replaces the whole selection (clearing clears that map),
+    and a single feature becomes the selected feature.
 
     Args:
         state: the ``components.state.AppState``.
         selection: what the map reported.
     """
-    state.selection[selection.side] = selection.features
+    if selection.mode == "clear":
+        state.selection[selection.side] = ()
+        return
+    state.selection = {s: (selection.features if s == selection.side else ()) for s in SIDES}
     if len(selection.features) == 1:
         state.select(selection.side, selection.features[0])
 

@@ -132,9 +132,10 @@ def test_selection_from_event(value: object, expected: linked_maps.MapSelection 
 
 
 def test_a_selection_moves_the_state() -> None:
-    state = AppState(bundle_path="/b", side="b", feature=9, partner=4)
+    state = AppState(bundle_path="/b", side="b", feature=9, partner=4, selection={"a": (), "b": (9,)})
     linked_maps.apply_selection(state, linked_maps.MapSelection("a", (3, 8), "lasso"))
-    assert state.selection["a"] == (3, 8)
+    # a new selection in one map replaces the whole selection
+    assert state.selection == {"a": (3, 8), "b": ()}
     # several points: the selected feature stays where it was
     assert (state.side, state.feature) == ("b", 9)
     linked_maps.apply_selection(state, linked_maps.MapSelection("a", (3,), "click"))
