@@ -429,7 +429,17 @@ def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in:
         # features fire with Zipf-like popularity, as real SAE features do
         popularity = 1.0 / np.arange(1, n_features + 1) ** 0.7
         popularity /= popularity.sum()
-        idx = np.stack([rng.choice(n_features, k, replace=False, p=popularity) for _ in range(n_units)])
+        # one vectorised draw of 2k candidates per unit, then each unit's first k distinct ones
+        # (a draw per unit over 65K probabilities would take minutes)
+        candidates = rng.choice(n_features, size=(n_units, 2 * k), p=popularity)
+        idx = np.empty((n_units, k), np.int64)
+        for row in range(n_units):
+            distinct, first = np.unique(candidates[row], return_index=True)
+            picked = distinct[np.argsort(first)][:k]
+            if picked.size < k:  # rare: top up with features not drawn yet
+                rest = np.setdiff1d(rng.choice(n_features, 4 * k, replace=False), picked)[: k - picked.size]
+                picked = np.concatenate([picked, rest])
+            idx[row] = picked
         codes = SparseCodes.from_topk(idx, rng.gamma(2.0, 1.0, (n_units, k)).astype(np.float32), n_features)
         writer.write_codes(side, codes)
         writer.write_decoder(side, rng.standard_normal((n_features, d_in)).astype(np.float32))
