@@ -123,7 +123,12 @@ def run_first(checkout: Path, work: Path, cores: int, new_flow: bool, timeout: f
             server_env = {**env, "FEATUREBRIDGE_BUNDLE": "demo"}
         else:
             subprocess.run(
-                [*prefix, sys.executable, "-m", "core", "demo"], cwd=checkout, env=env, check=True, stdout=log, stderr=log
+                [*prefix, sys.executable, "-m", "core", "demo"],
+                cwd=checkout,
+                env=env,
+                check=True,
+                stdout=log,
+                stderr=log,
             )
             marks["whole demo"] = time.perf_counter() - t0
             server_env = {**env, "FEATUREBRIDGE_BUNDLE": str(bundle)}

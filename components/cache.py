@@ -43,7 +43,8 @@ def load_umap_points(path: str, mtime: float, side: str) -> pl.DataFrame:
 def load_maps_payload(path: str, mtime: float) -> tuple[str, str]:
     """Both UMAPs and the partner table as the linked-maps component's JSON, and its key (built once per bundle).
 
-    A resource, not data: the JSON string is immutable and large, so every session shares one copy.
+    A resource, not data: the JSON string is immutable and large, so every session shares one copy (the
+    page publishes it as a file the browser fetches, ``components.linked_maps.publish_maps_payload``).
     """
     from components.linked_maps import compute_maps_payload, encode_maps_payload
 

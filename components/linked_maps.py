@@ -8,13 +8,16 @@ each plotly map. Click, box and lasso still come back to Python, as a trigger va
 HTML export (:func:`build_linked_maps_html`), so a shared figure keeps the hover.
 
 What is sent splits in two: the maps (points, hover labels, partner table, the paper style's
-trace and layout specs), built once per bundle by :func:`compute_maps_payload` and cached as one
-JSON string; and the view (selection, search hits, whether dropped pairs link), a few ids that
-change on every run (:func:`compute_view`). The browser re-parses the maps only when their key
-changes, so a rerun after a click redraws rings, not 2 x 16K WebGL points.
+trace and layout specs), built once per bundle by :func:`compute_maps_payload`, written once to
+a JSON file named by its content key (:func:`publish_maps_payload`) and fetched by the browser
+from Streamlit's component file route; and the view (selection, search hits, whether dropped
+pairs link), a few ids in the component's data that change on every run (:func:`compute_view`).
+So a rerun after a click or a search carries a few hundred bytes, not the maps (11 MB for two
+65K maps), and the browser redraws rings, not 2 x 16K WebGL points; it fetches the maps again
+only when their key changes.
 
 plotly.js comes from the installed plotly package (``plotly/package_data/plotly.min.js``), served
-by Streamlit's component file route, so the maps work offline.
+by the same file route, so the maps work offline.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from core.sides import SIDES
 
 COMPONENT_NAME = "featurebridge.linked_maps"
 PLOTLY_ROUTE_NAME = "plotlyjs"
+MAPS_ROUTE_NAME = "maps"
+# published payloads kept in the cache folder (the oldest go first)
+KEEP_PAYLOADS = 16
 JS_PATH = Path(__file__).with_name("linked_maps.js")
 PLOTLY_DIR = Path(plotly.__file__).resolve().parent / "package_data"
 MAP_HEIGHT = 520
@@ -73,10 +79,22 @@ export default function (component) {
     parentElement.appendChild(root);
     parentElement.__fbRoot = root;
   }
-  loadPlotly(data.plotly_url).then((Plotly) => {
-    const existing = root.__fbLinkedMaps;
-    const maps = existing && existing.key === data.key ? { key: data.key } : JSON.parse(data.maps);
-    mountLinkedMaps(root, maps, data.view, Plotly, (sel) => setTriggerValue("selection", { ...sel, at: Date.now() }));
+  const onSelect = (sel) => setTriggerValue("selection", { ...sel, at: Date.now() });
+  const existing = root.__fbLinkedMaps;
+  if (existing && existing.key === data.key && existing.root.isConnected) {
+    // only the view changed: move the rings, nothing is fetched or redrawn
+    mountLinkedMaps(root, { key: data.key }, data.view, window.Plotly, onSelect);
+    return;
+  }
+  // the maps and plotly.js load side by side; both are files the browser caches
+  const maps = fetch(data.maps_url).then((r) => {
+    if (!r.ok) throw new Error("could not load the maps from " + data.maps_url);
+    return r.json();
+  });
+  Promise.all([loadPlotly(data.plotly_url), maps]).then(([Plotly, payload]) => {
+    mountLinkedMaps(root, payload, data.view, Plotly, onSelect);
+  }).catch((err) => {
+    root.textContent = String(err);
   });
 }
 """
@@ -286,17 +304,50 @@ def _js() -> str:
     return JS_PATH.read_text()
 
 
-def plotly_js_url() -> str:
-    """Where the browser fetches plotly.js: the installed plotly package's copy, served by Streamlit."""
+def _file_route(name: str, folder: Path, filename: str) -> str:
+    """The URL at which Streamlit serves ``folder/filename`` (a v1 component declared for its file route only)."""
     import streamlit as st
     from streamlit.components.v1 import declare_component
 
-    # a v1 component declared only for its file route: Streamlit then serves plotly's package_data
-    # folder (with a JavaScript content type and browser caching) at /component/<name>/...
-    declare_component(PLOTLY_ROUTE_NAME, path=str(PLOTLY_DIR))
+    # Streamlit serves a declared component's folder (content type from the name, browser caching)
+    # at /component/<module>.<name>/...
+    declare_component(name, path=str(folder))
     base = (st.get_option("server.baseUrlPath") or "").strip("/")
     prefix = f"/{base}" if base else ""
-    return f"{prefix}/component/{__name__}.{PLOTLY_ROUTE_NAME}/plotly.min.js"
+    return f"{prefix}/component/{__name__}.{name}/{filename}"
+
+
+def plotly_js_url() -> str:
+    """Where the browser fetches plotly.js: the installed plotly package's copy, served by Streamlit."""
+    return _file_route(PLOTLY_ROUTE_NAME, PLOTLY_DIR, "plotly.min.js")
+
+
+def payload_dir() -> Path:
+    """The folder of published map payloads (under the Feature Bridge cache)."""
+    from core.paths import cache_dir
+
+    return cache_dir("app-maps")
+
+
+def publish_maps_payload(maps_json: str, maps_key: str) -> Path:
+    """Write a payload once as ``<key>.json`` (atomically), keeping the KEEP_PAYLOADS newest; returns the file."""
+    import os
+
+    folder = payload_dir()
+    path = folder / f"{maps_key}.json"
+    if not path.is_file():
+        tmp = folder / f".{maps_key}.{os.getpid()}.tmp"
+        tmp.write_text(maps_json)
+        os.replace(tmp, path)
+        published = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in published[KEEP_PAYLOADS:]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def maps_url(maps_key: str) -> str:
+    """Where the browser fetches a published payload."""
+    return _file_route(MAPS_ROUTE_NAME, payload_dir(), f"{maps_key}.json")
 
 
 @cache
@@ -312,8 +363,9 @@ def render_linked_maps(
     """Draw the linked maps; returns the selection this run was started by, if any.
 
     Args:
-        maps_json: :func:`encode_maps_payload` of the bundle's payload (cached by the caller).
-        maps_key: the payload's ``key`` (the browser redraws the points only when it changes).
+        maps_json: :func:`encode_maps_payload` of the bundle's payload (cached by the caller); published
+            as a file when it is not one yet (a stat per run otherwise), which the browser fetches.
+        maps_key: the payload's ``key`` (the browser fetches and redraws the points only when it changes).
         view: :func:`compute_view`'s result.
         key: the widget key.
         on_select: called before the script reruns after a selection (read it with :func:`selection_from_event`
@@ -322,9 +374,10 @@ def render_linked_maps(
     Returns:
         The selection trigger of this run, or None.
     """
+    publish_maps_payload(maps_json, maps_key)
     result = _component()(
         key=key,
-        data={"maps": maps_json, "key": maps_key, "view": dict(view), "plotly_url": plotly_js_url()},
+        data={"maps_url": maps_url(maps_key), "key": maps_key, "view": dict(view), "plotly_url": plotly_js_url()},
         on_selection_change=on_select or (lambda: None),
         height="content",
     )

@@ -164,3 +164,19 @@ def test_html_export_embeds_plotly_the_script_and_the_data() -> None:
 
 def test_plotly_js_comes_from_the_installed_package() -> None:
     assert (linked_maps.PLOTLY_DIR / "plotly.min.js").is_file()
+
+
+def test_a_payload_is_published_once_as_a_file_named_by_its_key(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FEATUREBRIDGE_CACHE", str(tmp_path))
+    monkeypatch.setattr(linked_maps, "KEEP_PAYLOADS", 2)
+    payloads = [_payload(12, n) for n in (5, 6, 7)]
+    paths = []
+    for payload in payloads:
+        paths.append(linked_maps.publish_maps_payload(linked_maps.encode_maps_payload(payload), payload["key"]))
+    assert paths[-1].name == f"{payloads[-1]['key']}.json"
+    assert json.loads(paths[-1].read_text()) == payloads[-1]
+    # the oldest beyond KEEP_PAYLOADS go; publishing again is a no-op
+    assert sorted(p.name for p in linked_maps.payload_dir().glob("*.json")) == sorted(p.name for p in paths[1:])
+    stamp = paths[-1].stat().st_mtime_ns
+    linked_maps.publish_maps_payload("{}", payloads[-1]["key"])
+    assert paths[-1].stat().st_mtime_ns == stamp

@@ -50,15 +50,17 @@ def charts(at: AppTest) -> list[dict[str, Any]]:
 
 
 def linked_maps(at: AppTest) -> list[dict[str, Any]]:
-    """The data of every linked-maps component on the page: ``maps`` (the payload, decoded), ``view``, ``key``."""
-    from components.linked_maps import COMPONENT_NAME
+    """The data of every linked-maps component on the page (``key``, ``view``, ``maps_url``, ``plotly_url``),
+    with ``maps``: the payload file the browser fetches, decoded."""
+    from components.linked_maps import COMPONENT_NAME, payload_dir
 
     found = []
     for element in at.get("bidi_component"):
         if element.proto.component_name != COMPONENT_NAME:
             continue
         data = json.loads(element.proto.json)
-        found.append({**data, "maps": json.loads(data["maps"])})
+        assert data["maps_url"].endswith(f"/{data['key']}.json")
+        found.append({**data, "maps": json.loads((payload_dir() / f"{data['key']}.json").read_text())})
     return found
 
 
