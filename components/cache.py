@@ -91,6 +91,27 @@ def load_unit_pair(path: str, mtime: float, feature_a: int, feature_b: int) -> p
     return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b, text_index=load_text_index(path, mtime))
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_corr_cos_json(path: str, mtime: float) -> str:
+    """The every-pair correlation vs decoder cosine figure as JSON (built once per bundle: 65K points)."""
+    from components import figures
+    from components.plot import figure_json
+
+    pairs = data.pair_frame(load_bundle(path, mtime)).drop_nulls(["corr", "cos"])
+    return figure_json(figures.build_corr_cos_figure(pairs))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def load_unit_scatter_json(path: str, mtime: float, feature_a: int, feature_b: int) -> str:
+    """One pair's unit-by-unit scatter as JSON (up to 20K units with their contexts)."""
+    from components import figures
+    from components.plot import figure_json
+
+    return figure_json(
+        figures.build_unit_scatter_figure(load_unit_pair(path, mtime, feature_a, feature_b), feature_a, feature_b)
+    )
+
+
 @st.cache_data(show_spinner="Correlating the selected features…", max_entries=32)
 def load_correlation_block(
     path: str, mtime: float, features_a: tuple[int, ...], features_b: tuple[int, ...]

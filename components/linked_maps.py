@@ -32,19 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly
 import polars as pl
 
-from components import figures
+from components import figures, plotly_assets
 from core.sides import SIDES
 
 COMPONENT_NAME = "featurebridge.linked_maps"
-PLOTLY_ROUTE_NAME = "plotlyjs"
-MAPS_ROUTE_NAME = "maps"
-# published payloads kept in the cache folder (the oldest go first)
-KEEP_PAYLOADS = 16
+MAPS_KIND = "app-maps"
 JS_PATH = Path(__file__).with_name("linked_maps.js")
-PLOTLY_DIR = Path(plotly.__file__).resolve().parent / "package_data"
 MAP_HEIGHT = 520
 # hover labels are cut here: 16K of them travel with every map
 LABEL_CHARS = 60
@@ -55,21 +50,6 @@ CSS = """
 """
 # the Streamlit host: an ES module whose default export Streamlit calls on every script run
 _ST_WRAPPER = """
-function loadPlotly(url) {
-  if (window.Plotly) return Promise.resolve(window.Plotly);
-  if (!window.__fbPlotlyPromise) {
-    window.__fbPlotlyPromise = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = url;
-      script.async = true;
-      script.onload = () => resolve(window.Plotly);
-      script.onerror = () => reject(new Error("could not load plotly.js from " + url));
-      document.head.appendChild(script);
-    });
-  }
-  return window.__fbPlotlyPromise;
-}
-
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
   let root = parentElement.__fbRoot;
@@ -87,11 +67,7 @@ export default function (component) {
     return;
   }
   // the maps and plotly.js load side by side; both are files the browser caches
-  const maps = fetch(data.maps_url).then((r) => {
-    if (!r.ok) throw new Error("could not load the maps from " + data.maps_url);
-    return r.json();
-  });
-  Promise.all([loadPlotly(data.plotly_url), maps]).then(([Plotly, payload]) => {
+  Promise.all([loadPlotly(data.plotly_url), fetchJson(data.maps_url)]).then(([Plotly, payload]) => {
     mountLinkedMaps(root, payload, data.view, Plotly, onSelect);
   }).catch((err) => {
     root.textContent = String(err);
@@ -304,57 +280,26 @@ def _js() -> str:
     return JS_PATH.read_text()
 
 
-def _file_route(name: str, folder: Path, filename: str) -> str:
-    """The URL at which Streamlit serves ``folder/filename`` (a v1 component declared for its file route only)."""
-    import streamlit as st
-    from streamlit.components.v1 import declare_component
-
-    # Streamlit serves a declared component's folder (content type from the name, browser caching)
-    # at /component/<module>.<name>/...
-    declare_component(name, path=str(folder))
-    base = (st.get_option("server.baseUrlPath") or "").strip("/")
-    prefix = f"/{base}" if base else ""
-    return f"{prefix}/component/{__name__}.{name}/{filename}"
-
-
-def plotly_js_url() -> str:
-    """Where the browser fetches plotly.js: the installed plotly package's copy, served by Streamlit."""
-    return _file_route(PLOTLY_ROUTE_NAME, PLOTLY_DIR, "plotly.min.js")
-
-
 def payload_dir() -> Path:
     """The folder of published map payloads (under the Feature Bridge cache)."""
-    from core.paths import cache_dir
-
-    return cache_dir("app-maps")
+    return plotly_assets.published_dir(MAPS_KIND)
 
 
-def publish_maps_payload(maps_json: str, maps_key: str) -> Path:
-    """Write a payload once as ``<key>.json`` (atomically), keeping the KEEP_PAYLOADS newest; returns the file."""
-    import os
-
-    folder = payload_dir()
-    path = folder / f"{maps_key}.json"
-    if not path.is_file():
-        tmp = folder / f".{maps_key}.{os.getpid()}.tmp"
-        tmp.write_text(maps_json)
-        os.replace(tmp, path)
-        published = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in published[KEEP_PAYLOADS:]:
-            old.unlink(missing_ok=True)
-    return path
-
-
-def maps_url(maps_key: str) -> str:
-    """Where the browser fetches a published payload."""
-    return _file_route(MAPS_ROUTE_NAME, payload_dir(), f"{maps_key}.json")
+def publish_maps_payload(maps_json: str, maps_key: str) -> str:
+    """Publish a payload once as ``<key>.json`` (the newest few are kept); returns the URL the browser fetches."""
+    return plotly_assets.publish(MAPS_KIND, maps_json, maps_key)
 
 
 @cache
 def _component() -> Callable[..., Any]:
     import streamlit as st
 
-    return st.components.v2.component(COMPONENT_NAME, css=CSS, js=_js() + "\n" + _ST_WRAPPER, isolate_styles=False)
+    return st.components.v2.component(COMPONENT_NAME, css=CSS, js=component_js(), isolate_styles=False)
+
+
+def component_js() -> str:
+    """The component's ES module: the shared plotly loader, the linking script, the Streamlit host."""
+    return plotly_assets.LOAD_PLOTLY_JS + _js() + "\n" + _ST_WRAPPER
 
 
 def render_linked_maps(
@@ -374,10 +319,10 @@ def render_linked_maps(
     Returns:
         The selection trigger of this run, or None.
     """
-    publish_maps_payload(maps_json, maps_key)
+    url = publish_maps_payload(maps_json, maps_key)
     result = _component()(
         key=key,
-        data={"maps_url": maps_url(maps_key), "key": maps_key, "view": dict(view), "plotly_url": plotly_js_url()},
+        data={"maps_url": url, "key": maps_key, "view": dict(view), "plotly_url": plotly_assets.plotly_js_url()},
         on_selection_change=on_select or (lambda: None),
         height="content",
     )
@@ -397,7 +342,7 @@ def build_linked_maps_html(maps_json: str, view: Mapping[str, Any], title: str) 
     """
     import html
 
-    plotly_js = (PLOTLY_DIR / "plotly.min.js").read_text()
+    plotly_js = (plotly_assets.PLOTLY_DIR / "plotly.min.js").read_text()
     # "</" inside a script element would end it early
     data = json.dumps({"maps": json.loads(maps_json), "view": dict(view)}).replace("</", "<\\/")
     return (

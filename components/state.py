@@ -125,6 +125,11 @@ def sync_url() -> AppState:
     return state
 
 
+def set_widget(key: str, value: object) -> None:
+    """Set a keyed widget's value (from a callback, before the widget is drawn again), so it shows the state."""
+    st.session_state[key] = value
+
+
 def widget_value(key: str) -> object:
     """The current value of a keyed widget (a chart's selection event) before the widget is drawn again."""
     return st.session_state.get(key)

@@ -7,11 +7,24 @@ import math
 import polars as pl
 import streamlit as st
 
-from components import figures
-from components.cache import bundle_mtime, load_pairs, load_unit_pair
+from components.cache import bundle_mtime, load_corr_cos_json, load_pairs, load_unit_pair, load_unit_scatter_json
 from components.data import n_features, pair_stats
-from components.state import get_state
+from components.plot import click_from_event, render_plot
+from components.state import get_state, set_widget, widget_value
 from components.widgets import require_bundle, require_parts
+
+
+def _open_clicked_pair() -> None:
+    """A click on a pair of the global scatter opens it above (runs before the page reruns)."""
+    event = widget_value("corr-cos")
+    click = click_from_event(event.get("click") if isinstance(event, dict) else None)
+    if click is None or len(click.customdata) < 2:
+        return
+    pa, pb = (int(v) for v in click.customdata[:2])
+    get_state().select("a", pa, partner=pb)
+    set_widget("corr-a", pa)
+    set_widget("corr-b", pb)
+
 
 state = get_state()
 st.title("Correlation")
@@ -54,7 +67,7 @@ cols[4].metric("both", f"{stats['n_both']:,}")
 if frame.height == 0:
     st.info(f"Neither A{fa} nor B{fb} fires on any unit of this corpus.")
 else:
-    st.plotly_chart(figures.build_unit_scatter_figure(frame, fa, fb), key="corr-units", width="stretch")
+    render_plot(load_unit_scatter_json(path, mtime, fa, fb), key="corr-units")
     st.caption("One point per unit where either feature fires; hover shows the token [in brackets] in its context.")
 st.page_link("pages/feature.py", label=f"Dashboard of A{fa}", icon=":material/feature_search:")
 
@@ -63,17 +76,5 @@ if require_parts(bundle, "assignment", what="The global scatter"):
     if pairs["cos"].is_null().all():
         st.info("The two SAEs read spaces of different width (d_in differ), so decoder cosines are not defined.")
     else:
-        event = st.plotly_chart(
-            figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"])),
-            key="corr-cos",
-            on_select="rerun",
-            selection_mode=("points",),
-            width="stretch",
-        )
-        rows = figures.selected_rows(event)
-        if rows:
-            pa, pb = (int(v) for v in rows[0][:2])
-            if (pa, pb) != (fa, fb):
-                state.select("a", pa, partner=pb)
-                st.rerun()
+        render_plot(load_corr_cos_json(path, mtime), key="corr-cos", on_click=_open_clicked_pair)
         st.caption("Click a pair to show it above.")

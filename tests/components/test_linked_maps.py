@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from components import figures, linked_maps
+from components import figures, linked_maps, plotly_assets
 from components.state import AppState
 
 
@@ -150,7 +150,7 @@ def test_html_export_embeds_plotly_the_script_and_the_data() -> None:
     view = linked_maps.compute_view({"a": (1,)}, None)
     html = linked_maps.build_linked_maps_html(linked_maps.encode_maps_payload(payload), view, "maps & <pairs>")
     # plotly.js inlined, nothing fetched: the file works offline
-    assert (linked_maps.PLOTLY_DIR / "plotly.min.js").read_text() in html
+    assert (plotly_assets.PLOTLY_DIR / "plotly.min.js").read_text() in html
     assert re.search(r"<script[^>]*\bsrc=", html) is None
     assert "function mountLinkedMaps" in html and "mountLinkedMaps(document.getElementById('fb-maps')" in html
     assert "<title>maps &amp; &lt;pairs&gt;</title>" in html
@@ -163,16 +163,21 @@ def test_html_export_embeds_plotly_the_script_and_the_data() -> None:
 
 
 def test_plotly_js_comes_from_the_installed_package() -> None:
-    assert (linked_maps.PLOTLY_DIR / "plotly.min.js").is_file()
+    assert (plotly_assets.PLOTLY_DIR / "plotly.min.js").is_file()
 
 
 def test_a_payload_is_published_once_as_a_file_named_by_its_key(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FEATUREBRIDGE_CACHE", str(tmp_path))
-    monkeypatch.setattr(linked_maps, "KEEP_PAYLOADS", 2)
+    from components import plotly_assets
+
+    monkeypatch.setattr(plotly_assets, "KEEP_PUBLISHED", 2)
+    monkeypatch.setattr(plotly_assets, "file_route", lambda name, folder, filename: f"/{name}/{filename}")
     payloads = [_payload(12, n) for n in (5, 6, 7)]
     paths = []
     for payload in payloads:
-        paths.append(linked_maps.publish_maps_payload(linked_maps.encode_maps_payload(payload), payload["key"]))
+        url = linked_maps.publish_maps_payload(linked_maps.encode_maps_payload(payload), payload["key"])
+        assert url == f"/app-maps/{payload['key']}.json"
+        paths.append(linked_maps.payload_dir() / f"{payload['key']}.json")
     assert paths[-1].name == f"{payloads[-1]['key']}.json"
     assert json.loads(paths[-1].read_text()) == payloads[-1]
     # the oldest beyond KEEP_PAYLOADS go; publishing again is a no-op

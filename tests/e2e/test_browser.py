@@ -254,3 +254,27 @@ def test_the_html_export_keeps_the_hover_linking_offline(
     browser.move(*_point(browser, "a", fa))
     browser.wait_for(f"{_ringed('b', 'hover')}.includes({fb})", 10, interval=0.05)
     browser.screenshot(artifacts / "export-linked-maps.png")
+
+
+def test_clicking_a_pair_in_the_global_scatter_opens_it(browser: Browser, server: str, bundle: Path) -> None:
+    open_page(browser, f"{server}/correlation?bundle={quote(str(bundle))}", 2)
+    browser.wait_for("document.querySelectorAll('[data-fb-plot-ready]').length >= 2", 60)
+    # the kept trace's first point, where it sits on the page
+    target = browser.evaluate(
+        """(() => {
+        const gd = Array.from(document.querySelectorAll('.fb-plot')).find(g => g._fullData &&
+            g._fullData.some(t => t.name === 'kept'));
+        gd.scrollIntoView({block: 'center'});
+        const t = gd._fullData.find(t => t.name === 'kept');
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+        const c = Array.from(t.customdata[0]).map(Number);
+        return [r.left + xa._offset + xa.c2p(t.x[0]), r.top + ya._offset + ya.c2p(t.y[0]), c[0], c[1]];
+    })()"""
+    )
+    x, y, fa, fb = target
+    browser.move(x, y)
+    time.sleep(0.3)
+    browser.click(x, y)
+    browser.wait_for(f"document.body.innerText.includes('A{fa} vs B{fb}: activation per unit')", 60)
+    browser.wait_for(IDLE, 60)
+    assert browser.evaluate(EXCEPTIONS) == 0

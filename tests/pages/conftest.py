@@ -64,6 +64,17 @@ def linked_maps(at: AppTest) -> list[dict[str, Any]]:
     return found
 
 
+def plots(at: AppTest) -> list[dict[str, Any]]:
+    """The figures drawn by the app's own plot component (components/plot.py), as plotly JSON specs."""
+    from components.plot import COMPONENT_NAME, figure_of
+
+    return [
+        figure_of(json.loads(e.proto.json))
+        for e in at.get("bidi_component")
+        if e.proto.component_name == COMPONENT_NAME
+    ]
+
+
 def texts(at: AppTest, kind: str) -> list[str]:
     """The text of every element of one kind (``warning``, ``error``, ``info``, ``success``, ``caption``)."""
     return [str(e.value) for e in getattr(at, kind)]
