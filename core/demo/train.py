@@ -19,8 +19,9 @@ from core.progress import ProgressFn, no_progress
 
 
 def _batches(
-    acts: torch.Tensor, batch_size: int, generator: torch.Generator, report: Callable[[int], None]
+    acts: torch.Tensor, batch_size: int, generator: torch.Generator, report: Callable[[int], None] | None = None
 ) -> Iterator[torch.Tensor]:
+    report = report or (lambda served: None)
     served = 0
     while True:
         order = torch.randperm(acts.shape[0], generator=generator)
