@@ -7,8 +7,11 @@ setup:
 demo: setup
 	.venv/bin/python -m core demo
 
+# the app answers at once: the demo, when not built yet, builds in the background (its own process,
+# started here), and the app opens on it (Home shows the stages; each page lights up as its part lands)
 app: setup
-	bundle="$$(.venv/bin/python -m core demo)" && FEATUREBRIDGE_BUNDLE="$$bundle" .venv/bin/python components/launch.py run app.py \
+	.venv/bin/python -m components.builds demo
+	FEATUREBRIDGE_BUNDLE=demo .venv/bin/python components/launch.py run app.py \
 		--server.address 127.0.0.1 --server.headless true --browser.gatherUsageStats false
 
 # the whole suite, after lint, format and types (CI runs exactly this)

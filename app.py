@@ -34,10 +34,28 @@ PAGES = [
 ]
 
 
+def start_demo_if_asked() -> None:
+    """``FEATUREBRIDGE_BUNDLE=demo`` (what ``make app`` sets): open the demo, building it in the background if needed.
+
+    The first run in the server process names the demo bundle's folder for every session and starts
+    its background build when the bundle is not complete; the app answers meanwhile, and Home shows
+    the build's stages.
+    """
+    if os.environ.get("FEATUREBRIDGE_BUNDLE") != "demo":
+        return
+    from components.builds import autostart_demo
+    from core.demo.settings import demo_bundle_path
+
+    os.environ["FEATUREBRIDGE_BUNDLE"] = str(demo_bundle_path())
+    autostart_demo()
+
+
 def run() -> None:
     """Configure the page, apply a deep link, and route to the chosen page."""
     from components.boundary import run_page
     from components.state import get_state, sync_url, write_url
+
+    start_demo_if_asked()
 
     st.set_page_config(page_title="Feature Bridge", page_icon=":material/compare_arrows:", layout="wide")
     pages = [

@@ -1,70 +1,408 @@
-"""Page render times of the app on a bundle: first render (cold caches) vs later renders (warm).
+"""Page loads and interactions of the app in real Chromium, this checkout against a baseline checkout.
 
-Every page is run headless with ``streamlit.testing.v1.AppTest`` on the bundle, with a
-feature and its partner selected (the state a user carries between pages). "cold" clears the
-Streamlit caches first, so it includes reading the bundle's parquet files; "warm" is the
-median of ``--repeats`` later renders in the same process, which is what a user feels when
-moving between pages. Prints seconds per page and the ratio cold / warm. The issue's target
-is a warm render under 1 s per page on a 16K x 16K bundle.
+For each checkout (the baseline, ``git archive``d from ``--baseline`` into a temp folder, and this
+working tree) the script starts ``streamlit run app.py`` on 127.0.0.1, visits every page once so
+the server's caches are warm, then opens each page by deep link in a fresh browser tab (a fresh
+Streamlit session) and measures:
 
-    python benchmarks/app_pages.py [BUNDLE] [--repeats 3]
-    python benchmarks/app_pages.py --synthetic 16384 [--units 20000]
+* wall seconds from navigation until the page has settled (script finished, every chart drawn,
+  nothing on the page changing for 0.5 s; the quiet half second is not counted);
+* server CPU-seconds spent meanwhile (user + system time of the server process, from /proc).
 
-BUNDLE defaults to the demo bundle (``core.demo.demo_bundle_path()``). ``--synthetic N`` first
-writes a bundle with N random TopK features per side (random decoders, assignment, matches
-and UMAP coordinates; real dashboards from ``build_dashboards``) to measure the pages at scale.
+On the Pair explorer it then times, in the same session: a click on a point of map A until its
+partner is ringed in map B; a search (typed, Enter) until a hit is ringed in both maps; and, where
+the maps are linked in the browser, hover feedback (mouse over a point of A until its partners are
+ringed in B, measured inside the page from the pointer event to the drawn rings).
+
+    python benchmarks/app_pages.py                       # the demo bundle
+    python benchmarks/app_pages.py --synthetic 65536     # a synthetic 65K x 65K bundle too
+    python benchmarks/app_pages.py BUNDLE --baseline e6336bc --repeats 3
+
+Goals (issue 12): every page under 1.5 s and 0.5 server CPU-s on the demo, under 3 s on 65K; a
+click selection and a search answered in under 1 s; hover feedback under 100 ms. Prints the load
+average beside the figures: they depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import polars as pl  # noqa: E402
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.e2e.browser import Browser, Tab, find_chromium, free_port, wait_for_http  # noqa: E402
 
-from components.state import AppState  # noqa: E402
-from core.bundle.reader import open_bundle  # noqa: E402
+# main at the commit this work started from: the code the issue measured
+BASELINE = "e6336bc"
+# url path -> page name (Home is the default page at "/")
+PAGES = {
+    "": "home",
+    "overview": "overview",
+    "pairs": "pair explorer",
+    "correlation": "correlation",
+    "heatmaps": "heatmaps",
+    "feature": "feature",
+    "discover": "discover",
+    "export": "export",
+}
+QUIET_S = 0.5
+TICKS = os.sysconf("SC_CLK_TCK")
+# what the page shows right now: settled once this stops changing while the script is idle
+SIGNATURE = """(() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  const idle = !!(app && app.getAttribute('data-test-script-state') === 'notRunning' && document.querySelector('h1'));
+  const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+  const drawn = plots.filter(p => p._fullLayout).length;
+  const stale = document.querySelectorAll("[data-stale='true']").length;
+  const running = document.querySelectorAll("[data-testid='stStatusWidget']").length;
+  const maps = document.querySelectorAll('[data-fb-maps-ready]').length;
+  return JSON.stringify([idle, plots.length, drawn, maps, stale, running, document.body ? document.body.innerText.length : -1]);
+})()"""
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-# Discover is left out: its cost is running two models on a text, not rendering
-PAGES = ("overview", "pair_explorer", "correlation", "heatmaps", "feature", "export")
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def _state(bundle: Path) -> AppState:
+def drawn(signature: str) -> tuple[int, int]:
+    """(plotly charts drawn, linked-map pairs drawn) out of a page signature."""
+    import json
+
+    values = json.loads(signature)
+    return int(values[2]), int(values[3])
+
+
+def settle(
+    tab: Tab, t0: float, timeout: float = 180.0, expect: tuple[int, int] = (0, 0), quiet: float = QUIET_S
+) -> float:
+    """Wait until the page is idle, shows ``expect`` (charts, map pairs) drawn, and stays unchanged for ``quiet``.
+
+    Returns:
+        Seconds from ``t0`` to the page's last change.
+    """
+    last_sig, last_change = None, time.perf_counter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sig = tab.evaluate(SIGNATURE)
+        now = time.perf_counter()
+        if sig != last_sig:
+            last_sig, last_change = sig, now
+        elif (
+            "[true," in sig
+            and now - last_change >= quiet
+            and all(d >= e for d, e in zip(drawn(sig), expect, strict=True))
+        ):
+            if not tab.evaluate("document.querySelectorAll(\"[data-testid='stException']\").length"):
+                return last_change - t0
+            raise RuntimeError(f"the page shows an exception: {tab.evaluate('document.body.innerText')[:500]}")
+        time.sleep(0.03)
+    raise TimeoutError(f"the page did not settle within {timeout} s ({last_sig})")
+
+
+@dataclass
+class Server:
+    """A running ``streamlit run app.py`` of one checkout."""
+
+    checkout: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="fb-bench-streamlit-", suffix=".log")[1])
+        log = open(self.log, "w")  # noqa: SIM115  (lives as long as the server)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(self.port),
+                "--server.headless",
+                "true",
+                "--server.fileWatcherType",
+                "none",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=self.checkout,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        wait_for_http(f"{self.url}/_stcore/health", 120, "ok")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+
+    def cpu(self) -> float:
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
+
+@contextmanager
+def serving(checkout: Path) -> Iterator[Server]:
+    """A server of ``checkout`` for the duration of the block."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    # the app opens the bundle named in the link, not the demo of its own cache
+    env.pop("FEATUREBRIDGE_BUNDLE", None)
+    server = Server(checkout, env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def export_checkout(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` (this repository) written to ``into`` (no worktree, nothing in the repo changes)."""
+    archive = into / "tree.tar"
+    with open(archive, "wb") as out:
+        subprocess.run(["git", "archive", rev], cwd=ROOT, stdout=out, check=True)
+    tree = into / "tree"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    archive.unlink()
+    return tree
+
+
+def deep_link(server: Server, page: str, bundle: Path, pair: tuple[int, int]) -> str:
+    fa, fb = pair
+    return f"{server.url}/{page}?bundle={quote(str(bundle))}&side=a&feature={fa}&partner={fb}"
+
+
+def open_settled(
+    browser: Browser, url: str, server: Server, expect: tuple[int, int] = (0, 0), quiet: float = QUIET_S
+) -> tuple[Tab, float, float]:
+    """A fresh tab on ``url``; returns (tab, wall seconds, server CPU-seconds)."""
+    tab = browser.open_tab()
+    cpu0, t0 = server.cpu(), time.perf_counter()
+    tab.navigate(url)
+    wall = settle(tab, t0, expect=expect, quiet=quiet)
+    return tab, wall, server.cpu() - cpu0
+
+
+# ---------------------------------------------------------------- the maps, old (st.plotly_chart) and new (component)
+
+# the centre of feature F of side S's map in page pixels, and the features ringed in each map;
+# the linked-maps component exposes window.featureBridgeMaps, the old page two plotly charts
+MAP_PROBE = """(() => {
+  const api = window.featureBridgeMaps;
+  if (api && api.ready()) return 'component';
+  return document.querySelectorAll('.js-plotly-plot').length >= 2 ? 'plotly' : '';
+})()"""
+POINT_OLD = """((side, f) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[side === 'a' ? 0 : 1];
+  gd.scrollIntoView({block: 'center'});
+  for (const name of ['matched', 'orphans']) {
+    const t = gd._fullData.findIndex(tr => tr.name === name);
+    if (t < 0) continue;
+    const idx = Array.from(gd._fullData[t].customdata).findIndex(c => Number(c[0]) === f);
+    if (idx < 0) continue;
+    const tr = gd._fullData[t];
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    return [r.left + xa._offset + xa.c2p(tr.x[idx]), r.top + ya._offset + ya.c2p(tr.y[idx])];
+  }
+  return null;
+})"""
+RINGED_OLD = """((side) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[side === 'a' ? 0 : 1];
+  if (!gd || !gd._fullData) return [];
+  const tr = gd._fullData.find(t => t.name === 'highlight');
+  return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : [];
+})"""
+
+
+def map_point(tab: Tab, kind: str, side: str, feature: int) -> list[float]:
+    if kind == "component":
+        return tab.evaluate(f"window.featureBridgeMaps.pointPosition('{side}', {feature}, true)")
+    return tab.evaluate(f"{POINT_OLD}('{side}', {feature})")
+
+
+def ringed(tab: Tab, kind: str, side: str, what: str = "selection") -> str:
+    if kind == "component":
+        return f"window.featureBridgeMaps.ringed('{side}', '{what}')"
+    return f"{RINGED_OLD}('{side}')"
+
+
+def time_click(tab: Tab, kind: str, pair: tuple[int, int]) -> float:
+    """Seconds from a click on A's point to B's partner ringed (and the page idle again)."""
+    fa, fb = pair
+    tab.move(5, 5)
+    time.sleep(0.3)
+    x, y = map_point(tab, kind, "a", fa)
+    tab.move(x, y)
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    tab.click(x, y)
+    tab.wait_for(f"{ringed(tab, kind, 'b')}.includes({fb})", 120, interval=0.02)
+    return time.perf_counter() - t0
+
+
+def time_search(tab: Tab, kind: str, query: str, hits: tuple[int, int]) -> float:
+    """Seconds from Enter in the search box to a hit ringed in both maps."""
+    tab.evaluate(
+        "(() => { const el = Array.from(document.querySelectorAll('input')).find(i => "
+        "(i.getAttribute('aria-label') || '').startsWith('Search')); el.focus(); el.select(); return true; })()"
+    )
+    t0 = time.perf_counter()
+    tab.type_text(query)
+    what = "search" if kind == "component" else "selection"
+    ha, hb = hits
+    tab.wait_for(
+        f"{ringed(tab, kind, 'a', what)}.includes({ha}) && {ringed(tab, kind, 'b', what)}.includes({hb})",
+        120,
+        interval=0.02,
+    )
+    return time.perf_counter() - t0
+
+
+def time_hover(tab: Tab, pair: tuple[int, int], n: int = 5) -> float:
+    """Median milliseconds from a pointer event over A's point to B's partners drawn (measured in the page)."""
+    fa, fb = pair
+    samples = []
+    for _ in range(n):
+        tab.move(5, 5)
+        tab.wait_for("window.featureBridgeMaps.ringed('b', 'hover').length === 0", 30, interval=0.02)
+        x, y = map_point(tab, "component", "a", fa)
+        tab.move(x, y)
+        tab.wait_for(f"window.featureBridgeMaps.ringed('b', 'hover').includes({fb})", 30, interval=0.02)
+        samples.append(float(tab.evaluate("window.featureBridgeMaps.lastHoverMs()")))
+    return statistics.median(samples)
+
+
+# ---------------------------------------------------------------- one checkout
+
+
+def measure(checkout: Path, bundle: Path, pair: tuple[int, int], search: tuple[str, int, int], repeats: int) -> dict:
+    """Page and interaction figures of one checkout on one bundle."""
+    chromium = find_chromium()
+    assert chromium is not None, "Debian chromium is needed (apt-get install chromium)"
+    results: dict = {"pages": {}}
+    with serving(checkout) as server:
+        browser = Browser(chromium)
+        try:
+            # Home first (a deep link in the server's very first session finds no page list yet), then
+            # every page once to warm the server (imports, bundle reads, cached figures); what each page
+            # draws once it is complete (charts, map pairs) is what later loads wait for
+            open_settled(browser, f"{server.url}/", server)[0].close()
+            expect = {}
+            for page in PAGES:
+                tab, _, _ = open_settled(browser, deep_link(server, page, bundle, pair), server, quiet=3.0)
+                expect[page] = drawn(tab.evaluate(SIGNATURE))
+                tab.close()
+            for page in PAGES:
+                walls, cpus = [], []
+                for _ in range(repeats):
+                    tab, wall, cpu = open_settled(browser, deep_link(server, page, bundle, pair), server, expect[page])
+                    tab.close()
+                    walls.append(wall)
+                    cpus.append(cpu)
+                results["pages"][page] = (statistics.median(walls), statistics.median(cpus))
+                print(f"  {checkout.name}/{page or 'home'}: {walls} s, {cpus} cpu-s", file=sys.stderr)
+            tab, _, _ = open_settled(
+                browser, f"{server.url}/pairs?bundle={quote(str(bundle))}", server, expect["pairs"]
+            )
+            kind = tab.wait_for(MAP_PROBE, 60)
+            results["kind"] = kind
+            if kind == "component":
+                results["hover_ms"] = time_hover(tab, pair)
+            results["click_s"] = time_click(tab, kind, pair)
+            settle(tab, time.perf_counter())
+            query, ha, hb = search
+            results["search_s"] = time_search(tab, kind, query, (ha, hb))
+            tab.close()
+        finally:
+            browser.close()
+    return results
+
+
+# ---------------------------------------------------------------- bundles
+
+
+def pick_pair(bundle: Path) -> tuple[tuple[int, int], tuple[str, int, int]]:
+    """A kept pair whose A point stands apart (so a click hits it alone), and a feature-id search."""
+    import numpy as np
+    import polars as pl
+
+    from core.bundle.reader import open_bundle
+
     opened = open_bundle(bundle)
-    fa, fb = 0, 0
-    if opened.has("assignment"):
-        kept = opened.assignment().filter(pl.col("kept")).sort("corr", descending=True).collect()
-        if kept.height:
-            fa, fb = int(kept["feature_a"][0]), int(kept["feature_b"][0])
-    return AppState(bundle_path=str(bundle), side="a", feature=fa, partner=fb, selection={"a": (fa,), "b": ()})
+    kept = opened.assignment().filter(pl.col("kept")).select("feature_a", "feature_b").collect()
+    umap = opened.umap("a").sort("feature").collect()
+    xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
+    if xy.shape[0] > 4096:  # nearest-neighbour gaps on a subsample of candidates keep this quick
+        candidates = kept.head(2000)
+    else:
+        candidates = kept
+    ids = candidates["feature_a"].to_numpy()
+    gaps = np.array([np.partition(np.linalg.norm(xy - xy[f], axis=1), 1)[1] for f in ids])
+    best = int(np.argmax(gaps))
+    fa, fb = int(ids[best]), int(candidates["feature_b"][best])
+    n_b = int(opened.side("b")["d_sae"])
+    # "a<id>"/"b<id>" ring one side; a bare id rings that id on both sides
+    probe = min(7, n_b - 1)
+    return (fa, fb), (str(probe), probe, probe)
 
 
 def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in: int = 256, seed: int = 0) -> Path:
     """A bundle of random TopK codes with every part the pages read (matching parts are random too)."""
     import numpy as np
+    import polars as pl
 
     from core.bundle.codes import SparseCodes
     from core.bundle.writer import BundleWriter, add_parts, prepare_output_dir
     from core.dashboards.settings import DashboardSettings
     from core.dashboards.stage import build_dashboards
 
+    if (out / "manifest.json").is_file():
+        from core.bundle.reader import open_bundle
+
+        if open_bundle(out).has("dashboards"):
+            return out
     rng = np.random.default_rng(seed)
     prepare_output_dir(out, overwrite=True)
     writer = BundleWriter(out)
     words = np.array("the cat sat on a mat while seven dogs barked loudly at night and time flies".split())
     doc_len = 100
     texts = words[rng.integers(0, words.size, n_units)]
+    lengths = np.char.str_len(texts.astype(str)) + 1
+    starts = np.zeros(n_units, np.int64)
+    for lo in range(0, n_units, doc_len):
+        hi = min(lo + doc_len, n_units)
+        starts[lo:hi] = np.concatenate([[0], np.cumsum(lengths[lo : hi - 1])])
     writer.write_units(
         pl.DataFrame(
             {
@@ -72,20 +410,36 @@ def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in:
                 "doc": np.arange(n_units) // doc_len,
                 "pos": np.arange(n_units) % doc_len,
                 "text": texts,
-                "char_start": np.zeros(n_units, np.int64),
-                "char_end": np.zeros(n_units, np.int64),
+                "char_start": starts,
+                "char_end": starts + lengths - 1,
             }
         )
     )
+    n_docs = (n_units + doc_len - 1) // doc_len
     writer.write_docs(
-        pl.DataFrame({"doc": np.arange(n_units // doc_len + 1), "text": ["..."] * (n_units // doc_len + 1)})
+        pl.DataFrame(
+            {
+                "doc": np.arange(n_docs),
+                "text": [" ".join(texts[d * doc_len : (d + 1) * doc_len]) for d in range(n_docs)],
+            }
+        )
     )
     sides = {}
     for side in ("a", "b"):
         # features fire with Zipf-like popularity, as real SAE features do
         popularity = 1.0 / np.arange(1, n_features + 1) ** 0.7
         popularity /= popularity.sum()
-        idx = np.stack([rng.choice(n_features, k, replace=False, p=popularity) for _ in range(n_units)])
+        # one vectorised draw of 2k candidates per unit, then each unit's first k distinct ones
+        # (a draw per unit over 65K probabilities would take minutes)
+        candidates = rng.choice(n_features, size=(n_units, 2 * k), p=popularity)
+        idx = np.empty((n_units, k), np.int64)
+        for row in range(n_units):
+            distinct, first = np.unique(candidates[row], return_index=True)
+            picked = distinct[np.argsort(first)][:k]
+            if picked.size < k:  # rare: top up with features not drawn yet
+                rest = np.setdiff1d(rng.choice(n_features, 4 * k, replace=False), picked)[: k - picked.size]
+                picked = np.concatenate([picked, rest])
+            idx[row] = picked
         codes = SparseCodes.from_topk(idx, rng.gamma(2.0, 1.0, (n_units, k)).astype(np.float32), n_features)
         writer.write_codes(side, codes)
         writer.write_decoder(side, rng.standard_normal((n_features, d_in)).astype(np.float32))
@@ -145,8 +499,8 @@ def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in:
         f"umap_{side}.parquet": pl.DataFrame(
             {
                 "feature": np.arange(n_features, dtype=np.int32),
-                "x": rng.standard_normal(n_features),
-                "y": rng.standard_normal(n_features),
+                "x": rng.standard_normal(n_features).astype(np.float32),
+                "y": rng.standard_normal(n_features).astype(np.float32),
             }
         )
         for side in ("a", "b")
@@ -156,53 +510,65 @@ def build_synthetic(out: Path, n_features: int, n_units: int, k: int = 32, d_in:
     return out
 
 
-def render(bundle: Path, page: str) -> float:
-    """Seconds to run one page (the Home run that routes there is not counted)."""
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.session_state["featurebridge_state"] = _state(bundle)
-    at.run()
-    at.switch_page(f"pages/{page}.py")
-    t0 = time.perf_counter()
-    at.run()
-    seconds = time.perf_counter() - t0
-    if at.exception:
-        raise RuntimeError(f"{page}: {at.exception[0].value}")
-    return seconds
+# ---------------------------------------------------------------- report
+
+
+def report(name: str, base: dict, new: dict) -> None:
+    print(f"\n{name}")
+    print(f"{'page':<15}{'base s':>8}{'base cpu':>10}{'new s':>8}{'new cpu':>9}{'wall ratio':>12}{'cpu ratio':>11}")
+    for page, label in PAGES.items():
+        if page not in base["pages"] or page not in new["pages"]:
+            continue
+        bw, bc = base["pages"][page]
+        nw, nc = new["pages"][page]
+        print(
+            f"{label:<15}{bw:>8.2f}{bc:>10.2f}{nw:>8.2f}{nc:>9.2f}{bw / max(nw, 1e-9):>11.1f}x{bc / max(nc, 1e-9):>10.1f}x"
+        )
+    for key, label, unit in (("click_s", "click -> partner ringed", "s"), ("search_s", "search -> hits ringed", "s")):
+        if key in base and key in new:
+            print(
+                f"{label:<30}{base[key]:>8.2f} {unit} -> {new[key]:.2f} {unit}  ({base[key] / max(new[key], 1e-9):.1f}x)"
+            )
+    hover = new.get("hover_ms")
+    print(
+        f"{'hover -> partners ringed':<30}{'n/a (no hover linking)':>8} -> " + (f"{hover:.0f} ms" if hover else "n/a")
+    )
 
 
 def main() -> None:
-    """Print cold and warm render seconds per page."""
+    """Measure the baseline and this checkout on the demo (and optionally a synthetic bundle); print both."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", nargs="?", default=None)
+    parser.add_argument("bundle", nargs="?", default=None, help="a bundle folder (default: the demo bundle)")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision of the baseline (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--synthetic", type=int, default=0, help="first write a synthetic bundle with this many features"
-    )
-    parser.add_argument("--units", type=int, default=20_000, help="units of the synthetic bundle")
+    parser.add_argument("--synthetic", type=int, default=0, help="also measure a synthetic bundle this wide")
+    parser.add_argument("--units", type=int, default=50_000, help="units of the synthetic bundle")
+    parser.add_argument("--no-baseline", action="store_true", help="measure this checkout only")
     args = parser.parse_args()
-    if args.synthetic:
-        import tempfile
-
-        t0 = time.perf_counter()
-        out = Path(args.bundle or tempfile.mkdtemp(prefix="fb-synthetic-")) / "bundle"
-        args.bundle = str(build_synthetic(out, args.synthetic, args.units))
-        print(
-            f"synthetic bundle {args.synthetic} x {args.synthetic} features written in {time.perf_counter() - t0:.1f} s"
-        )
     if args.bundle is None:
         from core.demo.spine import demo_bundle_path
 
         args.bundle = str(demo_bundle_path())
-    bundle = Path(args.bundle)
-    parts = open_bundle(bundle).parts
-    print(f"bundle {bundle}  parts: {', '.join(p for p, ok in parts.items() if ok)}")
-    print(f"{'page':<14}{'cold s':>9}{'warm s':>9}{'cold/warm':>11}")
-    for page in PAGES:
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        cold = render(bundle, page)
-        warm = statistics.median(render(bundle, page) for _ in range(args.repeats))
-        print(f"{page:<14}{cold:>9.3f}{warm:>9.3f}{cold / max(warm, 1e-9):>11.1f}")
+    bundles = [("demo" if args.bundle is None else Path(args.bundle).name, Path(args.bundle))]
+    work = Path(tempfile.mkdtemp(prefix="fb-app-pages-"))
+    try:
+        if args.synthetic:
+            t0 = time.perf_counter()
+            out = work / f"synthetic-{args.synthetic}"
+            bundles.append(
+                (f"synthetic {args.synthetic} x {args.synthetic}", build_synthetic(out, args.synthetic, args.units))
+            )
+            print(f"synthetic bundle written in {time.perf_counter() - t0:.0f} s")
+        baseline = None if args.no_baseline else export_checkout(args.baseline, work)
+        print(f"load average before: {os.getloadavg()}")
+        for name, bundle in bundles:
+            pair, search = pick_pair(bundle)
+            new = measure(ROOT, bundle, pair, search, args.repeats)
+            base = measure(baseline, bundle, pair, search, args.repeats) if baseline else new
+            report(f"{name}: {bundle} (pair A{pair[0]} <-> B{pair[1]}, search {search[0]!r})", base, new)
+        print(f"load average after: {os.getloadavg()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,22 @@ def load_stale(path: str, mtime: float) -> list[Any]:
     return stale_parts(load_bundle(path, mtime))
 
 
+@st.cache_resource(show_spinner="Preparing the maps…", max_entries=4)
+def load_maps_payload(path: str, mtime: float) -> tuple[str, str]:
+    """Both UMAPs and the partner table as the linked-maps component's JSON, and its key (built once per bundle).
+
+    A resource, not data: the JSON string is immutable and large, so every session shares one copy (the
+    page publishes it as a file the browser fetches, ``components.linked_maps.publish_maps_payload``).
+    """
+    from components.linked_maps import compute_maps_payload, encode_maps_payload
+
+    bundle = load_bundle(path, mtime)
+    points = {side: data.umap_points(bundle, side) for side in ("a", "b")}
+    titles = {side: f"{side.upper()}: {bundle.side(side).get('label') or side.upper()}" for side in ("a", "b")}
+    payload = compute_maps_payload(points, data.pair_frame(bundle), titles)
+    return encode_maps_payload(payload), payload["key"]
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_pairs(path: str, mtime: float, kept_only: bool = False) -> pl.DataFrame:
     """The assignment's pairs (``feature_a``, ``feature_b``, ``corr``, ``cos``, ``kept``, ``reason``)."""
@@ -118,10 +134,37 @@ def load_selection_table(path: str, mtime: float, side: str, features: tuple[int
     return data.selection_pair_table(load_bundle(path, mtime), side, list(features))
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def load_text_index(path: str, mtime: float) -> data.TextIndex:
+    """The units' character offsets and the documents' text (read once per bundle, shared by every session)."""
+    return data.load_text_index(load_bundle(path, mtime))
+
+
 @st.cache_data(show_spinner="Reading both features' activations…", max_entries=32)
 def load_unit_pair(path: str, mtime: float, feature_a: int, feature_b: int) -> pl.DataFrame:
-    """Per-unit activations of a pair (units where either fires), with context."""
-    return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b)
+    """Per-unit activations of a pair (units where either fires), with the original text around each."""
+    return data.unit_pair_frame(load_bundle(path, mtime), feature_a, feature_b, text_index=load_text_index(path, mtime))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_corr_cos_json(path: str, mtime: float) -> str:
+    """The every-pair correlation vs decoder cosine figure as JSON (built once per bundle: 65K points)."""
+    from components import figures
+    from components.plot import figure_json
+
+    pairs = data.pair_frame(load_bundle(path, mtime)).drop_nulls(["corr", "cos"])
+    return figure_json(figures.build_corr_cos_figure(pairs))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def load_unit_scatter_json(path: str, mtime: float, feature_a: int, feature_b: int) -> str:
+    """One pair's unit-by-unit scatter as JSON (up to 20K units with their contexts)."""
+    from components import figures
+    from components.plot import figure_json
+
+    return figure_json(
+        figures.build_unit_scatter_figure(load_unit_pair(path, mtime, feature_a, feature_b), feature_a, feature_b)
+    )
 
 
 @st.cache_data(show_spinner="Correlating the selected features…", max_entries=32)
@@ -142,8 +185,9 @@ def load_feature_card(path: str, mtime: float, side: str, feature: int) -> Any:
 
 @st.cache_data(show_spinner="Searching…", max_entries=32)
 def load_search_hits(path: str, mtime: float, query: str) -> pl.DataFrame:
-    """Every feature matching a search text (feature id or token), with the partner to show beside it."""
-    return data.search_hits(load_bundle(path, mtime), query)
+    """Every feature matching a search text (feature id or token), with its partner and strongest example in context."""
+    bundle = load_bundle(path, mtime)
+    return data.hit_contexts(bundle, data.search_hits(bundle, query), load_text_index(path, mtime))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -7,6 +7,8 @@ keeping them plain makes them testable without a running app. Modules that pull 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -356,6 +358,109 @@ def similarity_frame(similarity: dict[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+# ---------------------------------------------------------------- faithful text
+
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TextIndex:
+    """Where every unit's characters are in the original documents.
+
+    Attributes:
+        doc: the unit's document, int64 [n_units].
+        start: its first character in that document, int64 [n_units].
+        end: one past its last character, int64 [n_units].
+        docs: document id -> its text.
+        tokens: each unit's own text (units.parquet ``text``: the raw token or span, shown on hover).
+    """
+
+    doc: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    docs: dict[int, str]
+    tokens: list[str]
+
+
+def load_text_index(bundle: Bundle) -> TextIndex:
+    """The units' character offsets and the documents' text of a bundle (units.parquet, docs.parquet)."""
+    units = bundle.units().select("doc", "char_start", "char_end", "text").collect()
+    return text_index_from_frames(units, bundle.docs().select("doc", "text").collect())
+
+
+def text_index_from_frames(units: pl.DataFrame, docs: pl.DataFrame) -> TextIndex:
+    """A :class:`TextIndex` from a units frame (``doc``, ``char_start``, ``char_end``, ``text``) and docs (``doc``, ``text``)."""
+    return TextIndex(
+        doc=units["doc"].to_numpy().astype(np.int64),
+        start=units["char_start"].to_numpy().astype(np.int64),
+        end=units["char_end"].to_numpy().astype(np.int64),
+        docs=dict(zip(docs["doc"].to_list(), docs["text"].to_list(), strict=True)),
+        tokens=units["text"].fill_null("").to_list(),
+    )
+
+
+def window_segments(index: TextIndex, first: int, n: int) -> list[tuple[str, int | None]] | None:
+    """The original text of units ``first .. first + n - 1`` as segments: each unit's characters, and the gaps.
+
+    Works the same for token units and aligned spans (both carry character offsets); sub-word pieces
+    join as the text has them ("infallible", not "in fall ible"). Whitespace between units becomes
+    one space.
+
+    Args:
+        index: the bundle's :class:`TextIndex`.
+        first: the window's first unit.
+        n: how many units.
+
+    Returns:
+        ``(text, i)`` for the window's i-th unit and ``(text, None)`` for the text between two units;
+        None when the offsets cannot place the window (units of several documents, offsets out of
+        order or outside the text): the caller then shows the units' own texts.
+    """
+    if n <= 0 or first < 0 or first + n > index.doc.shape[0]:
+        return None
+    doc = int(index.doc[first])
+    text = index.docs.get(doc)
+    if text is None:
+        return None
+    segments: list[tuple[str, int | None]] = []
+    pos = int(index.start[first])
+    for i in range(n):
+        u = first + i
+        s, e = int(index.start[u]), int(index.end[u])
+        if int(index.doc[u]) != doc or s < pos or e <= s or e > len(text):
+            return None
+        if s > pos:
+            segments.append((_SPACE.sub(" ", text[pos:s]), None))
+        segments.append((text[s:e], i))
+        pos = e
+    return segments
+
+
+def context_text(index: TextIndex, unit: int, window: int) -> str:
+    """The unit in its original context, its own characters in [brackets] (plain text, for hovers and tables).
+
+    Args:
+        index: the bundle's :class:`TextIndex`.
+        unit: the unit.
+        window: units of context on each side (within its document).
+
+    Returns:
+        e.g. ``"An [infallible] method of"`` for the unit ``infallible``, whitespace collapsed.
+    """
+    doc = index.doc
+    lo = unit
+    while lo > 0 and unit - lo < window and doc[lo - 1] == doc[unit]:
+        lo -= 1
+    hi = unit
+    while hi + 1 < doc.shape[0] and hi - unit < window and doc[hi + 1] == doc[unit]:
+        hi += 1
+    segments = window_segments(index, lo, hi - lo + 1)
+    if segments is None:
+        # offsets that cannot place the window: the units' own texts, joined by spaces
+        return " ".join(f"[{index.tokens[u]}]" if u == unit else index.tokens[u] for u in range(lo, hi + 1))
+    return "".join(f"[{t}]" if i == unit - lo else t for t, i in segments).strip()
+
+
 def _columns(bundle: Bundle, side: str, features: list[int]) -> np.ndarray:
     """Dense activations of a few features on every unit, float64 [n_units, len(features)].
 
@@ -379,7 +484,12 @@ def _column(bundle: Bundle, side: str, feature: int) -> np.ndarray:
 
 
 def unit_pair_frame(
-    bundle: Bundle, feature_a: int, feature_b: int, window: int = 6, limit: int = 20_000
+    bundle: Bundle,
+    feature_a: int,
+    feature_b: int,
+    window: int = 6,
+    limit: int = 20_000,
+    text_index: TextIndex | None = None,
 ) -> pl.DataFrame:
     """Units where A ``feature_a`` or B ``feature_b`` fires, with both activations and the token in context.
 
@@ -389,22 +499,19 @@ def unit_pair_frame(
         feature_b: the B feature.
         window: context units on each side (same document) in the hover text.
         limit: keep at most this many units (the strongest by max activation), to stay responsive.
+        text_index: the bundle's :class:`TextIndex` (read from the bundle when not given).
 
     Returns:
-        ``unit``, ``act_a``, ``act_b``, ``context`` (the unit's text bracketed in its window).
+        ``unit``, ``act_a``, ``act_b``, ``context`` (the original text around the unit, its characters
+        in [brackets]).
     """
     act_a, act_b = _column(bundle, "a", feature_a), _column(bundle, "b", feature_b)
     rows = np.flatnonzero((act_a > 0) | (act_b > 0))
     if rows.size > limit:
         rows = rows[np.argsort(-np.maximum(act_a[rows], act_b[rows]))[:limit]]
         rows.sort()
-    units = bundle.units().select("unit", "doc", "text").collect()
-    text, doc = units["text"].to_list(), units["doc"].to_numpy()
-    contexts = []
-    for u in rows.tolist():
-        lo, hi = max(0, u - window), min(len(text), u + window + 1)
-        parts = [f"[{text[i]}]" if i == u else text[i] for i in range(lo, hi) if doc[i] == doc[u]]
-        contexts.append(" ".join(parts))
+    index = text_index if text_index is not None else load_text_index(bundle)
+    contexts = [context_text(index, u, window) for u in rows.tolist()]
     return pl.DataFrame(
         {"unit": rows.astype(np.int64), "act_a": act_a[rows], "act_b": act_b[rows], "context": contexts},
         schema={"unit": pl.Int64, "act_a": pl.Float32, "act_b": pl.Float32, "context": pl.String},
@@ -1057,3 +1164,36 @@ def concepts_frame(similarity: dict[str, Any]) -> pl.DataFrame | None:
     return frame.with_columns([pl.when(untested).then(None).otherwise(pl.col(c)).alias(c) for c in nulled]).select(
         present
     )
+
+
+def hit_contexts(bundle: Bundle, hits: pl.DataFrame, index: TextIndex, window: int = 6) -> pl.DataFrame:
+    """Search hits with ``context``: each feature's strongest example in its original text, the unit in [brackets].
+
+    Args:
+        bundle: an opened bundle.
+        hits: ``side``, ``feature``, ``why`` (:func:`search_hits`).
+        index: the bundle's :class:`TextIndex`.
+        window: units of context on each side.
+
+    Returns:
+        ``hits`` with a ``context`` column (empty where the bundle has no examples).
+    """
+    if hits.height == 0 or not bundle.has("examples"):
+        return hits.with_columns(pl.lit("").alias("context"))
+    units: dict[tuple[str, int], int] = {}
+    for side in SIDES:
+        ids = hits.filter(pl.col("side") == side)["feature"].to_list()
+        if not ids:
+            continue
+        top = (
+            bundle.examples(side)
+            .filter(pl.col("feature").is_in(ids) & (pl.col("kind") == "top") & (pl.col("rank") == 0))
+            .select("feature", "unit")
+            .collect()
+        )
+        units.update({(side, int(f)): int(u) for f, u in top.iter_rows()})
+    contexts = [
+        context_text(index, units[(s, int(f))], window) if (s, int(f)) in units else ""
+        for s, f in zip(hits["side"].to_list(), hits["feature"].to_list(), strict=True)
+    ]
+    return hits.with_columns(pl.Series("context", contexts, dtype=pl.String))

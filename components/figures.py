@@ -10,10 +10,12 @@ clicked.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import polars as pl
 
 # one palette for the whole app and every export: side A, side B, both, muted, highlight
@@ -42,8 +44,36 @@ EXPORT_FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 300
 
 
-def apply_paper_style(fig: go.Figure, size: str | None = None, font_size: int = 10) -> go.Figure:
+PAPER_TEMPLATE = "featurebridge"
+BASE_FONT_SIZE = 10
+
+
+@cache
+def _paper_template(font_size: int) -> go.layout.Template:
+    """simple_white with the paper's font, margins and thin axes (built once per font size)."""
+    template = go.layout.Template(pio.templates["simple_white"])
+    template.layout.update(
+        font={"family": FONT_FAMILY, "size": font_size, "color": "#222222"},
+        margin={"l": 50, "r": 20, "t": 40, "b": 45},
+        legend={"font": {"size": font_size - 1}},
+        title={"font": {"size": font_size + 1}},
+    )
+    for axis in (template.layout.xaxis, template.layout.yaxis):
+        axis.update(showgrid=False, ticks="outside", linewidth=0.8)
+    return template
+
+
+# every figure starts in the paper style: plotly applies its default template when a figure is made, without
+# the validation (a deep copy of the whole template, about 40 ms) that assigning one afterwards costs
+pio.templates[PAPER_TEMPLATE] = _paper_template(BASE_FONT_SIZE)
+pio.templates.default = PAPER_TEMPLATE
+
+
+def apply_paper_style(fig: go.Figure, size: str | None = None, font_size: int = BASE_FONT_SIZE) -> go.Figure:
     """Give a figure the app's single paper style (font, white background, thin axes).
+
+    Figures made after this module is imported start in it (it is plotly's default template); this
+    puts it on any other figure, at another font size, or at a fixed paper size.
 
     Args:
         fig: the figure (modified in place and returned).
@@ -53,18 +83,12 @@ def apply_paper_style(fig: go.Figure, size: str | None = None, font_size: int = 
     Returns:
         The same figure.
     """
-    fig.update_layout(
-        template="simple_white",
-        font={"family": FONT_FAMILY, "size": font_size, "color": "#222222"},
-        margin={"l": 50, "r": 20, "t": 40, "b": 45},
-        legend={"font": {"size": font_size - 1}},
-        title={"font": {"size": font_size + 1}},
-    )
-    fig.update_xaxes(showgrid=False, ticks="outside", linewidth=0.8)
-    fig.update_yaxes(showgrid=False, ticks="outside", linewidth=0.8)
+    if size is not None and size not in PAPER_SIZES:
+        raise ValueError(f"size must be one of {sorted(PAPER_SIZES)}, got {size!r}")
+    template = fig.layout.template
+    if font_size != BASE_FONT_SIZE or template.layout.font.family != FONT_FAMILY:
+        fig.update_layout(template=_paper_template(font_size))
     if size is not None:
-        if size not in PAPER_SIZES:
-            raise ValueError(f"size must be one of {sorted(PAPER_SIZES)}, got {size!r}")
         width, height = PAPER_SIZES[size]
         fig.update_layout(width=width, height=height, margin={"l": 45, "r": 10, "t": 30, "b": 40})
     return fig
@@ -751,3 +775,107 @@ def build_token_bar_figure(
     fig.update_layout(title=title, height=max(180, 22 * len(tokens) + 60))
     fig.update_yaxes(autorange="reversed", type="category")
     return apply_paper_style(fig)
+
+
+# ---------------------------------------------------------------- small inline charts (HTML, no plotly)
+# A feature card draws two to four small charts; as plotly figures each costs the browser a plotly
+# chart mount (most of the Feature page's load), as inline SVG/HTML a few DOM nodes. The plotly
+# builders above stay the ones the Export page writes to files.
+
+
+def build_histogram_svg(counts: Sequence[int], width: float, color: str, title: str, height: int = 140) -> str:
+    """A histogram of non-zero activations as inline SVG (bins ``[i w, (i + 1) w)``), with its axis range.
+
+    Args:
+        counts: count per bin.
+        width: bin width.
+        color: bar colour.
+        title: the caption above the bars.
+        height: the plot's height in pixels.
+
+    Returns:
+        ``<figure>`` HTML: a caption, an SVG whose ``<rect>`` per bin carries its range and count as a
+        tooltip, and the axis ends (0 and the last bin's upper edge).
+    """
+    import html as _html
+
+    values = [int(c) for c in counts]
+    n = max(len(values), 1)
+    top = max(values + [1])
+    bars = []
+    for i, c in enumerate(values):
+        h = height * c / top
+        tip = f"[{i * width:.3g}, {(i + 1) * width:.3g}): {c:,} units"
+        bars.append(
+            f'<rect x="{i / n * 100:.3f}%" y="{height - h:.1f}" width="{100 / n * 0.94:.3f}%" height="{h:.1f}" '
+            f'fill="{color}"><title>{_html.escape(tip)}</title></rect>'
+        )
+    return (
+        f'<figure class="fb-hist" style="margin:4px 0 8px 0"><figcaption style="font-size:0.8rem;color:#444">'
+        f"{_html.escape(title)}</figcaption>"
+        f'<svg width="100%" height="{height}" preserveAspectRatio="none" style="display:block;'
+        f'border-bottom:1px solid #888">{"".join(bars)}</svg>'
+        f'<div style="display:flex;justify-content:space-between;font-size:0.75rem;color:#666">'
+        f"<span>0</span><span>activation</span><span>{len(values) * width:.3g}</span></div></figure>"
+    )
+
+
+def build_token_bars_html(tokens: Sequence[str], values: Sequence[float], title: str, color: str = COLOR_BOTH) -> str:
+    """Horizontal bars (top tokens, logit effects) as HTML, largest first, each token shown as written.
+
+    Args:
+        tokens: token texts.
+        values: one value per token (bars are scaled to the largest magnitude).
+        title: the caption above the bars.
+        color: bar colour.
+
+    Returns:
+        A ``<figure>`` with one row per token: the token (escaped, whitespace made visible), a bar, the value.
+    """
+    import html as _html
+
+    vals = [float(v) for v in values]
+    scale = max([abs(v) for v in vals] + [1e-12])
+    rows = []
+    for tok, v in zip(tokens, vals, strict=False):
+        shown = _html.escape(repr(str(tok))[1:-1])
+        rows.append(
+            '<div style="display:flex;align-items:center;gap:6px;font-size:0.8rem;line-height:1.35">'
+            f'<code style="flex:0 0 9em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap">{shown}</code>'
+            f'<div style="flex:1 1 auto"><div style="width:{abs(v) / scale * 100:.1f}%;height:0.8em;'
+            f'background:{color}"></div></div><span style="flex:0 0 4.5em;text-align:right">{v:,.3g}</span></div>'
+        )
+    return (
+        f'<figure class="fb-bars" style="margin:4px 0 8px 0"><figcaption style="font-size:0.8rem;color:#444">'
+        f"{_html.escape(title)}</figcaption>{''.join(rows)}</figure>"
+    )
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_figure(fig: go.Figure, fmt: str, size: str = "single") -> bytes:
+    """A figure as PNG (300 dpi), SVG or PDF at a paper column size, in the paper style.
+
+    Needs kaleido and a Chromium it can find (Debian ``chromium``); raises RuntimeError with
+    what to install otherwise.
+
+    Args:
+        fig: the figure (copied, not modified).
+        fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
+        size: ``"single"`` or ``"double"`` column.
+
+    Returns:
+        The file's bytes.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    styled = apply_paper_style(go.Figure(fig), size=size, font_size=8)
+    width, height = PAPER_SIZES[size]
+    scale = PNG_DPI / PX_PER_INCH if fmt == "png" else 1.0
+    try:
+        return styled.to_image(format=fmt, width=width, height=height, scale=scale)
+    except Exception as exc:  # kaleido raises several types when no browser is found
+        raise RuntimeError(
+            f"Static export needs kaleido with a Chromium browser (apt-get install chromium): {exc}"
+        ) from exc

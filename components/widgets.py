@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from components import figures
+from components import builds, figures
 from components.cache import cached_bundle
-from components.data import PART_HINTS, n_features
+from components.data import PART_HINTS, TextIndex, n_features, window_segments
 from components.exports import EXPORT_FORMATS, MIME, ExportError, export_html, export_static, table_bytes
 from components.state import AppState, PairFilter, take_event
 from core.bundle.reader import Bundle
@@ -25,10 +27,23 @@ PAPER_INCHES = {"single": 3.5, "double": 7.2}
 
 
 def require_bundle(state: AppState) -> Bundle:
-    """The open bundle, or a pointer to Home and a stop (every page's guard)."""
+    """The open bundle, or a pointer to Home and a stop (every page's guard).
+
+    While a background build is writing the open bundle and its harvest has not landed yet, the
+    page says so, shows the build's progress, and reruns by itself once the bundle opens.
+    """
     if not state.bundle_path:
         st.info("No bundle is open yet: open the demo or a bundle folder on the Home page.")
         st.page_link(HOME, label="Go to Home", icon=":material/home:")
+        st.stop()
+    path = Path(state.bundle_path)
+    build = builds.running_build_for(path)
+    if build is not None and not builds.bundle_opens(path):
+        st.info(
+            f"{build.job.title} is being built in the background; this page opens by itself once its harvest "
+            "has landed (Home shows every stage)."
+        )
+        _follow_build(str(path), ())
         st.stop()
     try:
         return cached_bundle(state.bundle_path)
@@ -40,8 +55,28 @@ def require_bundle(state: AppState) -> Bundle:
 
 
 def require_parts(bundle: Bundle, *parts: str, what: str = "This page") -> bool:
-    """Show "not computed yet: how to add it" for each absent part; True when all are present."""
+    """Show what is missing for each absent part; True when all are present.
+
+    A part that a background build is computing right now is announced as such (with the build's
+    progress), and the page reruns by itself when it lands; otherwise the page says how to add it,
+    with the error of a build that failed on the way.
+    """
     missing = [p for p in parts if not bundle.has(p)]
+    if not missing:
+        return True
+    build = builds.running_build_for(bundle.path)
+    if build is not None:
+        current = build.current()
+        now = f" (now: {current.name})" if current is not None else ""
+        st.info(
+            f"{what} needs the **{', '.join(missing)}** part, which the background build is computing{now}; "
+            "this page refreshes by itself when it lands."
+        )
+        _follow_build(str(bundle.path), tuple(missing))
+        return False
+    failed = next((b for b in builds.builds_for(bundle.path) if b.state == "failed"), None)
+    if failed is not None and failed.error:
+        st.error(f"The background build stopped before this part: {failed.error}")
     for part in missing:
         if part in bundle.broken:
             # listed in the manifest but unreadable: say so, with the command that rebuilds it
@@ -51,7 +86,44 @@ def require_parts(bundle: Bundle, *parts: str, what: str = "This page") -> bool:
         hint = PART_HINTS.get(part, "python -m core --help").replace("BUNDLE", str(bundle.path))
         st.warning(f"{what} needs the **{part}** part, which is not computed yet for this bundle. Add it with:")
         st.code(hint, language="bash")
-    return not missing
+    return False
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def render_build_progress(status: builds.BuildStatus) -> None:
+    """One row per phase of a background build: done/total of its current step, time spent, time left."""
+    for phase in status.phases:
+        if phase.state == "done":
+            st.progress(1.0, text=f"✓ {phase.name} ({_duration(phase.seconds)})")
+        elif phase.state == "pending":
+            about = f" (about {_duration(phase.left)})" if phase.left else ""
+            st.progress(0.0, text=f"{phase.name}: waiting{about}")
+        else:
+            count = f" {phase.done:,} / {phase.total:,}" if phase.total else ""
+            left = f" · about {_duration(phase.left)} left" if phase.left is not None else ""
+            mark = "✗ " if phase.state == "failed" else ""
+            st.progress(phase.fraction, text=f"{mark}{phase.name} · {phase.step}{count}{left}")
+    if status.running:
+        total = f"about {_duration(status.left)} left" if status.left is not None else "time left unknown"
+        st.caption(f"Running for {_duration(time.time() - status.started)}, {total}.")
+    elif status.state == "failed":
+        st.error(status.error or "The build failed.")
+
+
+@st.fragment(run_every=2.0)
+def _follow_build(path: str, parts: tuple[str, ...]) -> None:
+    """The build's progress, redrawn every 2 s; reruns the page once the awaited parts have landed."""
+    status = builds.running_build_for(path)
+    landed = builds.bundle_opens(Path(path)) and (not parts or all(cached_bundle(path).has(p) for p in parts))
+    if landed or status is None:
+        st.rerun()
+    render_build_progress(status)
 
 
 def render_side_summary(bundle: Bundle, side: str) -> None:
@@ -184,35 +256,78 @@ def render_feature_picker(state: AppState, bundle: Bundle, key: str) -> tuple[st
     return side, feature
 
 
-def render_snippet(tokens: list[str], acts: list[float], center: int, max_act: float) -> str:
-    """HTML for one example window: each token shaded by its activation, the centre underlined."""
-    parts = []
+def render_snippet(
+    tokens: list[str],
+    acts: list[float],
+    center: int,
+    max_act: float,
+    segments: list[tuple[str, int | None]] | None = None,
+) -> str:
+    """HTML for one example window: each unit shaded by its activation, the centre underlined.
+
+    Args:
+        tokens: the units' own texts (the raw tokens; shown on hover).
+        acts: each unit's activation.
+        center: the example's unit within the window.
+        max_act: the activation that gets full colour.
+        segments: the window's original text (``components.data.window_segments``): each unit's
+            characters and the text between units. Without it the units' texts are joined by spaces.
+
+    Returns:
+        The HTML (every text escaped).
+    """
     scale = max(max_act, 1e-9)
-    for i, (tok, act) in enumerate(zip(tokens, acts, strict=False)):
-        alpha = min(max(float(act or 0.0) / scale, 0.0), 1.0)
+    if segments is None:
+        segments = [(str(tok), i) for i, tok in enumerate(tokens)]
+        sep = " "
+    else:
+        sep = ""
+    parts = []
+    for text, i in segments:
+        if i is None:
+            parts.append(html.escape(text))
+            continue
+        act = float(acts[i] or 0.0) if i < len(acts) else 0.0
+        alpha = min(max(act / scale, 0.0), 1.0)
         style = f"background-color: rgba(242,158,31,{alpha:.2f}); padding: 0 1px; border-radius: 2px;"
         if i == center:
             style += " text-decoration: underline; font-weight: 600;"
-        title = f"{act:.3f}" if act else "0"
-        parts.append(f'<span style="{style}" title="{title}">{html.escape(str(tok))}</span>')
-    return " ".join(parts)
+        raw = tokens[i] if i < len(tokens) else text
+        title = f"token {raw!r} · {act:.3f}" if act else f"token {raw!r} · 0"
+        parts.append(f'<span style="{style}" title="{html.escape(title)}">{html.escape(text)}</span>')
+    return sep.join(parts)
 
 
-def render_examples(examples: pl.DataFrame, kind_prefix: str, limit: int, max_act: float) -> None:
-    """Example windows of one kind (``top`` or ``quantile``), highlighted, strongest first."""
+def render_examples(
+    examples: pl.DataFrame, kind_prefix: str, limit: int, max_act: float, text_index: TextIndex | None = None
+) -> None:
+    """Example windows of one kind (``top`` or ``quantile``), highlighted, strongest first.
+
+    With the bundle's text index the windows show the original text (the units' characters, as
+    the document has them); hovering a unit shows its raw token and activation.
+    """
     rows = examples.filter(pl.col("kind").str.starts_with(kind_prefix)).head(limit)
     if rows.height == 0:
         st.caption("no examples")
         return
     lines = []
     for r in rows.iter_rows(named=True):
-        snippet = render_snippet(r["window_text"], r["window_acts"], r["center"], max_act)
+        segments = None
+        if text_index is not None:
+            segments = window_segments(text_index, int(r["window_start"]), len(r["window_text"]))
+        snippet = render_snippet(r["window_text"], r["window_acts"], r["center"], max_act, segments)
         lines.append(f'<div style="margin: 2px 0; font-size: 0.9em;"><code>{r["act"]:.2f}</code> {snippet}</div>')
     st.html("".join(lines))
 
 
-def render_feature_card(card: Any, key: str) -> None:
-    """One feature's dashboard: stats, top and quantile examples, histogram, top tokens, logit effect."""
+def render_feature_card(card: Any, key: str, text_index: TextIndex | None = None) -> None:
+    """One feature's dashboard: stats, top and quantile examples, histogram, top tokens, logit effect.
+
+    Args:
+        card: the feature's ``core.explore.search.FeatureCard``.
+        key: widget key prefix.
+        text_index: the bundle's units-to-text index, so examples show the original text.
+    """
     d = card.dashboard
     cols = st.columns(4)
     cols[0].metric("fires on", f"{d.get('count', 0):,} units")
@@ -224,41 +339,39 @@ def render_feature_card(card: Any, key: str) -> None:
         return
     max_act = float(d.get("max") or 1.0)
     st.markdown("**Top activations**")
-    render_examples(card.examples, "top", 10, max_act)
+    render_examples(card.examples, "top", 10, max_act, text_index)
     with st.expander("Quantile samples (one group per activation quantile)"):
         for kind in sorted(k for k in card.examples["kind"].unique().to_list() if k.startswith("quantile")):
             st.caption(kind.replace("_", " "))
-            render_examples(card.examples, kind, 4, max_act)
+            render_examples(card.examples, kind, 4, max_act, text_index)
+    # small charts as inline HTML, not plotly: a plotly mount per chart was most of this page's browser time
+    color = figures.SIDE_COLORS.get(card.side, figures.COLOR_BOTH)
+    charts = []
     if d.get("hist_counts"):
-        st.plotly_chart(
-            figures.build_activation_histogram_figure(d["hist_counts"], d["hist_width"], card.side, card.feature),
-            key=f"{key}-hist",
-            width="stretch",
+        charts.append(
+            figures.build_histogram_svg(
+                d["hist_counts"], d["hist_width"], color, f"{card.side.upper()}{card.feature}: non-zero activations"
+            )
         )
     if d.get("top_tokens_by_count"):
-        st.plotly_chart(
-            figures.build_token_bar_figure(
-                d["top_tokens_by_count"],
-                d["top_tokens_by_count_n"],
-                "Top tokens (count)",
-                figures.SIDE_COLORS[card.side],
-            ),
-            key=f"{key}-tokens",
-            width="stretch",
+        charts.append(
+            figures.build_token_bars_html(
+                d["top_tokens_by_count"], d["top_tokens_by_count_n"], "Top tokens (count)", color
+            )
         )
     if d.get("promoted_tokens"):
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(
-            figures.build_token_bar_figure(d["promoted_tokens"], d["promoted_logits"], "Promoted logits", "#2a9d8f"),
-            key=f"{key}-promoted",
-        )
-        c2.plotly_chart(
-            figures.build_token_bar_figure(
+        charts.append(
+            '<div style="display:flex;gap:16px"><div style="flex:1">'
+            + figures.build_token_bars_html(d["promoted_tokens"], d["promoted_logits"], "Promoted logits", "#2a9d8f")
+            + '</div><div style="flex:1">'
+            + figures.build_token_bars_html(
                 d["suppressed_tokens"], d["suppressed_logits"], "Suppressed logits", "#8d99ae"
-            ),
-            key=f"{key}-suppressed",
+            )
+            + "</div></div>"
         )
-    else:
+    if charts:
+        st.html("".join(charts))
+    if not d.get("promoted_tokens"):
         st.caption("Logit effects: not available (the side's model is not a causal LM with an unembedding).")
 
 
@@ -314,6 +427,7 @@ def render_figure_export(build: Callable[[str | None], go.Figure], name: str, ke
                 key=f"{key}-dl",
                 on_click="ignore",
             )
+    # plotly.js inlined (from the installed package), so the file opens offline; built only when downloaded
     st.download_button(
         f"{name}.html (interactive, works offline)",
         data=lambda: export_html(build(None)),

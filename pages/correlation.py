@@ -8,8 +8,9 @@ import polars as pl
 import streamlit as st
 
 from components import figures
-from components.cache import bundle_mtime, load_pair_evidence, load_pairs, load_unit_pair
+from components.cache import bundle_mtime, load_pair_evidence, load_pairs, load_unit_pair, load_unit_scatter_json
 from components.data import n_features, pair_stats
+from components.plot import render_plot
 from components.state import bind, get_state, take_event, took, widget_value
 from components.widgets import render_pair_evidence, render_pair_link, require_bundle, require_parts
 
@@ -59,7 +60,7 @@ render_pair_evidence(load_pair_evidence(path, mtime, fa, fb), key="corr-evidence
 if frame.height == 0:
     st.info(f"Neither A{fa} nor B{fb} fires on any unit of this corpus.")
 else:
-    st.plotly_chart(figures.build_unit_scatter_figure(frame, fa, fb), key="corr-units", width="stretch")
+    render_plot(load_unit_scatter_json(path, mtime, fa, fb), key="corr-units")
     st.caption("One point per unit where either feature fires; hover shows the token [in brackets] in its context.")
 render_pair_link(state, "a", fa, fb, f"Pair dashboard of A{fa} ↔ B{fb}")
 

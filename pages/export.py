@@ -15,7 +15,9 @@ from components.cache import (
     load_assignment,
     load_best_corr,
     load_correlation_block,
+    load_feature_card,
     load_filtered_pairs,
+    load_maps_payload,
     load_orphans,
     load_pairs,
     load_pairs_table,
@@ -25,8 +27,9 @@ from components.cache import (
     load_umap_points,
     load_unit_pair,
 )
-from components.data import concepts_frame, methods_record, selection_rows, similarity_frame
+from components.data import concepts_frame, methods_record, n_features, selection_rows, similarity_frame
 from components.exports import named_list_frame, paper_figure
+from components.linked_maps import build_linked_maps_html, compute_view
 from components.state import get_state
 from components.widgets import (
     render_figure_export,
@@ -112,6 +115,23 @@ if bundle.has("similarity"):
     available["similarity-vs-null"] = lambda size: _screen(
         figures.build_null_figure(similarity_frame(load_similarity(path, mtime))), size
     )
+if bundle.has("dashboards") and state.feature is not None and 0 <= state.feature < n_features(bundle, state.side):
+    card_side, card_feature = state.side, state.feature
+
+    def _card_figure(kind: str, size: str | None, side: str = card_side, feature: int = card_feature) -> go.Figure:
+        d = load_feature_card(path, mtime, side, feature).dashboard
+        if kind == "hist":
+            fig = figures.build_activation_histogram_figure(
+                d["hist_counts"] or [], d["hist_width"] or 1.0, side, feature
+            )
+        else:
+            fig = figures.build_token_bar_figure(
+                d["top_tokens_by_count"] or [], d["top_tokens_by_count_n"] or [], f"{side.upper()}{feature}: top tokens"
+            )
+        return _screen(fig, size)
+
+    available[f"activations-{card_side.upper()}{card_feature}"] = lambda size: _card_figure("hist", size)
+    available[f"top-tokens-{card_side.upper()}{card_feature}"] = lambda size: _card_figure("tokens", size)
 if bundle.has("assignment") and not pairs["cos"].is_null().all():
     available["correlation-vs-cosine"] = lambda size: _screen(
         figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"])), size
@@ -175,6 +195,22 @@ else:
     st.plotly_chart(fig, key="ex-preview", width="content")
     stem = name.split(" ")[0]
     render_figure_export(available[name], stem, key="ex-fig")
+
+if bundle.has("umap"):
+    st.subheader("Linked maps")
+    st.caption(
+        "Both UMAPs in one HTML file that keeps the hover linking (a point rings its partners in the other map), "
+        "the selection and search rings of the Pair explorer, and plotly.js itself: it opens offline."
+    )
+    maps_json, _ = load_maps_payload(path, mtime)
+    view = compute_view(state.selection, None, include_dropped=False)
+    st.download_button(
+        "linked-maps.html (interactive)",
+        lambda: build_linked_maps_html(maps_json, view, f"Feature Bridge: {bundle.path.name}").encode(),
+        file_name="linked-maps.html",
+        mime="text/html",
+        key="ex-linked-maps",
+    )
 
 st.subheader("Tables")
 st.caption("Every column: lists stay lists in Parquet and JSON, and are joined with ' | ' in CSV.")

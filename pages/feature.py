@@ -20,6 +20,7 @@ from components.cache import (
     load_partner_table,
     load_split_group,
     load_split_groups,
+    load_text_index,
 )
 from components.data import ORPHAN_DEFINITION, n_features, other_side
 from components.diffing_widgets import render_causal_pair
@@ -50,10 +51,11 @@ if not require_parts(bundle, "dashboards", "examples", what="The feature dashboa
 side, feature = render_feature_picker(state, bundle, key="fp")
 other = other_side(side)
 card = load_feature_card(path, mtime, side, feature)
+text_index = load_text_index(path, mtime)
 left, right = st.columns(2)
 with left:
     st.subheader(f"{side.upper()}{feature}")
-    render_feature_card(card, key=f"card-{side}")
+    render_feature_card(card, key=f"card-{side}", text_index=text_index)
 with right:
     partners = card.partners
     options = [int(p) for p in partners["partner"].to_list()] if partners.height else []
@@ -90,7 +92,9 @@ with right:
         if state.partner != partner:
             state.partner = int(partner)
         st.subheader(f"{other.upper()}{partner}")
-        render_feature_card(load_feature_card(path, mtime, other, int(partner)), key=f"card-{other}")
+        render_feature_card(
+            load_feature_card(path, mtime, other, int(partner)), key=f"card-{other}", text_index=text_index
+        )
         with st.expander("All partners in the assignment"):
             st.dataframe(partners.with_columns(pl.col("corr").round(4)), hide_index=True, width="stretch")
         st.page_link(
@@ -165,7 +169,7 @@ if mine.height or member.height:
         )
 
 if table is not None and table.height:
-    st.subheader("Split group by combined score")
+    st.subheader("Split group")
     threshold = st.slider(
         "Partners above this combined score", 0.0, 1.0, 0.1, 0.05, key="fp-split-min", help="0.4 x overlap + 0.6 x r"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from components import figures
+from components import builds, figures
 from components.cache import bundle_mtime, load_correlation_block, load_pairs, load_split_group
 from components.data import n_features, sweep_frame
 from components.state import get_state, take_event
@@ -87,10 +87,15 @@ if feats_a and feats_b:
 st.subheader("Layer x layer sweep")
 sweep = sweep_frame(bundle)
 if sweep is None:
-    st.info(
-        "This bundle holds one layer pair, so there is no sweep to show. Attach one with "
-        "core.pipeline.sweep.build_sweep and core.pipeline.sweep.attach_sweep (the demo carries a 3 x 3 sweep)."
-    )
+    building = builds.running_build_for(bundle.path)
+    if building is not None and building.job.name == "sweep":
+        st.info("The layer x layer sweep is being built in the background; Home shows its progress.")
+    else:
+        st.info(
+            "This bundle carries no layer x layer sweep (it compares one layer pair). Add one with "
+            "`python -m core sweep ... --bundle BUNDLE`; for the demo, `python -m core demo --sweep` or the "
+            "sweep button on Home adds a 3 x 3 one."
+        )
 else:
     metrics = sweep["metric"].unique().sort().to_list()
     metric = st.selectbox("Metric", metrics, index=metrics.index("svcca") if "svcca" in metrics else 0, key="hm-metric")

@@ -1,4 +1,4 @@
-"""Home: open the demo, a bundle folder or a recent bundle, or build a new comparison."""
+"""Home: the demos (built in the background, with progress), a bundle folder, a recent bundle, a new comparison."""
 
 from __future__ import annotations
 
@@ -6,10 +6,78 @@ from pathlib import Path
 
 import streamlit as st
 
+from components import builds
 from components.cache import cached_bundle
 from components.state import get_state
-from components.widgets import make_progress, render_build_form
+from components.widgets import make_progress, render_build_form, render_build_progress
 from core.errors import UserError
+
+DEMO_CAPTIONS = {
+    "demo": "Two sentence-embedding MiniLMs on the fortunes text, one TopK SAE each (shipped with the project, "
+    "trained by its recipe). The default demo.",
+    "family": "Two model families and two tokenizers, aligned on common character cuts; SmolLM2 is a causal LM, "
+    "so its features carry logit effects.",
+    "sweep": "Three depths of each MiniLM, every layer pair matched and compared (the Heatmaps page shows it).",
+}
+
+
+def _open(path: Path) -> None:
+    state.open(str(path))
+    st.switch_page("pages/overview.py")
+
+
+def _demo_card(name: str) -> None:
+    """One demo: open it, or build it in the background; a running build redraws itself (``_live_card``)."""
+    status = builds.read_build(builds.demo_jobs()[name])
+    if status is not None and status.running:
+        _live_card(name)
+    else:
+        _card_body(name, status)
+
+
+@st.fragment(run_every=1.5)
+def _live_card(name: str) -> None:
+    """A demo card while its build runs, redrawn every 1.5 s; the whole page reruns once the build stops."""
+    status = builds.read_build(builds.demo_jobs()[name])
+    if status is None or not status.running:
+        st.rerun()
+    _card_body(name, status)
+
+
+def _card_body(name: str, status: builds.BuildStatus | None) -> None:
+    job = builds.demo_jobs()[name]
+    ready = builds.bundle_complete(job.bundle) if name != "sweep" else _has_sweep(job.bundle)
+    st.subheader(job.title)
+    st.caption(DEMO_CAPTIONS[name])
+    if status is not None and status.running:
+        render_build_progress(status)
+        if builds.bundle_opens(job.bundle) and name != "sweep":
+            st.caption("Pages light up as their parts land; open it now to browse what is built.")
+            if st.button("Open what is built so far", key=f"open-partial-{name}"):
+                _open(job.bundle)
+        return
+    if status is not None and status.state == "failed":
+        st.error(f"The last build stopped: {status.error}")
+        if builds.bundle_opens(job.bundle):
+            st.caption("The stages it finished are in the bundle and can be opened.")
+            if st.button("Open what was built", key=f"open-failed-{name}"):
+                _open(job.bundle)
+    if ready:
+        if st.button("Open", type="primary" if name == "demo" else "secondary", key=f"open-{name}"):
+            _open(job.bundle)
+        return
+    label = "Build again" if status is not None and status.state == "failed" else "Build in the background"
+    if st.button(f"{label} ({job.about})", key=f"build-{name}"):
+        builds.start_build(job)
+        st.rerun()
+
+
+def _has_sweep(path: Path) -> bool:
+    if not builds.bundle_opens(path):
+        return False
+    bundle = cached_bundle(str(path))
+    return bundle.has("similarity") and bool(bundle.similarity().get("sweep"))
+
 
 state = get_state()
 st.title("Feature Bridge")
@@ -20,55 +88,9 @@ if state.bundle_path:
 
 left, right = st.columns(2)
 with left:
-    st.header("Embedded demo")
-    st.caption("all-MiniLM-L6-v2 vs paraphrase-MiniLM-L3-v2 on the fortunes text, with TopK SAEs trained here.")
-    try:
-        from core.demo.spine import build_demo, demo_bundle_path  # imports torch: after the header renders
-    except ImportError as exc:  # a half-installed checkout should still open bundles
-        st.warning(f"The demo builder cannot be imported in this install ({exc}); open a bundle folder instead.")
-    else:
-        demo_path = demo_bundle_path()
-        if (demo_path / "manifest.json").is_file():
-            if st.button("Open the demo bundle", type="primary", key="open-demo"):
-                state.open(str(demo_path))
-                st.switch_page("pages/overview.py")
-        else:
-            st.info("The demo bundle is not built yet (about 5-10 minutes on 2 CPU cores, once).")
-            if st.button("Build the demo bundle", type="primary", key="build-demo"):
-                bar = st.progress(0.0, text="starting")
-
-                def progress(stage: str, done: int, total: int) -> None:
-                    bar.progress(min(done / total, 1.0) if total else 0.0, text=stage)
-
-                try:
-                    state.open(str(build_demo(progress=progress)))
-                except UserError as exc:
-                    st.error(str(exc))
-                else:
-                    st.switch_page("pages/overview.py")
-
-    st.subheader("Cross-family demo")
-    st.caption(
-        "all-MiniLM-L6-v2 (WordPiece) vs SmolLM2-135M (byte-level BPE): different tokenizers, aligned on "
-        "common character cuts."
-    )
-    from core.demo.family import build_cross_demo, cross_demo_bundle_path
-
-    cross_path = cross_demo_bundle_path()
-    if (cross_path / "manifest.json").is_file():
-        if st.button("Open the cross-family demo", key="open-cross"):
-            state.open(str(cross_path))
-            st.switch_page("pages/overview.py")
-    else:
-        st.info("Not built yet (about 10 minutes on 2 CPU cores, once; or `python -m core demo --pair family`).")
-        if st.button("Build the cross-family demo", key="build-cross"):
-            progress = make_progress()
-            try:
-                state.open(str(build_cross_demo(progress=progress)))
-            except UserError as exc:
-                st.error(str(exc))
-            else:
-                st.switch_page("pages/overview.py")
+    st.header("Demos")
+    for job_name in builds.demo_jobs():
+        _demo_card(job_name)
 
     st.subheader("Crosscoder demo")
     st.caption(

@@ -47,28 +47,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class TqdmProgress:
-    """A progress callback drawing one tqdm bar per stage (a spinner-like bar when the total is unknown)."""
+    """A progress callback drawing a tqdm bar with done/total per step; a step of unknown size is one line.
+
+    Steps of one phase (``"dashboards · dashboards a"`` and ``"... b"`` report in turns) keep a bar
+    each; a new phase closes the previous phase's bars.
+    """
 
     def __init__(self) -> None:
-        self._stage: str | None = None
-        self._bar: Any = None
+        self._phase: str | None = None
+        self._bars: dict[str, Any] = {}
+        self._announced: set[str] = set()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
-        if stage != self._stage:
+        from core.progress import split_phase
+
+        phase, _ = split_phase(stage)
+        if phase != self._phase:
             self.close()
-            self._stage = stage
-            self._bar = tqdm(total=total or None, desc=stage, file=sys.stderr)
-        if total:
-            self._bar.total = total
-        self._bar.n = done
-        self._bar.refresh()
+            self._phase = phase
+        if not total:
+            if stage not in self._announced and stage not in self._bars:
+                # no total to show: a line saying what runs, not a bar counting "0it"
+                self._announced.add(stage)
+                print(f"{stage} ...", file=sys.stderr)
+            return
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, position=len(self._bars))
+        bar.total = total
+        bar.n = done
+        bar.refresh()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        for bar in self._bars.values():
+            bar.close()
+        self._bars = {}
 
     def __enter__(self) -> TqdmProgress:
         return self
@@ -198,31 +213,61 @@ def corpus_spec(args: argparse.Namespace) -> Any:
     return CorpusSpec.parse(args.corpus, **values)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from core.demo.spine import build_demo
-
+def _demo_build(args: argparse.Namespace, progress: Any) -> Any:
     if args.pair == "family":
         from core.demo.family import build_cross_demo
 
-        with TqdmProgress() as progress:
-            path = build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild)
-        print(path)
-        return 0
+        return build_cross_demo(device=args.device, progress=progress, rebuild=args.rebuild, retrain=args.retrain)
     if args.pair == "crosscoder":
         from core.demo.crosscoder import build_crosscoder_demo
 
-        with TqdmProgress() as progress:
-            path = build_crosscoder_demo(device=args.device, progress=progress, rebuild=args.rebuild)
-        print(path)
-        return 0
+        return build_crosscoder_demo(device=args.device, progress=progress, rebuild=args.rebuild or args.retrain)
+    from core.demo.spine import build_demo
 
-    with TqdmProgress() as progress:
-        path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild)
-        if args.sweep:
-            from core.demo.sweep import build_demo_sweep
+    path = build_demo(device=args.device, progress=progress, rebuild=args.rebuild, retrain=args.retrain)
+    if args.sweep:
+        from core.demo.sweep import build_demo_sweep
 
-            build_demo_sweep(device=args.device, progress=progress)
-    print(path)
+        build_demo_sweep(device=args.device, progress=progress)
+    return path
+
+
+def _run_with_status(status_path: str | None, name: str, bundle: Any, build: Callable[[Any], Any]) -> Any:
+    """Run ``build(progress)`` with tqdm bars, and with ``--status FILE`` also record steps and outcome there.
+
+    The app follows a background build through that file (``core.progress.StatusFile``): every
+    step's done/total, then the bundle built or the one-sentence error.
+    """
+    from core.errors import UserError
+    from core.progress import StatusFile, tee
+
+    status = StatusFile(status_path, name, {"bundle": str(bundle), "argv": sys.argv[1:]}) if status_path else None
+    with TqdmProgress() as bars:
+        try:
+            path = build(tee(bars, status) if status else bars)
+        except UserError as exc:
+            if status:
+                status.fail(exc, user_error=True)
+            raise
+        except BaseException as exc:
+            if status:
+                status.fail(exc, user_error=False)
+            raise
+    if status:
+        status.finish(str(path))
+    return path
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from core.demo.crosscoder import crosscoder_demo_bundle_path
+    from core.demo.settings import cross_demo_bundle_path, demo_bundle_path
+
+    bundle = {"family": cross_demo_bundle_path, "crosscoder": crosscoder_demo_bundle_path}.get(
+        args.pair, demo_bundle_path
+    )()
+    name = {"family": "cross-family demo", "spine": "demo", "crosscoder": "crosscoder demo"}[args.pair]
+    name += " + layer sweep" if args.sweep else ""
+    print(_run_with_status(args.status, name, bundle, lambda progress: _demo_build(args, progress)))
     return 0
 
 
@@ -249,25 +294,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         }
         for name in ("a", "b")
     }
-    with TqdmProgress() as progress:
-        bundle = compare(
-            sides["a"]["sae"],
-            sides["a"]["model"],
-            sides["b"]["sae"],
-            sides["b"]["model"],
-            corpus_spec(args),
-            out=args.out,
-            settings=config,
-            hook_a=sides["a"]["hook"],
-            hook_b=sides["b"]["hook"],
-            label_a=sides["a"]["label"],
-            label_b=sides["b"]["label"],
-            overwrite=args.overwrite,
-            progress=progress,
-            engine=_engine_settings(args),
-            resume=args.resume,
-        )
-    print(bundle.path)
+    path = _run_with_status(
+        args.status,
+        f"comparison {args.out}",
+        args.out,
+        lambda progress: (
+            compare(
+                sides["a"]["sae"],
+                sides["a"]["model"],
+                sides["b"]["sae"],
+                sides["b"]["model"],
+                corpus_spec(args),
+                out=args.out,
+                settings=config,
+                hook_a=sides["a"]["hook"],
+                hook_b=sides["b"]["hook"],
+                label_a=sides["a"]["label"],
+                label_b=sides["b"]["label"],
+                overwrite=args.overwrite,
+                progress=progress,
+                engine=_engine_settings(args),
+                resume=args.resume,
+            ).path
+        ),
+    )
+    print(path)
     return 0
 
 
@@ -345,10 +396,14 @@ def _compare_crosscoder(args: argparse.Namespace) -> int:
         stage_settings["similarity"] = similarity_settings(args)
     if "causal" in stages:
         stage_settings["causal"] = CausalSettings(device=args.device)
-    with TqdmProgress() as progress:
-        path = build_crosscoder_comparison(
+    path = _run_with_status(
+        args.status,
+        f"comparison {args.out}",
+        args.out,
+        lambda progress: build_crosscoder_comparison(
             spec, args.out, overwrite=args.overwrite, progress=progress, stages=stages, stage_settings=stage_settings
-        )
+        ),
+    )
     print(path)
     return 0
 
@@ -886,7 +941,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build (or reuse) the embedded demo bundle and print its path")
     _add_device_arg(demo)
-    demo.add_argument("--rebuild", action="store_true", help="retrain the SAEs and rebuild the bundle")
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the bundle even when one is cached")
+    demo.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain the demo SAEs by the recipe, write them to assets/demo_saes/ (the shipped copies), rebuild",
+    )
+    demo.add_argument("--status", default=None, help="also record progress and the outcome in this JSON file")
     demo.add_argument(
         "--pair",
         choices=("spine", "family", "crosscoder"),
@@ -963,6 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild an interrupted build's shards whose inputs changed (shards of unchanged inputs are always reused)",
     )
     _add_engine_args(compare, harvest=True)
+    compare.add_argument("--status", default=None, help="also record progress and the outcome in this JSON file")
     compare.set_defaults(func=cmd_compare)
 
     match = sub.add_parser("match", help="(re)compute matches.parquet and assignment.parquet of a bundle")

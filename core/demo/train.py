@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,20 @@ from core.harvest.encode import collect_activations
 from core.harvest.loading import LoadedModel
 from core.harvest.sanity import explained_variance
 from core.harvest.specs import HarvestSettings
-from core.progress import ProgressFn
+from core.progress import ProgressFn, no_progress
 
 
-def _batches(acts: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def _batches(
+    acts: torch.Tensor, batch_size: int, generator: torch.Generator, report: Callable[[int], None] | None = None
+) -> Iterator[torch.Tensor]:
+    report = report or (lambda served: None)
+    served = 0
     while True:
         order = torch.randperm(acts.shape[0], generator=generator)
         for lo in range(0, acts.shape[0] - batch_size + 1, batch_size):
+            # the trainer draws a few batches for its normalisation estimate first: those count too
+            report(served)
+            served += batch_size
             yield acts[order[lo : lo + batch_size]]
 
 
@@ -32,6 +39,7 @@ def train_topk_sae(
     hook_name: str,
     model_name: str,
     out: Path,
+    progress: ProgressFn = no_progress,
 ) -> dict[str, Any]:
     """Train one TopK SAE with sae-lens's ``SAETrainer`` and save it with ``save_inference_model``.
 
@@ -42,6 +50,7 @@ def train_topk_sae(
         hook_name: recorded in the SAE's metadata.
         model_name: recorded in the SAE's metadata.
         out: the folder to save into (sae-lens disk format).
+        progress: called as ``progress("training SAE <model> <hook>", samples_served, samples_total)``.
 
     Returns:
         Training report: held-out explained variance, MSE, dead features, seconds.
@@ -79,11 +88,21 @@ def train_topk_sae(
         logger=LoggingConfig(log_to_wandb=False),
     )
     generator = torch.Generator().manual_seed(settings.seed)
+    label = f"training SAE {model_name} {hook_name}"
+    # the samples served include the normalisation estimate's batches, so the total does too
+    total_served = total + trainer_cfg.n_batches_for_norm_estimate * settings.batch_size
+
+    def report(served: int) -> None:
+        progress(label, min(served, total_served), total_served)
+
     t0 = time.perf_counter()
     trainer = SAETrainer(
-        cfg=trainer_cfg, sae=sae, data_provider=_batches(torch.from_numpy(train), settings.batch_size, generator)
+        cfg=trainer_cfg,
+        sae=sae,
+        data_provider=_batches(torch.from_numpy(train), settings.batch_size, generator, report),
     )
     trained = trainer.fit()
+    progress(label, total_served, total_served)
     seconds = time.perf_counter() - t0
     trained.save_inference_model(out)
     reloaded = SAE.load_from_disk(out, device="cpu").eval()
@@ -146,12 +165,10 @@ def train_side_sae(
         The training report of :func:`train_topk_sae`.
     """
     acts = collect_activations(model, model.hook(hook_name), windows, HarvestSettings(), device, progress)
-    progress(f"training SAE {model.name} {hook_name}", 0, 0)
-    report = train_topk_sae(acts[rows[0]], acts[rows[1]], settings, hook_name, model.name, out)
+    report = train_topk_sae(acts[rows[0]], acts[rows[1]], settings, hook_name, model.name, out, progress)
     if report["held_out_explained_variance"] < settings.min_explained_variance:
         raise RuntimeError(
             f"demo SAE for {model.name} {hook_name} reached held-out EV {report['held_out_explained_variance']:.3f} "
             f"< {settings.min_explained_variance}; the training recipe needs attention"
         )
-    progress(f"trained SAE {model.name} {hook_name}", 1, 1)
     return report

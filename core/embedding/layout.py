@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
+
+from core.progress import ProgressFn, no_progress
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -29,6 +32,37 @@ def _fallback_layout(x: np.ndarray, seed: int) -> np.ndarray:
     if out.shape[1] < 2:
         out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
     return out.astype(np.float32)
+
+
+@contextmanager
+def _report_epochs(progress: ProgressFn, n_passes: int) -> Iterator[None]:
+    """Report umap-learn's layout epochs as ``layout i/n`` steps while fitting.
+
+    umap-learn tells its epochs only to the tqdm it imports in ``umap.layouts``; its layout loops
+    (one per map, then the aligned one) call that name, so it is swapped for a reporter for the
+    duration of a fit and put back after.
+    """
+    import umap.layouts as layouts
+
+    passes = iter(range(1, 10**6))
+
+    def reporter(iterable: Iterable[int], **_: Any) -> Iterator[int]:
+        items = list(iterable)
+        number = next(passes)
+        if number == 1:
+            progress("neighbour graphs", 1, 1)
+        label = f"layout {number}/{n_passes}"
+        for i, item in enumerate(items):
+            progress(label, i, len(items))
+            yield item
+        progress(label, len(items), len(items))
+
+    original = layouts.tqdm
+    layouts.tqdm = reporter
+    try:
+        yield
+    finally:
+        layouts.tqdm = original
 
 
 # below this many rows UMAP's spectral initialisation and kNN graph are not meaningful
@@ -84,13 +118,20 @@ class DecoderUMAP:
             "init": "spectral" if n_rows > 4 * self.n_neighbors else "random",
         }
 
-    def fit(self, decoders: Sequence[np.ndarray], relations: Sequence[dict[int, int]] | None = None) -> DecoderUMAP:
+    def fit(
+        self,
+        decoders: Sequence[np.ndarray],
+        relations: Sequence[dict[int, int]] | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> DecoderUMAP:
         """Embed each decoder's rows in 2-D.
 
         Args:
             decoders: ``W_dec`` arrays [d_sae_i, d_in_i] (d_in may differ between them).
             relations: for AlignedUMAP, ``len(decoders) - 1`` dicts mapping a row of decoder i
                 to its related row of decoder i + 1 (umap-learn's ``relations``).
+            progress: reports ``neighbour graphs`` (0/1 until the first layout starts: the first UMAP in
+                a process spends most of that compiling) and each layout loop's epochs (``layout i/n``).
 
         Returns:
             self, with ``embeddings_`` set.
@@ -105,10 +146,15 @@ class DecoderUMAP:
         use_aligned = bool(
             self.aligned and relations is not None and len(xs) > 1 and not small and any(len(r) for r in relations)
         )
-        if not all(x.shape[0] < _MIN_UMAP_ROWS for x in xs):
+        large = not all(x.shape[0] < _MIN_UMAP_ROWS for x in xs)
+        if large:
             # deferred, and skipped when every input is tiny: importing umap-learn compiles for seconds
             import umap
-        with warnings.catch_warnings():
+
+            n_umaps = sum(x.shape[0] >= _MIN_UMAP_ROWS for x in xs) if not use_aligned else len(xs)
+            progress("neighbour graphs", 0, 1)
+        reporting = _report_epochs(progress, n_umaps + int(use_aligned)) if large else nullcontext()
+        with warnings.catch_warnings(), reporting:
             # umap warns that a fixed random_state disables parallelism: that is the point here
             warnings.filterwarnings("ignore", message=".*n_jobs.*")
             warnings.filterwarnings("ignore", category=UserWarning, module="umap")
@@ -150,7 +196,10 @@ class DecoderUMAP:
         return self
 
     def fit_transform(
-        self, decoders: Sequence[np.ndarray], relations: Sequence[dict[int, int]] | None = None
+        self,
+        decoders: Sequence[np.ndarray],
+        relations: Sequence[dict[int, int]] | None = None,
+        progress: ProgressFn = no_progress,
     ) -> list[np.ndarray]:
         """Fit and return ``embeddings_``."""
-        return self.fit(decoders, relations).embeddings_
+        return self.fit(decoders, relations, progress).embeddings_

@@ -73,6 +73,7 @@ def compute_umap_frames(
     decoder_b: np.ndarray,
     relation: dict[int, int] | None,
     settings: UMAPSettings,
+    progress: ProgressFn = no_progress,
 ) -> tuple[pl.DataFrame, pl.DataFrame, bool]:
     """Both sides' 2-D maps as frames (``feature``, ``x``, ``y``), and whether they are aligned."""
     model = DecoderUMAP(
@@ -84,7 +85,7 @@ def compute_umap_frames(
         random_state=settings.seed,
         method=settings.method,
     )
-    emb_a, emb_b = model.fit_transform([decoder_a, decoder_b], [relation] if relation else None)
+    emb_a, emb_b = model.fit_transform([decoder_a, decoder_b], [relation] if relation else None, progress)
     frames = tuple(
         pl.DataFrame(
             {"feature": np.arange(e.shape[0], dtype=np.int32), "x": e[:, 0].astype(np.float32), "y": e[:, 1]}
@@ -104,7 +105,7 @@ def build_umap(
     Args:
         bundle_path: a bundle with decoders (an assignment or matches part enables alignment).
         settings: how to embed (defaults: :class:`UMAPSettings`).
-        progress: progress callback (stage ``"umap"``, 0/1 then 1/1: UMAP reports no finer steps).
+        progress: progress callback (``neighbour graphs``, then each layout loop's epochs, ``layout i/n``).
 
     Returns:
         The bundle, reopened with the umap part.
@@ -118,9 +119,7 @@ def build_umap(
     # the file the relation came from (core.bundle.provenance marks the maps stale when it changes)
     built_from = input_digests(bundle.path, [source] if source else [])
     relation = load_relation(bundle, settings.relation) if settings.aligned else {}
-    progress("umap", 0, 1)
-    frame_a, frame_b, aligned = compute_umap_frames(dec_a, dec_b, relation, settings)
-    progress("umap", 1, 1)
+    frame_a, frame_b, aligned = compute_umap_frames(dec_a, dec_b, relation, settings, progress)
     record = {
         "settings": settings.to_dict(),
         "aligned": aligned,

@@ -33,7 +33,7 @@ from core.paths import hash_texts
 from core.pipeline.config import ComparisonConfig
 from core.pipeline.costs import check_stage_costs
 from core.pipeline.stages import STAGES, run_stages
-from core.progress import ProgressFn, no_progress
+from core.progress import ProgressFn, in_phase, no_progress
 from core.sides import SIDES
 
 VERSIONED = ("featurebridge", "torch", "transformers", "sae-lens", "numpy", "polars", "scipy", "safetensors")
@@ -232,8 +232,8 @@ def load_sides(
     """
     models: dict[Any, LoadedModel] = {}
     sides: dict[str, HarvestSide] = {}
-    for name, (model_source, sae_source, hook) in sources.items():
-        progress(f"loading side {name}", 0, 0)
+    for i, (name, (model_source, sae_source, hook)) in enumerate(sources.items()):
+        progress("loading models and SAEs", i, len(sources))
         key = model_key(model_source)
         if key not in models:
             models[key] = as_loaded_model(key if isinstance(key, ModelSpec) else model_source, device)
@@ -247,6 +247,7 @@ def load_sides(
                 f"The SAE of side {name} records no hook; pass its hook (for example blocks.3.hook_resid_post)."
             )
         sides[name] = HarvestSide(model, sae, model.hook(hook_name))
+    progress("loading models and SAEs", len(sources), len(sources))
     return sides
 
 
@@ -368,6 +369,8 @@ def _build(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     device = resolve_device(settings.device)
+    # the harvest's steps read "harvest · <step>"; the stages name their own phases
+    stage_progress, progress = progress, in_phase(progress, "harvest")
     sides = load_sides(sources, device, progress, settings.max_len)
     timings["load_s"] = time.perf_counter() - t0
     corpus, corpus_record = read_documents(texts)
@@ -398,12 +401,14 @@ def _build(
         used_docs = np.unique(units["doc"].to_numpy())
         writer.write_docs(pl.DataFrame({"doc": used_docs, "text": [docs[int(d)] for d in used_docs]}))
         unit_text = units["text"].to_list()
-        for name, side in sides.items():
-            progress(f"features {name}", 0, 0)
+        for i, (name, side) in enumerate(sides.items()):
+            progress("writing codes and features", 2 * i, 2 * len(sides))
             writer.write_codes(name, result.codes[name])
             writer.write_decoder(name, side.sae.decoder().numpy())
+            progress("writing codes and features", 2 * i + 1, 2 * len(sides))
             tops = top_tokens_per_feature(result.codes[name], unit_text)
             writer.write_features(name, compute_feature_frame(result.moments[name], units.height, tops))
+        progress("writing codes and features", 2 * len(sides), 2 * len(sides))
         timings["write_s"] = time.perf_counter() - t3
         timings["total_s"] = time.perf_counter() - t0
 
@@ -450,7 +455,9 @@ def _build(
         writer.finalize(manifest)
         unembeddings = {name: unembedding(side.model) for name, side in sides.items() if side.model.is_causal}
         # the stages run on the staging copy too: a failing stage leaves the old bundle whole
-        run_stages(staging, config.stages, stage_settings, str(device), progress, unembeddings, engine.correlator())
+        run_stages(
+            staging, config.stages, stage_settings, str(device), stage_progress, unembeddings, engine.correlator()
+        )
         remove_work_dir(staging / WORK_DIR)
         return build.commit()
 
@@ -473,9 +480,10 @@ def _hook_sanity(
         planned, _ = plan_aligned_windows({n: side.model for n, side in sides.items()}, docs, sanity_settings)
         sanity_windows = {name: [w.sides[name] for w in planned] for name in sides}
     sanity = {}
-    for name, side in sides.items():
-        progress(f"hook sanity {name}", 0, 0)
+    for i, (name, side) in enumerate(sides.items()):
+        progress("hook sanity", i, len(sides))
         sanity[name] = hook_sanity(side, sanity_windows[name], settings, device)
+    progress("hook sanity", len(sides), len(sides))
     return sanity
 
 

@@ -19,7 +19,7 @@ from core.bundle.lock import bundle_lock
 from core.bundle.reader import Bundle, open_bundle
 from core.errors import SpecError
 from core.pipeline.costs import CostWatcher, check_stage_costs
-from core.progress import ProgressFn, no_progress
+from core.progress import ProgressFn, in_phase, no_progress
 
 if TYPE_CHECKING:  # the blocks import torch; the config (torch-free) imports this module
     from core.matching.blocks import Correlator
@@ -227,5 +227,8 @@ def run_stages(
     bundle = open_bundle(bundle_path)
     with bundle_lock(bundle.path):
         for name in check_stage_names(names):
-            bundle = run_stage(name, bundle_path, settings.get(name), device, progress, unembeddings, correlator)
+            # each stage's steps read "<stage> · <step>", so a follower knows which stage is running
+            bundle = run_stage(
+                name, bundle_path, settings.get(name), device, in_phase(progress, name), unembeddings, correlator
+            )
     return bundle

@@ -11,6 +11,7 @@ import pytest
 from components import data
 from core.bundle.reader import open_bundle
 from core.bundle.writer import add_parts
+from core.matching.settings import MatchSettings
 from tests.core._tiny_bundle import ASSIGNMENT, planted_comet, write_bundle
 
 
@@ -112,4 +113,21 @@ def test_recorded_settings_rebuild_the_stage_settings(bundle) -> None:
     )
     settings = data.recorded_settings(fake, "similarity")
     assert isinstance(settings, SimilaritySettings) and settings.n_null == 17 and settings.metrics == ("cka",)
-    assert data.recorded_settings(bundle, "matching").method == "greedy"  # unrecorded: the defaults
+    assert data.recorded_settings(bundle, "matching").method == MatchSettings().method  # unrecorded: the defaults
+
+
+def test_search_hits_carry_their_strongest_example_in_context(bundle, tmp_path: Path) -> None:
+    import shutil
+
+    from core.dashboards.settings import DashboardSettings
+    from core.dashboards.stage import build_dashboards
+
+    copy = shutil.copytree(bundle.path, tmp_path / "with-examples")
+    with_examples = build_dashboards(copy, DashboardSettings(threads=1))
+    hits = data.search_hits(with_examples, "a3")
+    found = data.hit_contexts(with_examples, hits, data.load_text_index(with_examples))
+    assert found.columns == ["side", "feature", "why", "context"]
+    # a3 fires on the planted 'comet' units: its top example is one, bracketed in its own text
+    assert "[comet]" in found["context"][0]
+    no_hits = data.hit_contexts(with_examples, hits.clear(), data.load_text_index(with_examples))
+    assert no_hits.height == 0 and "context" in no_hits.columns

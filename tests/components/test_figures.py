@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -140,7 +141,7 @@ def test_feature_figures() -> None:
 def test_paper_style_sizes() -> None:
     fig = figures.apply_paper_style(go.Figure(), size="double")
     assert (fig.layout.width, fig.layout.height) == figures.PAPER_SIZES["double"]
-    assert "Arial" in fig.layout.font.family
+    assert "Arial" in fig.layout.template.layout.font.family
     with pytest.raises(ValueError):
         figures.apply_paper_style(go.Figure(), size="poster")
 
@@ -154,6 +155,29 @@ def test_the_screen_heatmap_tiles_its_cells_exactly() -> None:
     assert list(fig.layout.yaxis.range) == [2.5, -0.5] and fig.layout.yaxis.autorange is False
 
 
+def test_every_figure_starts_in_the_paper_style_and_export_sizes_change_the_font() -> None:
+    fig = figures.build_token_bar_figure(["a", "b"], [1.0, 2.0], "t")
+    assert fig.layout.template.layout.font.family == figures.FONT_FAMILY
+    assert fig.layout.template.layout.xaxis.ticks == "outside"
+    small = figures.apply_paper_style(go.Figure(fig), size="single", font_size=8)
+    assert small.layout.template.layout.font.size == 8
+    assert fig.layout.template.layout.font.size == figures.BASE_FONT_SIZE
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="static export needs Debian chromium for kaleido")
+@pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("svg", b"<svg"), ("pdf", b"%PDF")])
+def test_export_writes_valid_files(fmt: str, magic: bytes) -> None:
+    fig = figures.build_umap_figure(_points(30), "a", highlight=[1])
+    payload = figures.export_figure(fig, fmt, "single")
+    assert magic in payload[:200]
+    if fmt == "png":
+        import struct
+
+        width, height = struct.unpack(">II", payload[16:24])
+        # 3.5 in at 300 dpi
+        assert abs(width - 3.5 * figures.PNG_DPI) < 5 and height > 0
+
+
 def test_components_never_import_torch() -> None:
     code = (
         "import sys; import components.figures, components.data, components.state, components.cache, "
@@ -162,3 +186,19 @@ def test_components_never_import_torch() -> None:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_inline_histogram_has_one_bar_per_bin_scaled_to_the_largest() -> None:
+    svg = figures.build_histogram_svg([4, 2, 0, 1], 0.5, "#123456", "A3: <acts>")
+    assert svg.count("<rect") == 4
+    assert 'height="140.0"' in svg and 'height="70.0"' in svg and 'height="0.0"' in svg
+    assert "[0.5, 1): 2 units" in svg and "&lt;acts&gt;" in svg
+    # the axis ends at the last bin's upper edge
+    assert "<span>2</span>" in svg
+
+
+def test_inline_token_bars_escape_tokens_and_scale_to_the_largest_magnitude() -> None:
+    html = figures.build_token_bars_html(["<b>", " the", "\\n"], [10.0, -5.0, 2.5], "Top & bottom")
+    assert "&lt;b&gt;" in html and "<b>" not in html and "Top &amp; bottom" in html
+    assert "width:100.0%" in html and "width:50.0%" in html and "width:25.0%" in html
+    assert "<code" in html and "\\\\n" in html  # a newline token is shown as \\n, not as a line break

@@ -1,7 +1,8 @@
 """A minimal Chrome DevTools Protocol driver for headless Debian Chromium (no browser download, no selenium).
 
-Only what the end-to-end test needs: navigate, evaluate JavaScript, click at a point, take a
-screenshot. Talks to one page target over a websocket (``websockets`` is already installed).
+Only what the end-to-end tests and benchmarks/app_pages.py need: open tabs (each a fresh Streamlit
+session), navigate, evaluate JavaScript, move the mouse, click, type, take a screenshot. Talks to
+each tab over its own websocket (``websockets`` is already installed).
 """
 
 from __future__ import annotations
@@ -66,30 +67,18 @@ def wait_for_http(url: str, timeout: float, expect: str | None = None) -> str:
     raise TimeoutError(f"{url} did not answer within {timeout} s ({last})")
 
 
-class Browser:
-    """Headless Chromium with one page, driven through CDP.
+class Tab:
+    """One page target (a browser tab) driven through CDP.
 
     Args:
-        executable: the chromium binary.
+        ws_url: the target's ``webSocketDebuggerUrl``.
+        target_id: the target's id (to close it).
+        port: the browser's debugging port.
     """
 
-    def __init__(self, executable: str) -> None:
-        self.port = free_port()
-        self.profile = tempfile.mkdtemp(prefix="fb-chromium-")
-        self.process = subprocess.Popen(
-            [
-                executable,
-                *CHROMIUM_FLAGS,
-                f"--remote-debugging-port={self.port}",
-                f"--user-data-dir={self.profile}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        targets = json.loads(wait_for_http(f"http://127.0.0.1:{self.port}/json/list", 60, '"type": "page"'))
-        page = next(t for t in targets if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=30)
+    def __init__(self, ws_url: str, target_id: str, port: int) -> None:
+        self.target_id, self.port = target_id, port
+        self.ws = connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=30)
         self.ids = itertools.count(1)
         self.send("Page.enable")
         self.send("Runtime.enable")
@@ -116,15 +105,19 @@ class Browser:
         """Open ``url``."""
         self.send("Page.navigate", url=url)
 
-    def wait_for(self, expression: str, timeout: float = 60.0) -> Any:
+    def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.25) -> Any:
         """Poll a JavaScript expression until it is truthy; returns its value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = self.evaluate(expression)
             if value:
                 return value
-            time.sleep(0.25)
+            time.sleep(interval)
         raise TimeoutError(f"timed out waiting for: {expression}")
+
+    def move(self, x: float, y: float) -> None:
+        """Move the mouse to page coordinates (CSS pixels), as a user's pointer does."""
+        self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
 
     def click(self, x: float, y: float) -> None:
         """A real left click at page coordinates (CSS pixels)."""
@@ -132,11 +125,60 @@ class Browser:
             self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
             time.sleep(0.05)
 
+    def type_text(self, text: str) -> None:
+        """Type ``text`` into the focused element, then press Enter."""
+        self.send("Input.insertText", text=text)
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
     def screenshot(self, path: Path) -> Path:
         """Save a PNG of the viewport."""
         data = self.send("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
         return path
+
+    def close(self) -> None:
+        """Close this tab."""
+        try:
+            self.ws.close()
+        finally:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/close/{self.target_id}", timeout=10).read()
+            except OSError:
+                pass
+
+
+class Browser(Tab):
+    """Headless Chromium; the object itself drives its first tab, :meth:`open_tab` opens more.
+
+    Args:
+        executable: the chromium binary.
+    """
+
+    def __init__(self, executable: str) -> None:
+        port = free_port()
+        self.profile = tempfile.mkdtemp(prefix="fb-chromium-")
+        self.process = subprocess.Popen(
+            [
+                executable,
+                *CHROMIUM_FLAGS,
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={self.profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        targets = json.loads(wait_for_http(f"http://127.0.0.1:{port}/json/list", 60, '"type": "page"'))
+        page = next(t for t in targets if t["type"] == "page")
+        super().__init__(page["webSocketDebuggerUrl"], page["id"], port)
+
+    def open_tab(self) -> Tab:
+        """A new blank tab: navigating it to the app starts a fresh Streamlit session."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?about:blank", method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            target = json.loads(response.read().decode())
+        return Tab(target["webSocketDebuggerUrl"], target["id"], self.port)
 
     def close(self) -> None:
         """Close the connection and end the browser this object started."""

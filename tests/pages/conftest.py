@@ -58,6 +58,32 @@ def charts(at: AppTest) -> list[dict[str, Any]]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
+def linked_maps(at: AppTest) -> list[dict[str, Any]]:
+    """The data of every linked-maps component on the page (``key``, ``view``, ``maps_url``, ``plotly_url``),
+    with ``maps``: the payload file the browser fetches, decoded."""
+    from components.linked_maps import COMPONENT_NAME, payload_dir
+
+    found = []
+    for element in at.get("bidi_component"):
+        if element.proto.component_name != COMPONENT_NAME:
+            continue
+        data = json.loads(element.proto.json)
+        assert data["maps_url"].endswith(f"/{data['key']}.json")
+        found.append({**data, "maps": json.loads((payload_dir() / f"{data['key']}.json").read_text())})
+    return found
+
+
+def plots(at: AppTest) -> list[dict[str, Any]]:
+    """The figures drawn by the app's own plot component (components/plot.py), as plotly JSON specs."""
+    from components.plot import COMPONENT_NAME, figure_of
+
+    return [
+        figure_of(json.loads(e.proto.json))
+        for e in at.get("bidi_component")
+        if e.proto.component_name == COMPONENT_NAME
+    ]
+
+
 def texts(at: AppTest, kind: str) -> list[str]:
     """The text of every element of one kind (``warning``, ``error``, ``info``, ``success``, ``caption``)."""
     return [str(e.value) for e in getattr(at, kind)]

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, texts
+from tests.pages.conftest import no_exception, open_app, plots, texts
 
 
 def test_pair_scatter_follows_the_selected_feature_and_partner(app_bundle: Path) -> None:
@@ -18,7 +18,7 @@ def test_pair_scatter_follows_the_selected_feature_and_partner(app_bundle: Path)
     at = open_app("correlation", bundle_path=str(app_bundle), side="a", feature=fa, partner=fb)
     no_exception(at)
     assert at.number_input(key="corr-a").value == fa and at.number_input(key="corr-b").value == fb
-    figs = charts(at)
+    figs = plots(at)
     names = {t["name"].split(" (")[0] for t in figs[0]["data"]}
     assert names == {"A only", "B only", "both"}
     # Pearson on the page equals a dense reference over all units
@@ -36,7 +36,7 @@ def test_changing_the_pair_updates_the_state(app_bundle: Path) -> None:
     no_exception(at)
     state = at.session_state["featurebridge_state"]
     assert state.pair() == (5, 7)
-    assert "A5 vs B7" in charts(at)[0]["layout"]["title"]["text"]
+    assert "A5 vs B7" in plots(at)[0]["layout"]["title"]["text"]
 
 
 def test_correlation_without_assignment_still_shows_the_pair(spine_bundle: Path) -> None:

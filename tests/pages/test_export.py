@@ -75,8 +75,28 @@ def test_export_of_a_spine_bundle_still_offers_tables(spine_bundle: Path) -> Non
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="static export needs Debian chromium for kaleido")
 def test_prepare_file_offers_the_static_export(app_bundle: Path) -> None:
     at = open_app("export", bundle_path=str(app_bundle))
+    at.selectbox(key="ex-figure").set_value("umap-a").run()
     at.selectbox(key="ex-fig-fmt").set_value("svg").run()
     at.button(key="ex-fig-prepare").click().run()
     no_exception(at)
     labels = [d.proto.label for d in _downloads(at)]
     assert any(label.startswith("Download maps") and label.endswith("-single.svg") for label in labels), labels
+
+
+def test_export_offers_the_linked_maps_as_one_offline_html(app_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(app_bundle), side="a", feature=2, selection={"a": (2,), "b": ()})
+    no_exception(at)
+    # the selected feature's activation histogram and top tokens, as paper figures
+    assert {"activations-A2", "top-tokens-A2"} <= set(at.selectbox(key="ex-figure").options)
+    at.selectbox(key="ex-figure").set_value("activations-A2").run()
+    no_exception(at)
+    labels = [d.proto.label for d in _downloads(at)]
+    assert "linked-maps.html (interactive)" in labels
+    # every figure's interactive HTML is offered too (built when downloaded, with plotly.js inlined)
+    assert any(label.endswith(".html (interactive)") and "linked" not in label for label in labels)
+
+
+def test_export_without_umap_offers_no_linked_maps(spine_bundle: Path) -> None:
+    at = open_app("export", bundle_path=str(spine_bundle))
+    no_exception(at)
+    assert "linked-maps.html (interactive)" not in [d.proto.label for d in _downloads(at)]

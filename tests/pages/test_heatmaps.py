@@ -22,7 +22,9 @@ def test_block_of_strongest_pairs_puts_matches_on_the_diagonal(app_bundle: Path)
     pairs = set(zip(kept["feature_a"].cast(str), kept["feature_b"].cast(str), strict=True))
     n = min(len(rows), len(cols))
     assert all((rows[i], cols[i]) in pairs for i in range(n))
-    assert any("one layer pair" in i for i in texts(at, "info"))
+    # a bundle without a sweep says so and how to add one, and does not claim it has one
+    info = [i for i in texts(at, "info") if "sweep" in i]
+    assert info and all("carries no layer x layer sweep" in i for i in info)
 
 
 def test_feature_ids_input_and_bad_ids(app_bundle: Path) -> None:

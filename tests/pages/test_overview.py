@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.bundle.reader import open_bundle
 from tests.pages.conftest import charts, no_exception, open_app, texts
 
 
@@ -73,7 +74,8 @@ def test_overview_shows_concepts_the_p_floor_and_the_rematch_form(app_bundle: Pa
     at = open_app("overview", bundle_path=str(app_bundle))
     no_exception(at)
     assert any("concepts (" in c for c in texts(at, "caption"))  # the concept subspaces tab
-    assert at.selectbox(key="rm-method").value == "greedy"
+    # the form opens on the method the bundle was matched with
+    assert at.selectbox(key="rm-method").value == open_bundle(app_bundle).manifest["matching"]["settings"]["method"]
     assert any("Orphans:" in c for c in texts(at, "caption"))
 
 
