@@ -145,17 +145,27 @@ def _map_categories(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _map_traces(
-    frame: pl.DataFrame, side: str, highlight: Sequence[int], scale: float, colorbar: bool, vector: bool = False
+    frame: pl.DataFrame,
+    side: str,
+    highlight: Sequence[int],
+    scale: float,
+    colorbar: bool,
+    vector: bool = False,
+    webgl: bool | None = None,
 ) -> list[go.Scatter | go.Scattergl]:
     """A map's traces: ``orphans`` (crosses), ``unpaired`` (grey dots), ``matched`` (by pair r), ``highlight`` (rings).
 
-    ``vector`` keeps every trace SVG (for print: a WebGL layer would be pasted into an SVG or PDF as pixels).
+    ``vector`` keeps every trace SVG (for print: a WebGL layer would be pasted into an SVG or PDF as pixels);
+    ``webgl`` forces WebGL on or off (None: above ``WEBGL_THRESHOLD`` points).
     """
     if "label" not in frame.columns:
         frame = frame.with_columns(pl.lit("").alias("label"))
     frame = _map_categories(frame)
     hover = "feature %{customdata[0]}<br>%{text}<extra>" + side.upper() + "</extra>"
-    trace = go.Scatter if vector else _scatter(frame.height)
+    if vector or webgl is False:
+        trace: type[go.Scatter] | type[go.Scattergl] = go.Scatter
+    else:
+        trace = go.Scattergl if webgl else _scatter(frame.height)
     out: list[go.Scatter | go.Scattergl] = []
     # grey first, so the coloured paired points are drawn on top
     for name, cats, marker in (
@@ -240,6 +250,7 @@ def build_umap_figure(
     highlight: Sequence[int] = (),
     title: str | None = None,
     size: str | None = None,
+    webgl: bool | None = None,
 ) -> go.Figure:
     """One SAE's UMAP of decoder directions, coloured by the kept pair's correlation, orphans marked.
 
@@ -252,6 +263,7 @@ def build_umap_figure(
         title: figure title.
         size: ``"single"`` / ``"double"``: lay the figure out for that paper size (markers and
             fonts scaled for print); None: for the screen.
+        webgl: draw the points with WebGL (``Scattergl``); None: above ``WEBGL_THRESHOLD`` points.
 
     Returns:
         Traces in this order: ``orphans`` (grey crosses), ``unpaired`` (grey dots: no kept pair,
@@ -260,7 +272,7 @@ def build_umap_figure(
     """
     scale = 1.0 if size is None else (0.5 if size == "single" else 0.7)
     vector = size is not None and frame.height <= VECTOR_POINTS_MAX
-    fig = go.Figure(_map_traces(frame, side, highlight, scale, colorbar=True, vector=vector))
+    fig = go.Figure(_map_traces(frame, side, highlight, scale, colorbar=True, vector=vector, webgl=webgl))
     # no dragmode here: Streamlit then picks "pan" with click-to-select; in lasso or box mode it turns
     # click selection off, and one click is the gesture that links the two maps
     fig.update_layout(

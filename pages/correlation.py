@@ -37,6 +37,12 @@ if fa is None or fb is None:
     if rows.height:
         fa, fb = int(rows["feature_a"][0]), int(rows["feature_b"][0])
 n_a, n_b = n_features(bundle, "a"), n_features(bundle, "b")
+# a deep link may name a feature the bundle does not have: say so, and show the nearest one instead
+for name, value, n in (("A", fa, n_a), ("B", fb, n_b)):
+    if value is not None and not 0 <= value < n:
+        st.error(
+            f"Feature {name}{value} does not exist in this bundle (side {name} has {n:,} features); showing the nearest one."
+        )
 fa, fb = min(max(fa or 0, 0), n_a - 1), min(max(fb or 0, 0), n_b - 1)
 c1, c2 = st.columns(2)
 # the inputs follow the state (a click, a link, another page) unless the user just typed in them

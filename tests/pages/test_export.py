@@ -80,7 +80,7 @@ def test_prepare_file_offers_the_static_export(app_bundle: Path) -> None:
     at.button(key="ex-fig-prepare").click().run()
     no_exception(at)
     labels = [d.proto.label for d in _downloads(at)]
-    assert any(label.startswith("Download maps") and label.endswith("-single.svg") for label in labels), labels
+    assert "Download umap-a-single.svg" in labels, labels
 
 
 def test_export_offers_the_linked_maps_as_one_offline_html(app_bundle: Path) -> None:
@@ -93,7 +93,7 @@ def test_export_offers_the_linked_maps_as_one_offline_html(app_bundle: Path) -> 
     labels = [d.proto.label for d in _downloads(at)]
     assert "linked-maps.html (interactive)" in labels
     # every figure's interactive HTML is offered too (built when downloaded, with plotly.js inlined)
-    assert any(label.endswith(".html (interactive)") and "linked" not in label for label in labels)
+    assert any(".html (interactive" in label and "linked" not in label for label in labels)
 
 
 def test_export_without_umap_offers_no_linked_maps(spine_bundle: Path) -> None:
