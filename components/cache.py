@@ -95,16 +95,28 @@ def load_stale(path: str, mtime: float) -> list[Any]:
 
 
 @st.cache_resource(show_spinner="Preparing the maps…", max_entries=4)
-def load_maps_payload(path: str, mtime: float) -> tuple[str, str]:
-    """Both UMAPs and the partner table as the linked-maps component's JSON, and its key (built once per bundle).
+def load_maps_payload(path: str, mtime: float, pair_filter: Any = None) -> tuple[str, str]:
+    """Both UMAPs and the partner table as the linked-maps component's JSON, and its key (built once per bundle
+    and map filter).
 
     A resource, not data: the JSON string is immutable and large, so every session shares one copy (the
     page publishes it as a file the browser fetches, ``components.linked_maps.publish_maps_payload``).
+
+    Args:
+        path: the bundle folder.
+        mtime: the manifest's modification time (cache key).
+        pair_filter: a ``components.state.PairFilter`` whose pairs the maps colour as paired (the All pairs
+            filter applied to the maps); None: the kept pairs. The payload carries each point's category and
+            r under it, so the browser draws what the filter says; the partner table (what links the maps)
+            is the whole assignment either way.
+
+    Returns:
+        ``(json, key)``: :func:`components.linked_maps.encode_maps_payload` of the payload, and its content key.
     """
     from components.linked_maps import compute_maps_payload, encode_maps_payload
 
     bundle = load_bundle(path, mtime)
-    points = {side: data.umap_points(bundle, side) for side in ("a", "b")}
+    points = {side: load_umap_points(path, mtime, side, pair_filter) for side in ("a", "b")}
     titles = {side: f"{side.upper()}: {bundle.side(side).get('label') or side.upper()}" for side in ("a", "b")}
     payload = compute_maps_payload(points, data.pair_frame(bundle), titles)
     return encode_maps_payload(payload), payload["key"]

@@ -144,6 +144,15 @@ def _map_categories(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# which map categories (components.data.MAP_CATEGORIES) each point trace draws; the linked maps group their
+# points by the same table, so the browser's maps and the static ones agree
+MAP_TRACE_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "orphans": ("orphan",),
+    "unpaired": ("unpaired", "dead"),
+    "matched": ("paired",),
+}
+
+
 def _map_traces(
     frame: pl.DataFrame,
     side: str,
@@ -171,7 +180,7 @@ def _map_traces(
     for name, cats, marker in (
         (
             "orphans",
-            ("orphan",),
+            MAP_TRACE_CATEGORIES["orphans"],
             {
                 "size": 5 * scale,
                 "opacity": 0.6,
@@ -182,7 +191,7 @@ def _map_traces(
         ),
         (
             "unpaired",
-            ("unpaired", "dead"),
+            MAP_TRACE_CATEGORIES["unpaired"],
             {"size": 4 * scale, "opacity": 0.45, "color": COLOR_MUTED, "line": {"width": 0}},
         ),
     ):
@@ -199,7 +208,7 @@ def _map_traces(
                 marker=marker,
             )
         )
-    matched = frame.filter(pl.col("category") == "paired")
+    matched = frame.filter(pl.col("category").is_in(list(MAP_TRACE_CATEGORIES["matched"])))
     marker: dict[str, Any] = {
         "size": 6 * scale,
         "color": matched["corr"].fill_null(0.0).to_numpy(),
@@ -263,7 +272,8 @@ def build_umap_figure(
         title: figure title.
         size: ``"single"`` / ``"double"``: lay the figure out for that paper size (markers and
             fonts scaled for print); None: for the screen.
-        webgl: draw the points with WebGL (``Scattergl``); None: above ``WEBGL_THRESHOLD`` points.
+        webgl: draw the points with WebGL (``Scattergl``); None: above ``WEBGL_THRESHOLD`` points. A
+            paper ``size`` with few points stays vector whatever this says.
 
     Returns:
         Traces in this order: ``orphans`` (grey crosses), ``unpaired`` (grey dots: no kept pair,

@@ -32,7 +32,7 @@ function decode(b64, Type) {
   return new Type(bytes.buffer);
 }
 
-function buildSide(spec) {
+function buildSide(spec, maps) {
   const x = decode(spec.x, Float32Array);
   const y = decode(spec.y, Float32Array);
   const feature = decode(spec.feature, Int32Array);
@@ -41,7 +41,18 @@ function buildSide(spec) {
   const labels = spec.labels === "" && feature.length === 0 ? [] : spec.labels.split("\n");
   const index = new Map();
   for (let i = 0; i < feature.length; i++) index.set(feature[i], i);
-  return { spec, x, y, feature, corr, orphan, labels, index };
+  // each point's trace, from its category (paired / unpaired / orphan / dead) by the payload's table, so
+  // these maps group points as the app's static figure does; a payload without categories: orphans or matched
+  const traceOf = new Array(feature.length);
+  if (spec.category && maps.categories && maps.trace_categories) {
+    const codes = decode(spec.category, Uint8Array);
+    const byCategory = {};
+    for (const [name, cats] of Object.entries(maps.trace_categories)) for (const c of cats) byCategory[c] = name;
+    for (let i = 0; i < feature.length; i++) traceOf[i] = byCategory[maps.categories[codes[i]]];
+  } else {
+    for (let i = 0; i < feature.length; i++) traceOf[i] = orphan[i] ? "orphans" : "matched";
+  }
+  return { spec, x, y, feature, corr, orphan, traceOf, labels, index };
 }
 
 function buildPartners(pairs) {
@@ -67,9 +78,11 @@ function otherSide(side) {
 }
 
 function traces(side, data) {
-  // two traces from the Python specs (orphans underneath, matched on top), filled with this side's points
-  const groups = { orphans: [], matched: [] };
-  for (let i = 0; i < data.feature.length; i++) groups[data.orphan[i] ? "orphans" : "matched"].push(i);
+  // the traces from the Python specs (grey orphans and unpaired underneath, matched on top), filled with
+  // this side's points
+  const groups = {};
+  for (const spec of data.spec.traces) groups[spec.name] = [];
+  for (let i = 0; i < data.feature.length; i++) if (groups[data.traceOf[i]]) groups[data.traceOf[i]].push(i);
   const out = [];
   const pointFeatures = [];
   for (const spec of data.spec.traces) {
@@ -103,7 +116,7 @@ class LinkedMaps {
     this.Plotly = Plotly;
     this.onSelect = onSelect;
     this.key = maps.key;
-    this.sides = { a: buildSide(maps.sides.a), b: buildSide(maps.sides.b) };
+    this.sides = { a: buildSide(maps.sides.a, maps), b: buildSide(maps.sides.b, maps) };
     this.partners = buildPartners(maps.pairs);
     this.view = normalizeView(view);
     this.hover = null; // {side, feature}
@@ -225,10 +238,18 @@ class LinkedMaps {
   }
 
   select(side, features, mode) {
+    if (mode === "clear" || !features.length) {
+      // in the app the selection lives in Python, where only a new non-empty selection changes it (its
+      // "Clear selection" button empties it): a deselect or an empty box changes nothing and is not sent.
+      // The standalone export has no Python: there a deselect clears that map
+      if (this.onSelect) return;
+      this.view.selection[side] = [];
+      this.drawAll();
+      return;
+    }
     // a new selection in one map replaces the whole selection (the other map then rings its partners),
-    // as the app state does; clearing a map clears only that map
-    if (mode === "clear") this.view.selection[side] = [];
-    else this.view.selection = { a: [], b: [], [side]: features };
+    // as the app state does
+    this.view.selection = { a: [], b: [], [side]: features };
     this.drawAll();
     if (this.onSelect) this.onSelect({ side, features, mode });
   }

@@ -26,7 +26,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from components import figures, plotly_assets
+from components.data import MAP_CATEGORIES
 from core.sides import SIDES
 
 COMPONENT_NAME = "featurebridge.linked_maps"
@@ -84,11 +85,14 @@ class MapSelection:
         side: the map it was made in (``"a"`` or ``"b"``).
         features: the selected feature ids, sorted (empty when cleared).
         mode: ``"click"``, ``"box"``, ``"lasso"`` or ``"clear"``.
+        at: the gesture's time stamp in the browser (ms), None if it carried none. Not part of equality:
+            it only tells two gestures with the same features apart (a second click on the same point).
     """
 
     side: str
     features: tuple[int, ...]
     mode: str
+    at: float | None = field(default=None, compare=False)
 
 
 def _b64(values: np.ndarray, dtype: str) -> str:
@@ -99,20 +103,32 @@ def _side_spec(points: pl.DataFrame, side: str, title: str) -> dict[str, Any]:
     """One map: its points (base64 typed arrays), hover labels and the paper style's trace/layout specs."""
     if "label" not in points.columns:
         points = points.with_columns(pl.lit("").alias("label"))
+    if "category" not in points.columns:
+        # a frame with only is_orphan (older callers): orphans, the rest paired, as the static figure reads it
+        points = points.with_columns(
+            pl.when(pl.col("is_orphan").fill_null(True))
+            .then(pl.lit("orphan"))
+            .otherwise(pl.lit("paired"))
+            .alias("category")
+        )
     points = points.sort("feature")
+    unknown = set(points["category"].unique().to_list()) - set(MAP_CATEGORIES)
+    if unknown:
+        raise ValueError(f"unknown map categories {sorted(unknown)}; expected {MAP_CATEGORIES}")
     # the look (traces, colour scale, axes, fonts) comes from the same builder the static export uses
     empty = points.clear()
     fig = figures.build_umap_figure(empty, side, title=title, webgl=points.height > figures.WEBGL_THRESHOLD)
     spec = fig.to_plotly_json()
     trace_specs = []
     for trace in spec["data"]:
-        if trace.get("name") not in ("orphans", "matched"):
+        if trace.get("name") not in figures.MAP_TRACE_CATEGORIES:
             continue
         trace = {k: v for k, v in trace.items() if k not in ("x", "y", "text", "customdata")}
         if trace["name"] == "matched":
-            # the browser fills in each point's colour (its best partner correlation)
+            # the browser fills in each point's colour (its pair's r)
             trace["marker"] = {k: v for k, v in trace.get("marker", {}).items() if k != "color"}
         trace_specs.append(trace)
+    codes = points["category"].replace_strict({c: i for i, c in enumerate(MAP_CATEGORIES)}, return_dtype=pl.UInt8)
     layout = spec["layout"]
     layout.pop("height", None)
     labels = [str(t or "")[:LABEL_CHARS].replace("\n", " ") for t in points["label"].to_list()]
@@ -121,7 +137,8 @@ def _side_spec(points: pl.DataFrame, side: str, title: str) -> dict[str, Any]:
         "y": _b64(points["y"].cast(pl.Float32).to_numpy(), "float32"),
         "feature": _b64(points["feature"].cast(pl.Int32).to_numpy(), "int32"),
         "corr": _b64(points["corr"].cast(pl.Float32).fill_null(float("nan")).to_numpy(), "float32"),
-        "orphan": _b64(points["is_orphan"].fill_null(True).cast(pl.UInt8).to_numpy(), "uint8"),
+        "orphan": _b64((points["category"] == "orphan").cast(pl.UInt8).to_numpy(), "uint8"),
+        "category": _b64(codes.to_numpy(), "uint8"),
         "labels": "\n".join(labels),
         "traces": trace_specs,
         "layout": layout,
@@ -135,8 +152,11 @@ def compute_maps_payload(
     """What the browser needs to draw and link both maps (built once per bundle, then cached).
 
     Args:
-        points: side -> ``feature``, ``x``, ``y``, ``corr`` (best partner correlation, null if none),
-            ``is_orphan`` and optionally ``label`` (hover text), as ``components.data.umap_points`` returns.
+        points: side -> ``feature``, ``x``, ``y``, ``corr`` (the r of the feature's pair on the map, null if
+            unpaired), ``category`` (one of ``components.data.MAP_CATEGORIES``; without it, ``is_orphan``
+            alone marks orphans and the rest count as paired) and optionally ``label`` (hover text), as
+            ``components.data.umap_points`` returns (pairs filtered there when the All pairs filter applies
+            to the maps, so the payload carries what the maps show).
         pairs: the assignment: ``feature_a``, ``feature_b``, ``corr``, ``kept`` (every pair, dropped ones too,
             so "link dropped pairs too" works in the browser).
         titles: side -> map title.
@@ -144,9 +164,11 @@ def compute_maps_payload(
 
     Returns:
         A JSON-able dict: ``key`` (a content hash), ``height``, ``sides`` (per side: base64 little-endian
-        ``x``, ``y``, ``corr`` float32, ``feature`` int32, ``orphan`` uint8; ``labels`` joined by newlines;
-        the ``traces`` and ``layout`` specs; ``n``), and ``pairs`` (base64 ``a``, ``b`` int32, ``kept`` uint8,
-        ``corr`` float32, ``n``).
+        ``x``, ``y``, ``corr`` float32, ``feature`` int32, ``orphan`` uint8, ``category`` uint8 (an index into
+        ``categories``); ``labels`` joined by newlines; the ``traces`` (``orphans``, ``unpaired``, ``matched``)
+        and ``layout`` specs; ``n``), ``pairs`` (base64 ``a``, ``b`` int32, ``kept`` uint8, ``corr`` float32,
+        ``n``), ``categories`` (:data:`components.data.MAP_CATEGORIES`) and ``trace_categories`` (trace name
+        -> the categories it draws).
     """
     sides = {side: _side_spec(points[side], side, titles.get(side, side.upper())) for side in SIDES}
     pairs = pairs.filter(pl.col("feature_a").is_not_null() & pl.col("feature_b").is_not_null())
@@ -157,7 +179,14 @@ def compute_maps_payload(
         "corr": _b64(pairs["corr"].cast(pl.Float32).fill_null(float("nan")).to_numpy(), "float32"),
         "n": pairs.height,
     }
-    body = {"height": height, "sides": sides, "pairs": pair_spec}
+    body = {
+        "height": height,
+        "sides": sides,
+        "pairs": pair_spec,
+        "categories": list(MAP_CATEGORIES),
+        # trace name -> the categories it draws: the browser groups the points by this, as the static figure does
+        "trace_categories": {name: list(cats) for name, cats in figures.MAP_TRACE_CATEGORIES.items()},
+    }
     key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     return {"key": key, **body}
 
@@ -175,7 +204,8 @@ def decode_side(payload: Mapping[str, Any], side: str) -> dict[str, np.ndarray |
         side: ``"a"`` or ``"b"``.
 
     Returns:
-        ``x``, ``y``, ``corr`` (float32), ``feature`` (int32), ``orphan`` (bool), ``labels`` (list of str).
+        ``x``, ``y``, ``corr`` (float32), ``feature`` (int32), ``orphan`` (bool), ``category`` (list of
+        category names), ``labels`` (list of str).
     """
     spec = payload["sides"][side]
 
@@ -189,6 +219,7 @@ def decode_side(payload: Mapping[str, Any], side: str) -> dict[str, np.ndarray |
         "corr": arr("corr", "float32"),
         "feature": arr("feature", "int32"),
         "orphan": arr("orphan", "uint8").astype(bool),
+        "category": [payload["categories"][int(c)] for c in arr("category", "uint8")],
         "labels": labels,
     }
 
@@ -256,23 +287,31 @@ def selection_from_event(value: Any) -> MapSelection | None:
         return None
     if mode not in ("click", "box", "lasso", "clear"):
         mode = "click"
-    return MapSelection(side=str(side), features=ids, mode=str(mode))
+    at = value.get("at")
+    stamp = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+    return MapSelection(side=str(side), features=ids, mode=str(mode), at=stamp)
 
 
-def apply_selection(state: Any, selection: MapSelection) -> None:
-    """Move the app state to a map's selection: it replaces the whole selection (clearing clears that map),
-    and a single feature becomes the selected feature.
+def apply_selection(state: Any, selection: MapSelection, source: str = "linked-maps") -> bool:
+    """Move the typed app state to a map's selection, by the state's own rule (``components.state``).
+
+    Only a new, non-empty selection changes the state (:func:`components.state.apply_map_selection`): it
+    replaces the whole selection, ends the open named list, and a single feature becomes the selected
+    feature. A ``clear`` (or any empty report) changes nothing, as an empty report of the plotly maps
+    never did; the page's "Clear selection" button is the one way to empty it. Each gesture counts once
+    (its time stamp names it), so clicking the same point again after clearing selects it again.
 
     Args:
         state: the ``components.state.AppState``.
         selection: what the map reported.
+        source: the reporting widget's key (the state remembers the last gesture per source).
+
+    Returns:
+        Whether the state changed.
     """
-    if selection.mode == "clear":
-        state.selection[selection.side] = ()
-        return
-    state.selection = {s: (selection.features if s == selection.side else ()) for s in SIDES}
-    if len(selection.features) == 1:
-        state.select(selection.side, selection.features[0])
+    from components.state import apply_map_selection
+
+    return apply_map_selection(state, source, selection.side, selection.features, event_id=selection.at)
 
 
 @cache

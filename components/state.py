@@ -187,7 +187,9 @@ def take_event(state: AppState, source: str, value: Sequence[Any] | None) -> tup
     return chosen
 
 
-def apply_map_selection(state: AppState, source: str, side: str, features: Sequence[int] | None) -> bool:
+def apply_map_selection(
+    state: AppState, source: str, side: str, features: Sequence[int] | None, event_id: Any = None
+) -> bool:
     """Feed one map's reported selection into the state; True when it was a new selection.
 
     A new selection in one map replaces the whole selection (the other map then rings its
@@ -198,15 +200,24 @@ def apply_map_selection(state: AppState, source: str, side: str, features: Seque
         source: the map widget's key.
         side: the map's side.
         features: feature ids the map reports as selected (None or empty: no event).
+        event_id: names the gesture when the widget reports each gesture once (the linked maps'
+            trigger carries its time stamp): the same features from a new gesture count again.
+            None: a widget that reports its current selection on every run (plotly's), where
+            only a different selection is new.
 
     Returns:
         Whether the state changed.
     """
     if side not in SIDES:
         raise ValueError(f"side must be 'a' or 'b', got {side!r}")
-    chosen = take_event(state, source, sorted({int(f) for f in features}) if features else None)
-    if chosen is None:
+    ids = sorted({int(f) for f in features}) if features else []
+    # the side leads the seen tuple (one widget may draw both maps), then the gesture's id when there is one,
+    # so take_event's "new" means a new gesture there, not only different ids
+    report = ([side, event_id, *ids] if event_id is not None else [side, *ids]) if ids else None
+    seen = take_event(state, source, report)
+    if seen is None:
         return False
+    chosen = ids
     state.selection = {s: (tuple(chosen) if s == side else ()) for s in SIDES}
     state.active_list = None
     if len(chosen) == 1:

@@ -75,9 +75,10 @@ def test_payload_carries_the_whole_partner_table_dropped_pairs_included() -> Non
 
 def test_payload_traces_follow_the_paper_figure_and_switch_to_webgl_for_large_maps() -> None:
     small = _payload()["sides"]["a"]
-    assert [t["name"] for t in small["traces"]] == ["orphans", "matched"]
+    # the static map's three point traces (grey crosses, grey dots, coloured pairs); the rings are drawn in SVG
+    assert [t["name"] for t in small["traces"]] == ["orphans", "unpaired", "matched"]
     assert all(t["type"] == "scatter" for t in small["traces"])
-    matched = small["traces"][1]
+    matched = small["traces"][2]
     assert matched["marker"]["colorscale"] and "color" not in matched["marker"]
     assert not any(k in t for t in small["traces"] for k in ("x", "y", "customdata", "text"))
     assert small["layout"]["title"]["text"] == "A: left"
@@ -133,15 +134,89 @@ def test_selection_from_event(value: object, expected: linked_maps.MapSelection 
 
 def test_a_selection_moves_the_state() -> None:
     state = AppState(bundle_path="/b", side="b", feature=9, partner=4, selection={"a": (), "b": (9,)})
-    linked_maps.apply_selection(state, linked_maps.MapSelection("a", (3, 8), "lasso"))
-    # a new selection in one map replaces the whole selection
-    assert state.selection == {"a": (3, 8), "b": ()}
+    state.active_list = "mine"
+    assert linked_maps.apply_selection(state, linked_maps.MapSelection("a", (3, 8), "lasso", at=1.0))
+    # a new selection in one map replaces the whole selection, and is not the named list any more
+    assert state.selection == {"a": (3, 8), "b": ()} and state.active_list is None
     # several points: the selected feature stays where it was
     assert (state.side, state.feature) == ("b", 9)
-    linked_maps.apply_selection(state, linked_maps.MapSelection("a", (3,), "click"))
+    assert linked_maps.apply_selection(state, linked_maps.MapSelection("a", (3,), "click", at=2.0))
     assert (state.side, state.feature, state.partner) == ("a", 3, None)
-    linked_maps.apply_selection(state, linked_maps.MapSelection("a", (), "clear"))
-    assert state.selection["a"] == () and state.feature == 3
+    # the typed state's rule: an empty report (a deselect, an empty box) never changes the selection
+    assert not linked_maps.apply_selection(state, linked_maps.MapSelection("a", (), "clear", at=3.0))
+    assert not linked_maps.apply_selection(state, linked_maps.MapSelection("b", (), "box", at=4.0))
+    assert state.selection == {"a": (3,), "b": ()} and state.feature == 3
+
+
+def test_each_gesture_counts_once_and_the_same_point_clicked_again_counts_again() -> None:
+    state = AppState(bundle_path="/b")
+    click = linked_maps.selection_from_event({"side": "a", "features": [5], "mode": "click", "at": 10})
+    assert click is not None and click.at == 10.0
+    assert linked_maps.apply_selection(state, click)
+    # the same trigger read again (a second look at one gesture) is not a new selection
+    state.clear_selection()
+    assert not linked_maps.apply_selection(state, click)
+    assert state.selection == {"a": (), "b": ()}
+    # a new click on the same point, after "Clear selection", selects it again
+    again = linked_maps.selection_from_event({"side": "a", "features": [5], "mode": "click", "at": 11})
+    assert again is not None and linked_maps.apply_selection(state, again)
+    assert state.selection == {"a": (5,), "b": ()}
+    # one widget draws both maps: the same ids selected in the other map are a new selection there
+    other = linked_maps.MapSelection("b", (5,), "click")
+    assert linked_maps.apply_selection(state, other)
+    assert state.selection == {"a": (), "b": (5,)} and (state.side, state.feature) == ("b", 5)
+
+
+def _categorised(n: int, seed: int) -> pl.DataFrame:
+    cats = ["paired", "unpaired", "orphan", "dead"]
+    return (
+        _points(n, seed)
+        .drop("is_orphan")
+        .with_columns(pl.Series("category", [cats[int(f) % 4] for f in _points(n, seed)["feature"]]))
+        .with_columns(
+            pl.when(pl.col("category") == "paired").then(pl.col("corr")).otherwise(None).alias("corr"),
+            (pl.col("category") == "orphan").alias("is_orphan"),
+        )
+    )
+
+
+def test_payload_carries_each_points_category_for_its_trace() -> None:
+    points = _categorised(12, 0)
+    payload = linked_maps.compute_maps_payload({"a": points, "b": _categorised(5, 1)}, _pairs(), {})
+    side = linked_maps.decode_side(payload, "a")
+    want = points.sort("feature")
+    assert side["category"] == want["category"].to_list()
+    assert side["orphan"].tolist() == [c == "orphan" for c in want["category"]]
+    # unpaired, orphan and dead points carry no r: they are grey, not the colour scale's 0
+    assert all(np.isnan(r) for r, c in zip(side["corr"], side["category"], strict=True) if c != "paired")
+    # the browser groups points into traces by the same table the static figure uses
+    assert payload["categories"] == ["paired", "unpaired", "orphan", "dead"]
+    assert payload["trace_categories"] == {k: list(v) for k, v in figures.MAP_TRACE_CATEGORIES.items()}
+    drawn = {c for cats in payload["trace_categories"].values() for c in cats}
+    assert drawn == set(payload["categories"])
+    # without a category column, is_orphan alone splits orphans from the rest (older frames)
+    legacy = linked_maps.decode_side(_payload(), "a")
+    assert set(legacy["category"]) == {"orphan", "paired"}
+    assert [c == "orphan" for c in legacy["category"]] == legacy["orphan"].tolist()
+
+
+def test_a_category_the_maps_cannot_draw_is_an_error() -> None:
+    bad = _categorised(4, 0).with_columns(pl.lit("weird").alias("category"))
+    with pytest.raises(ValueError, match="weird"):
+        linked_maps.compute_maps_payload({"a": bad, "b": bad}, _pairs(), {})
+
+
+def test_a_map_filter_changes_the_payload_and_its_key() -> None:
+    points = _categorised(12, 0)
+    # the All pairs filter applied to the maps: fewer features count as paired, so the payload differs
+    filtered = points.with_columns(
+        pl.when(pl.col("feature") < 6).then(pl.col("category")).otherwise(pl.lit("unpaired")).alias("category")
+    ).with_columns(pl.when(pl.col("category") == "paired").then(pl.col("corr")).alias("corr"))
+    plain = linked_maps.compute_maps_payload({"a": points, "b": points}, _pairs(), {})
+    narrow = linked_maps.compute_maps_payload({"a": filtered, "b": points}, _pairs(), {})
+    assert plain["key"] != narrow["key"]
+    cats = linked_maps.decode_side(narrow, "a")["category"]
+    assert all(c != "paired" for c in cats[6:]) and "paired" in cats[:6]
 
 
 def test_html_export_embeds_plotly_the_script_and_the_data() -> None:
