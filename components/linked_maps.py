@@ -266,6 +266,24 @@ def compute_view(
     }
 
 
+def ringed_hits(hits: pl.DataFrame, page: int, per_page: int, max_ringed: int) -> pl.DataFrame:
+    """The search hits the maps ring: all of them, or only the listed page when there are more than ``max_ringed``
+    (thousands of rings hide the map and draw slowly).
+
+    Args:
+        hits: every search hit (``side``, ``feature``, ...), in the order the hit list pages through them.
+        page: the hit list's page (0 = first).
+        per_page: hits per page of the list.
+        max_ringed: the most hits ringed at once.
+
+    Returns:
+        The rows of ``hits`` to ring.
+    """
+    if hits.height <= max_ringed:
+        return hits
+    return hits.slice(max(page, 0) * per_page, per_page)
+
+
 def selection_from_event(value: Any) -> MapSelection | None:
     """The selection a map reported (the component's ``selection`` trigger value), or None.
 

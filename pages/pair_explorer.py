@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 import streamlit as st
 
 from components import figures
 from components.cache import (
     bundle_mtime,
+    load_maps_payload,
     load_pairs,
     load_pairs_table,
     load_search_hits,
     load_stale,
-    load_umap_points,
 )
 from components.data import ORPHAN_DEFINITION, selection_rows
 from components.exports import named_list_frame
-from components.state import apply_map_selection, bind, get_state, took, widget_value
+from components.linked_maps import (
+    apply_selection,
+    compute_view,
+    render_linked_maps,
+    ringed_hits,
+    selection_from_event,
+)
+from components.state import bind, get_state, took, widget_value
 from components.widgets import (
     evidence_column_config,
     open_pair,
@@ -35,6 +44,17 @@ HITS_PER_PAGE = 20
 # more hits than this get rings only for the page of hits listed (thousands of rings hide the map, and
 # draw slowly)
 MAX_RINGED_HITS = 500
+MAPS_KEY = "pe-maps"
+
+
+def _take_map_selection() -> None:
+    """The maps reported a click, box or lasso: move the state by its rule before the page reruns, so this
+    run draws the new selection (only a new, non-empty selection changes it)."""
+    event = widget_value(MAPS_KEY)
+    chosen = selection_from_event(event.get("selection") if isinstance(event, Mapping) else None)
+    if chosen is not None:
+        apply_selection(get_state(), chosen, source=MAPS_KEY)
+
 
 state = get_state()
 st.title("Pair explorer")
@@ -48,7 +68,6 @@ if pairs.height == 0:
     st.info("No assignment in this bundle, so selections are not linked across the maps yet.")
     require_parts(bundle, "assignment", what="Linking the maps")
 map_filter = state.pair_filter if state.pair_filter.apply_to_maps else None
-points = {side: load_umap_points(path, mtime, side, map_filter) for side in ("a", "b")}
 
 c1, c2 = st.columns([3, 1])
 bind(state, "pe-search", state.search)
@@ -72,10 +91,7 @@ if query.strip():
 if query.strip() and hits.height == 0:
     st.warning(f"Nothing matches {query.strip()!r} (no such feature id, and no feature fires on that token).")
 
-# read both maps' selections before drawing either, so each map can ring the other's partners. Only a new,
-# non-empty selection changes the state: a map re-mounted (its figure changed) or just opened reports none
-for side in ("a", "b"):
-    apply_map_selection(state, f"umap-{side}", side, figures.selected_features(widget_value(f"umap-{side}")))
+# the maps' selection reached the state in _take_map_selection, before this run began
 selected = {side: list(state.selection.get(side, ())) for side in ("a", "b")}
 link = pairs if state.include_dropped else pairs.filter(pl.col("kept"))
 partners = {
@@ -83,31 +99,34 @@ partners = {
     "b": figures.compute_linked_partners(selected["a"], link, "a"),
 }
 
-ringed = hits
-if hits.height > MAX_RINGED_HITS:
-    ringed = hits.slice(state.search_page * HITS_PER_PAGE, HITS_PER_PAGE)
+ringed = ringed_hits(hits, state.search_page, HITS_PER_PAGE, MAX_RINGED_HITS)
+# the payload (points, categories and r under the map filter, the partner table) is built once per bundle and
+# filter; each run sends only the view, and the browser rings the selection's partners and hovered points itself
+maps_json, maps_key = load_maps_payload(path, mtime, map_filter)
+render_linked_maps(
+    maps_json,
+    maps_key,
+    compute_view(selected, ringed, state.include_dropped),
+    key=MAPS_KEY,
+    on_select=_take_map_selection,
+)
 cols = st.columns(2)
 for col, side in zip(cols, ("a", "b"), strict=True):
-    hit_ids = ringed.filter(pl.col("side") == side)["feature"].to_list()
-    highlight = sorted(set(selected[side]) | set(partners[side]) | set(hit_ids))
-    label = bundle.side(side).get("label") or side.upper()
-    fig = figures.build_umap_figure(points[side], side, highlight=highlight, title=f"{side.upper()}: {label}")
-    with col:
-        st.plotly_chart(
-            fig, key=f"umap-{side}", on_select="rerun", selection_mode=("points", "box", "lasso"), width="stretch"
-        )
-        n_hits = hits.filter(pl.col("side") == side).height if "side" in hits.columns else 0
-        st.caption(
-            f"{len(selected[side])} selected here · {len(partners[side])} partners of the other map's selection · "
-            f"{n_hits:,} search hits"
-            + (f" ({len(hit_ids)} ringed: the page listed below)" if hits.height > MAX_RINGED_HITS else "")
-        )
+    n_ringed = ringed.filter(pl.col("side") == side).height if "side" in ringed.columns else 0
+    n_hits = hits.filter(pl.col("side") == side).height if "side" in hits.columns else 0
+    col.caption(
+        f"{side.upper()}: {len(selected[side])} selected here · {len(partners[side])} partners of the other map's "
+        f"selection · {n_hits:,} search hits"
+        + (f" ({n_ringed} ringed: the page listed below)" if hits.height > MAX_RINGED_HITS else "")
+    )
 st.caption(
     "Colour: the r of the feature's kept pair"
     + (" (pairs passing the All pairs filter)" if map_filter else "")
     + ". Grey dots: no kept pair. Crosses: orphans ("
     + ORPHAN_DEFINITION
-    + "). Click, box or lasso in one map: the selection and its partners get orange rings in both. "
+    + "). Hover a point: it and its partners in the other map get black rings, drawn in the browser (no rerun). "
+    "Click, box or lasso in one map: the selection goes to the page, and it and its partners get orange rings "
+    "in both maps; it stays until a new selection or **Clear selection**. Search hits: pink dashed rings. "
     + ("UMAPs aligned through the pairing." if bundle.manifest.get("umap", {}).get("aligned") else "")
 )
 

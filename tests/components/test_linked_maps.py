@@ -260,3 +260,13 @@ def test_a_payload_is_published_once_as_a_file_named_by_its_key(tmp_path, monkey
     stamp = paths[-1].stat().st_mtime_ns
     linked_maps.publish_maps_payload("{}", payloads[-1]["key"])
     assert paths[-1].stat().st_mtime_ns == stamp
+
+
+def test_more_hits_than_the_ring_limit_ring_only_the_listed_page() -> None:
+    hits = pl.DataFrame({"side": ["a", "b"] * 30, "feature": list(range(60))})
+    assert linked_maps.ringed_hits(hits, 2, 10, 60).height == 60  # within the limit: every hit
+    page = linked_maps.ringed_hits(hits, 2, 10, 59)
+    assert page["feature"].to_list() == list(range(20, 30))
+    view = linked_maps.compute_view({}, page)
+    assert view["search"] == {"a": [20, 22, 24, 26, 28], "b": [21, 23, 25, 27, 29]}
+    assert linked_maps.ringed_hits(hits.clear(), 0, 10, 0).height == 0

@@ -164,34 +164,24 @@ def button(label: str) -> str:
     return f"Array.from(document.querySelectorAll('button')).find(x => x.innerText.trim() === {json.dumps(label)})"
 
 
+MAPS_READY = "!!(window.featureBridgeMaps && window.featureBridgeMaps.ready())"
+
+
 def highlighted(map_index: int) -> str:
-    """JS: feature ids ringed in UMAP ``map_index`` (0 = A, 1 = B)."""
+    """JS: feature ids ringed in UMAP ``map_index`` (0 = A, 1 = B) by the linked maps: the selection, the
+    other map's selection's partners and the search hits (not the hover rings)."""
+    side = "ab"[map_index]
     return (
-        f"(() => {{ const gd = document.querySelectorAll('.js-plotly-plot')[{map_index}];"
-        " if (!gd || !gd._fullData) return [];"
-        " const tr = gd._fullData.find(t => t.name === 'highlight');"
-        " return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : []; })()"
+        "(() => { const m = window.featureBridgeMaps; if (!m || !m.ready()) return [];"
+        f" return [...m.ringed('{side}', 'selection'), ...m.ringed('{side}', 'search')]; }})()"
     )
 
 
 def click_umap_point(b: Browser, map_index: int, feature: int) -> None:
-    """A real click on one feature's point in a UMAP."""
-    position = b.evaluate(
-        f"""(() => {{
-        const gd = document.querySelectorAll('.js-plotly-plot')[{map_index}];
-        gd.scrollIntoView({{block: 'center'}});
-        for (let t = 0; t < gd._fullData.length; t++) {{
-            if (gd._fullData[t].name === 'highlight' || !gd._fullData[t].customdata) continue;
-            const idx = Array.from(gd._fullData[t].customdata).findIndex(c => Number(c[0]) === {feature});
-            if (idx < 0) continue;
-            // the trace's own coordinates: WebGL traces (large maps) keep no per-point calcdata
-            const x = gd._fullData[t].x[idx], y = gd._fullData[t].y[idx];
-            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-            return [r.left + xa._offset + xa.c2p(x), r.top + ya._offset + ya.c2p(y)];
-        }}
-        return null;
-    }})()"""
-    )
+    """A real click on one feature's point in a UMAP of the linked maps."""
+    b.wait_for(MAPS_READY, 60)
+    side = "ab"[map_index]
+    position = b.evaluate(f"window.featureBridgeMaps.pointPosition('{side}', {feature}, true)")
     assert position, f"feature {feature} is not drawn in map {map_index}"
     b.click(*position)
 
@@ -250,7 +240,7 @@ def test_a_selection_survives_typing_a_search(browser: Browser, server: str, bun
     click_umap_point(browser, 0, fa)
     browser.wait_for(f"{highlighted(1)}.includes({fb})", 60)
     settle(browser)
-    # a search for some other feature id reruns the page and redraws both maps
+    # a search for some other feature id reruns the page: the maps stay drawn, Python sends a new view
     other = next(f for f in range(100) if f not in (fa, fb))
     type_into(browser, "pe-search", str(other))
     settle(browser)
@@ -262,6 +252,18 @@ def test_a_selection_survives_typing_a_search(browser: Browser, server: str, bun
     assert browser.evaluate("document.body.innerText.includes('1 selected here')")
     # the deep link names the search
     assert _query(browser).get("search") == str(other)
+    # a double-click in the map (plotly's deselect) is not a new selection: the rings and the state stay
+    corner = browser.evaluate(
+        "(() => { const gd = document.querySelector('.fb-map[data-side=a]'); const xa = gd._fullLayout.xaxis,"
+        " ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();"
+        " return [r.left + xa._offset + 3, r.top + ya._offset + 3]; })()"
+    )
+    for _ in range(2):
+        browser.click(*corner)
+        time.sleep(0.05)
+    settle(browser)
+    assert fa in browser.evaluate(highlighted(0)) and fb in browser.evaluate(highlighted(1))
+    assert browser.evaluate("document.body.innerText.includes('1 selected here')")
 
 
 def test_a_saved_list_is_on_the_export_page_and_beside_the_bundle(

@@ -1,8 +1,10 @@
 """End to end in a real browser: `streamlit run` on 127.0.0.1, headless Debian Chromium over CDP.
 
 Every page is opened by a deep link (page path + ``bundle``/``side``/``feature`` query) and must
-finish its run without an exception element and with its key charts drawn; in the Pair explorer a
-real mouse click on a point of UMAP A must light up its partner in UMAP B. Screenshots are kept in
+finish its run without an exception element and with its key charts drawn. In the Pair explorer the
+real mouse pointer over a point of map A must ring its partners in map B, and the reverse, with no
+script run; a search term must ring its hits in both maps; a real click on a point of map A must
+ring its partner in map B and reach Python (the pair panel). Screenshots are kept in
 ``$FEATUREBRIDGE_ARTIFACTS`` (default: the session's temp folder) as test artifacts.
 """
 
@@ -129,16 +131,36 @@ def _kept_pair(bundle: Path) -> tuple[int, int]:
 
 
 def _isolated_kept_pair(bundle: Path) -> tuple[int, int]:
-    """The kept pair whose A point lies farthest from any other point of UMAP A (so a click hits only it)."""
+    """The kept pair whose points lie farthest from any other point of their maps (so the pointer hits only them)."""
     opened = open_bundle(bundle)
     kept = opened.assignment().filter(pl.col("kept")).collect()
-    umap = opened.umap("a").sort("feature").collect()
-    xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
-    dist = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
-    np.fill_diagonal(dist, np.inf)
-    gap = dist.min(axis=1)
-    best = max(range(kept.height), key=lambda i: gap[int(kept["feature_a"][i])])
+    gaps = {}
+    for side in ("a", "b"):
+        umap = opened.umap(side).sort("feature").collect()
+        xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
+        xy /= np.maximum(xy.max(axis=0) - xy.min(axis=0), 1e-9)  # each axis spans the plot: compare in its units
+        dist = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
+        np.fill_diagonal(dist, np.inf)
+        gaps[side] = dist.min(axis=1)
+    best = max(
+        range(kept.height),
+        key=lambda i: min(gaps["a"][int(kept["feature_a"][i])], gaps["b"][int(kept["feature_b"][i])]),
+    )
     return int(kept["feature_a"][best]), int(kept["feature_b"][best])
+
+
+MAPS_READY = "!!(window.featureBridgeMaps && window.featureBridgeMaps.ready())"
+
+
+def _ringed(side: str, kind: str) -> str:
+    """JS: the features one kind of ring marks on a map (``selection`` includes the partner rings)."""
+    return f"window.featureBridgeMaps.ringed('{side}', '{kind}')"
+
+
+def _point(b: Browser, side: str, feature: int) -> list[float]:
+    position = b.evaluate(f"window.featureBridgeMaps.pointPosition('{side}', {feature}, true)")
+    assert position, f"feature {side.upper()}{feature} is not on map {side.upper()}"
+    return position
 
 
 def test_every_page_opens_by_deep_link_without_exceptions(
@@ -158,43 +180,91 @@ def test_every_page_opens_by_deep_link_without_exceptions(
         assert f"/{page}" in href and f"feature={fa}" in href, href
 
 
+def test_hovering_a_point_rings_its_partners_in_the_other_map_both_ways(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    fa, fb = _isolated_kept_pair(bundle)
+    open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
+    browser.wait_for(MAPS_READY, 60)
+    browser.move(*_point(browser, "a", fa))
+    browser.wait_for(f"{_ringed('b', 'hover')}.includes({fb})", 10, interval=0.05)
+    assert fa in browser.evaluate(_ringed("a", "hover"))
+    browser.screenshot(artifacts / "pairs-hover-a.png")
+    # the pointer leaves: the rings go
+    browser.move(5, 5)
+    browser.wait_for(f"{_ringed('b', 'hover')}.length === 0", 10, interval=0.05)
+    # and the reverse: a point of B rings its partner in A
+    browser.move(*_point(browser, "b", fb))
+    browser.wait_for(f"{_ringed('a', 'hover')}.includes({fa})", 10, interval=0.05)
+    browser.screenshot(artifacts / "pairs-hover-b.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+    # hover feedback happened in the page, with no script run in between
+    assert (
+        browser.evaluate("document.querySelector(\"[data-testid='stApp']\").getAttribute('data-test-script-state')")
+        == "notRunning"
+    )
+    browser.move(5, 5)
+
+
+def test_a_search_term_rings_its_hits_in_both_maps(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
+    browser.wait_for(MAPS_READY, 60)
+    browser.evaluate(
+        "(() => { const el = document.querySelector('.st-key-pe-search input');"
+        " el.scrollIntoView({block: 'center'}); el.focus(); el.select(); return true; })()"
+    )
+    browser.type_text("3")  # and Enter: the search runs
+    browser.wait_for(f"{_ringed('a', 'search')}.includes(3) && {_ringed('b', 'search')}.includes(3)", 60)
+    browser.screenshot(artifacts / "pairs-search.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+
+
 def test_clicking_a_point_in_umap_a_lights_up_its_partner_in_umap_b(
     browser: Browser, server: str, bundle: Path, artifacts: Path
 ) -> None:
     fa, fb = _isolated_kept_pair(bundle)
     open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
-    position = browser.evaluate(
-        f"""(() => {{
-        const gd = document.querySelectorAll('.js-plotly-plot')[0];
-        gd.scrollIntoView({{block: 'center'}});
-        const t = gd._fullData.findIndex(tr => tr.name === 'matched');
-        const idx = Array.from(gd._fullData[t].customdata).findIndex(c => Number(c[0]) === {fa});
-        const pt = gd.calcdata[t][idx];
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-        return [r.left + xa._offset + xa.c2p(pt.x), r.top + ya._offset + ya.c2p(pt.y)];
-    }})()"""
-    )
-    assert position, f"feature A{fa} is not among UMAP A's matched points"
-    browser.click(*position)
-    highlighted = (
-        "(() => { const gd = document.querySelectorAll('.js-plotly-plot')[1]; if (!gd || !gd._fullData) return [];"
-        " const tr = gd._fullData.find(t => t.name === 'highlight');"
-        " return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : []; })()"
-    )
-    browser.wait_for(f"{highlighted}.includes({fb})", 60)
+    browser.wait_for(MAPS_READY, 60)
+    browser.click(*_point(browser, "a", fa))
+    # the partner is ringed in the browser at once, and the selection reaches Python: the pair panel shows it
+    browser.wait_for(f"{_ringed('b', 'selection')}.includes({fb})", 10, interval=0.05)
+    browser.wait_for(f"document.body.innerText.includes('A{fa} ↔ B{fb}')", 60)
     browser.wait_for(IDLE, 60)
     browser.screenshot(artifacts / "pairs-linked-selection.png")
     assert browser.evaluate(EXCEPTIONS) == 0
-    # the pair table lists the clicked feature, and nothing else was hit by the click
-    selected = (
-        "(() => { const gd = document.querySelectorAll('.js-plotly-plot')[0];"
-        " const tr = gd._fullData.find(t => t.name === 'highlight');"
-        " return tr && tr.customdata ? Array.from(tr.customdata).map(c => Number(c[0])) : []; })()"
-    )
-    assert fa in browser.evaluate(selected)
-    # the one clicked feature gets its pair panel under the maps, with the link to the pair dashboard
-    assert browser.evaluate(f"document.body.innerText.includes('A{fa} ↔ B{fb}')")
+    # after the rerun the view Python sent keeps both rings (the click hit only the one point)
+    assert browser.evaluate(_ringed("a", "selection")) == [fa]
+    assert fb in browser.evaluate(_ringed("b", "selection"))
     assert browser.evaluate("document.body.innerText.includes('Open the pair dashboard')")
+
+
+def test_the_html_export_keeps_the_hover_linking_offline(
+    browser: Browser, bundle: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    from components import data
+    from components.linked_maps import build_linked_maps_html, compute_maps_payload, compute_view, encode_maps_payload
+
+    fa, fb = _isolated_kept_pair(bundle)
+    opened = open_bundle(bundle)
+    points = {side: data.umap_points(opened, side) for side in ("a", "b")}
+    payload = compute_maps_payload(points, data.pair_frame(opened), {"a": "A", "b": "B"})
+    page = tmp_path / "linked-maps.html"
+    page.write_text(build_linked_maps_html(encode_maps_payload(payload), compute_view({}, None), "maps"))
+    browser.navigate(page.as_uri())
+    browser.wait_for(MAPS_READY, 60)
+    # the three point traces of the static map, every point drawn once
+    counts = browser.evaluate(
+        "Array.from(document.querySelectorAll('.fb-map')).map(gd => gd._fullData.map(t => [t.name, t.x.length]))"
+    )
+    for side, traces in zip(("a", "b"), counts, strict=True):
+        assert [name for name, _ in traces] == ["orphans", "unpaired", "matched"]
+        assert sum(n for _, n in traces) == points[side].height
+    browser.move(*_point(browser, "a", fa))
+    browser.wait_for(f"{_ringed('b', 'hover')}.includes({fb})", 10, interval=0.05)
+    browser.screenshot(artifacts / "export-linked-maps.png")
+    browser.move(5, 5)
 
 
 def test_the_pair_evidence_is_on_the_feature_and_correlation_pages(

@@ -1,4 +1,4 @@
-"""Pair explorer: two linked UMAPs, search highlighting, the pair table and named lists."""
+"""Pair explorer: two linked UMAPs (the linked-maps component), search rings, the pair table and named lists."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
+from components.linked_maps import decode_pairs, decode_side
+from components.state import PairFilter
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, texts, values
+from tests.pages.conftest import linked_maps, no_exception, open_app, texts
 
 
 def _kept_pair(bundle_path: Path) -> tuple[int, int]:
@@ -15,40 +17,137 @@ def _kept_pair(bundle_path: Path) -> tuple[int, int]:
     return int(kept["feature_a"][0]), int(kept["feature_b"][0])
 
 
-def _highlight(fig: dict) -> list[int]:
-    trace = next(t for t in fig["data"] if t.get("name") == "highlight")
-    return sorted(int(c[0]) for c in values(trace.get("customdata")))
+def _maps(at) -> dict:
+    found = linked_maps(at)
+    assert len(found) == 1, f"{len(found)} linked-maps components on the page"
+    assert not at.get("plotly_chart"), "the maps are the linked-maps component, not plotly charts"
+    return found[0]
 
 
-def test_two_umaps_with_feature_ids_in_customdata(app_bundle: Path) -> None:
+def test_the_linked_maps_carry_every_feature_and_the_whole_partner_table(app_bundle: Path) -> None:
     at = open_app("pair_explorer", bundle_path=str(app_bundle))
     no_exception(at)
-    figs = charts(at)
-    assert len(figs) == 2
-    n_a = sum(
-        len(values(t.get("customdata"))) for t in figs[0]["data"] if t["name"] in ("matched", "unpaired", "orphans")
+    maps = _maps(at)
+    bundle = open_bundle(app_bundle)
+    for side in ("a", "b"):
+        assert decode_side(maps["maps"], side)["feature"].tolist() == list(range(bundle.side(side)["d_sae"]))
+    # the partner table travels whole (dropped pairs too), so "link dropped pairs too" works in the browser
+    table = decode_pairs(maps["maps"])
+    assignment = bundle.assignment().collect()
+    assert table.height == assignment.height
+    assert sorted(zip(table["feature_a"], table["feature_b"], table["kept"], strict=True)) == sorted(
+        zip(assignment["feature_a"], assignment["feature_b"], assignment["kept"], strict=True)
     )
-    assert n_a == open_bundle(app_bundle).side("a")["d_sae"]
+    assert maps["view"] == {"selection": {"a": [], "b": []}, "search": {"a": [], "b": []}, "include_dropped": False}
+    assert maps["plotly_url"].endswith("/plotly.min.js")
     assert any("Select points" in i for i in texts(at, "info"))
+    assert any("Hover a point" in c and "no rerun" in c for c in texts(at, "caption"))
 
 
-def test_a_selection_in_a_lights_up_its_partner_in_b(app_bundle: Path) -> None:
+def test_the_maps_colour_by_the_kept_pairs_r_with_grey_unpaired_and_orphan_crosses(app_bundle: Path) -> None:
+    from components import data
+
+    at = open_app("pair_explorer", bundle_path=str(app_bundle))
+    no_exception(at)
+    maps = _maps(at)
+    bundle = open_bundle(app_bundle)
+    kept = bundle.assignment().filter(pl.col("kept")).collect()
+    for side in ("a", "b"):
+        drawn = decode_side(maps["maps"], side)
+        want = data.umap_points(bundle, side).sort("feature")
+        assert drawn["category"] == want["category"].to_list()
+        paired = {f for f, c in zip(drawn["feature"].tolist(), drawn["category"], strict=True) if c == "paired"}
+        assert paired == {int(f) for f in kept[f"feature_{side}"]}
+    names = [t["name"] for t in maps["maps"]["sides"]["a"]["traces"]]
+    assert names == ["orphans", "unpaired", "matched"]
+
+
+def test_the_all_pairs_filter_applies_to_the_maps_payload(app_bundle: Path) -> None:
+    fa, fb = _kept_pair(app_bundle)
+    plain = _maps(open_app("pair_explorer", bundle_path=str(app_bundle)))
+    # only the strongest kept pair passes: the rest of the features are drawn unpaired
+    top = float(decode_pairs(plain["maps"]).filter(pl.col("kept"))["corr"].max())
+    at = open_app(
+        "pair_explorer",
+        bundle_path=str(app_bundle),
+        pair_filter=PairFilter(kept="kept", min_corr=top - 1e-6, apply_to_maps=True),
+    )
+    no_exception(at)
+    maps = _maps(at)
+    assert maps["key"] != plain["key"]
+    for side, feature in (("a", fa), ("b", fb)):
+        drawn = decode_side(maps["maps"], side)
+        paired = [f for f, c in zip(drawn["feature"].tolist(), drawn["category"], strict=True) if c == "paired"]
+        assert paired == [feature]
+    # the filter recolours; the partner table still links through the whole assignment
+    assert decode_pairs(maps["maps"]).height == decode_pairs(plain["maps"]).height
+    assert any("pairs passing the All pairs filter" in c for c in texts(at, "caption"))
+
+
+def test_a_selection_in_a_lists_its_pair_and_travels_to_the_maps(app_bundle: Path) -> None:
     fa, fb = _kept_pair(app_bundle)
     at = open_app("pair_explorer", bundle_path=str(app_bundle), selection={"a": (fa,), "b": ()})
     no_exception(at)
-    fig_a, fig_b = charts(at)
-    assert fa in _highlight(fig_a)
-    assert fb in _highlight(fig_b)
+    maps = _maps(at)
+    assert maps["view"]["selection"] == {"a": [fa], "b": []}
+    # the browser rings B's partners from the table it carries: fa links to fb through a kept pair
+    table = decode_pairs(maps["maps"])
+    assert table.filter((pl.col("feature_a") == fa) & pl.col("kept"))["feature_b"].to_list() == [fb]
+    assert any("1 partners" in c for c in texts(at, "caption"))
     table = at.dataframe[-1].value
     assert (fa, fb) in set(zip(table["feature_a"], table["feature_b"], strict=True))
 
 
-def test_search_by_feature_id_highlights_both_maps(app_bundle: Path) -> None:
+def test_the_selection_survives_a_search_and_a_toggle(app_bundle: Path) -> None:
+    fa, _ = _kept_pair(app_bundle)
+    at = open_app("pair_explorer", bundle_path=str(app_bundle), selection={"a": (fa,), "b": ()})
+    at.text_input(key="pe-search").set_value("3").run()
+    at.toggle(key="pe-dropped").set_value(True).run()
+    no_exception(at)
+    view = _maps(at)["view"]
+    assert view["selection"] == {"a": [fa], "b": []}
+    assert view["include_dropped"] is True and at.session_state["featurebridge_state"].include_dropped
+
+
+def test_one_clicked_feature_gets_its_pair_panel(app_bundle: Path) -> None:
+    fa, fb = _kept_pair(app_bundle)
+    at = open_app("pair_explorer", bundle_path=str(app_bundle), selection={"a": (fa,), "b": ()}, side="a", feature=fa)
+    no_exception(at)
+    assert any(f"A{fa} ↔ B{fb}" in m.value for m in at.markdown), [m.value for m in at.markdown][:10]
+
+
+def test_clear_selection_empties_the_maps_view(app_bundle: Path) -> None:
+    fa, _ = _kept_pair(app_bundle)
+    at = open_app("pair_explorer", bundle_path=str(app_bundle), selection={"a": (fa,), "b": ()})
+    at.button(key="pe-clear").click().run()
+    no_exception(at)
+    assert _maps(at)["view"]["selection"] == {"a": [], "b": []}
+
+
+def test_link_dropped_pairs_travels_to_the_maps(app_bundle: Path) -> None:
+    at = open_app("pair_explorer", bundle_path=str(app_bundle))
+    at.toggle(key="pe-dropped").set_value(True).run()
+    no_exception(at)
+    assert _maps(at)["view"]["include_dropped"] is True
+
+
+def test_search_by_feature_id_rings_both_maps(app_bundle: Path) -> None:
     at = open_app("pair_explorer", bundle_path=str(app_bundle))
     at.text_input(key="pe-search").set_value("3").run()
     no_exception(at)
-    fig_a, fig_b = charts(at)
-    assert 3 in _highlight(fig_a) and 3 in _highlight(fig_b)
+    assert _maps(at)["view"]["search"] == {"a": [3], "b": [3]}
+
+
+def test_the_maps_payload_is_sent_unchanged_between_runs(app_bundle: Path) -> None:
+    at = open_app("pair_explorer", bundle_path=str(app_bundle))
+    first = _maps(at)
+    at.text_input(key="pe-search").set_value("a2").run()
+    second = _maps(at)
+    # same key: the browser keeps its drawn maps and only moves the rings; the run's data is a few ids
+    assert first["key"] == second["key"] and first["maps"] == second["maps"]
+    element = next(e for e in at.get("bidi_component"))
+    assert len(element.proto.json) < 2000
+    assert second["view"]["search"] == {"a": [2], "b": []}
 
 
 def test_search_with_no_hit_says_so(app_bundle: Path) -> None:
@@ -78,8 +177,8 @@ def test_selection_saves_as_a_named_list_beside_the_bundle_and_reopens(app_bundl
     no_exception(fresh)
     state = fresh.session_state["featurebridge_state"]
     assert state.active_list == "mine" and fa in state.selection["a"] and fb in state.selection["b"]
-    fig_a, fig_b = charts(fresh)[:2]
-    assert fa in _highlight(fig_a) and fb in _highlight(fig_b)
+    assert _maps(fresh)["view"]["selection"] == {"a": list(state.selection["a"]), "b": list(state.selection["b"])}
+    assert fa in _maps(fresh)["view"]["selection"]["a"] and fb in _maps(fresh)["view"]["selection"]["b"]
     # rename, then delete
     fresh.text_input(key="pe-list-rename").set_value("renamed")
     fresh.button(key="pe-list-rename-go").click().run()
@@ -110,8 +209,9 @@ def test_a_deep_link_opens_the_search_and_the_named_list(app_bundle: Path, tmp_p
     state = at.session_state["featurebridge_state"]
     assert state.search == "3" and state.active_list == "numbers"
     assert at.text_input(key="pe-search").value == "3"
-    fig_a, fig_b = charts(at)[:2]
-    assert {3, fa} <= set(_highlight(fig_a)) and {3, fb} <= set(_highlight(fig_b))
+    view = _maps(at)["view"]
+    assert view["search"] == {"a": [3], "b": [3]}
+    assert fa in view["selection"]["a"] and fb in view["selection"]["b"]
 
 
 def test_search_counts_its_hits_and_pages_through_them(app_bundle: Path) -> None:
