@@ -46,7 +46,7 @@ PAGES = {
     "all-pairs": 0,
     "correlation": 2,
     "heatmaps": 1,
-    "feature": 2,
+    "feature": 0,  # its small charts are inline HTML (components/widgets.py), not plotly
     "discover": 0,
     "diffing": 0,  # an SAE bundle: the page explains what it needs and offers the causal check
     "export": 1,
