@@ -279,7 +279,7 @@ def test_the_pair_evidence_is_on_the_feature_and_correlation_pages(
         .row(0, named=True)
     )
     query = f"bundle={quote(str(bundle))}&side=a&feature={fa}&partner={fb}"
-    for page, n_plots in (("feature", 2), ("correlation", 2)):
+    for page, n_plots in (("feature", 0), ("correlation", 2)):
         open_page(browser, f"{server}/{page}?{query}", n_plots)
         browser.screenshot(artifacts / f"evidence-{page}.png")
         assert browser.evaluate(EXCEPTIONS) == 0
@@ -287,7 +287,7 @@ def test_the_pair_evidence_is_on_the_feature_and_correlation_pages(
         for label in ("k (co-firing)", "expected mu", "k / mu", "-log10 p", "combined score", "Shared top tokens"):
             assert label in text, (page, label)
         assert f"{row['note']} match" in text and f"{row['combined_score']:.3f}" in text, page
-    open_page(browser, f"{server}/feature?{query}", 2)
+    open_page(browser, f"{server}/feature?{query}", 0)
     assert "Split group" in browser.evaluate("document.body.innerText")
 
 
