@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from core.bundle.codes import SparseCodes
@@ -77,6 +76,10 @@ class FeatureMoments:
         return FeatureMoments(n, mean, m2, self.n_fire + other.n_fire)
 
 
+# unit ranges the moments are summed over in parallel (see compute_moments)
+MOMENT_PARTS = 16
+
+
 def compute_moments(codes: SparseCodes) -> FeatureMoments:
     """Per-feature mean, centred sum of squares and firing count of one block of codes.
 
@@ -87,9 +90,10 @@ def compute_moments(codes: SparseCodes) -> FeatureMoments:
         The :class:`FeatureMoments` of those units.
     """
     n, f = codes.n_rows, codes.n_features
-    n_fire, mean, m2 = moments_numba(
-        codes.indptr.astype(np.int64), codes.indices, codes.values, f, numba.get_num_threads()
-    )
+    # a fixed number of unit ranges, whatever the thread count: the parts' merge order fixes the
+    # float rounding, so the moments (and every correlation) are the same bits on 1 thread or 64,
+    # in this process or on an engine's worker
+    n_fire, mean, m2 = moments_numba(codes.indptr.astype(np.int64), codes.indices, codes.values, f, MOMENT_PARTS)
     return FeatureMoments(n, mean, m2, n_fire)
 
 

@@ -241,3 +241,26 @@ def test_fused_finalize_equals_the_two_pass_kernels_bit_for_bit_ties_included(n_
         outs.append((s, rv, ri, rc, cv, ci, cc))
     for x, y in zip(*outs, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_the_correlation_is_the_same_bits_whatever_the_thread_count() -> None:
+    # an engine's worker may run with other thread counts than the driver; the bundle must not change
+    import numba
+
+    rng = np.random.default_rng(3)
+    dense_a = np.where(rng.random((20_000, 120)) < 0.1, rng.exponential(1.0, (20_000, 120)), 0.0)
+    dense_b = np.where(rng.random((20_000, 90)) < 0.1, rng.exponential(1.0, (20_000, 90)), 0.0)
+    a = SparseCodes.from_dense(dense_a.astype(np.float32))
+    b = SparseCodes.from_dense(dense_b.astype(np.float32))
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            results.append(compute_correlation(a, b, top_k=5, device="cpu"))
+    finally:
+        numba.set_num_threads(before)
+    first = results[0]
+    for other in results[1:]:
+        assert np.array_equal(first.moments_a.m2, other.moments_a.m2)
+        assert np.array_equal(first.ab.score, other.ab.score) and np.array_equal(first.ba.score, other.ba.score)
