@@ -123,8 +123,8 @@ def _assert_same_bundle(got: Path, want: Path, similarity: bool = False) -> None
     for side in ("a", "b"):
         assert g.features(side).collect().equals(w.features(side).collect())
     if similarity:
-        metrics_g = {m["metric"]: m for m in _metrics(g.similarity())}
-        metrics_w = {m["metric"]: m for m in _metrics(w.similarity())}
+        metrics_g = {m["metric"]: m for m in _metrics(g.similarity_json())}
+        metrics_w = {m["metric"]: m for m in _metrics(w.similarity_json())}
         assert metrics_g.keys() == metrics_w.keys() and metrics_g
         for name, row in metrics_w.items():
             assert metrics_g[name]["value"] == pytest.approx(row["value"], abs=1e-6)
