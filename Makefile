@@ -18,7 +18,7 @@ app: setup
 test: lint
 	.venv/bin/python -m pytest
 
-# the fast lane: every module, no real-model end-to-end runs, no browser (under 2 minutes on 2 cores)
+# the fast lane: every module, no real-model end-to-end runs, no browser (about 3 minutes on 2 cores)
 test-fast: setup
 	.venv/bin/python -m pytest -q -m "not slow and not e2e"
 
