@@ -24,6 +24,7 @@ from core.harvest.run import SUMMARY_FILE, finished_shards
 from core.harvest.specs import CorpusSpec, HarvestSettings, ModelSpec, SAESpec, SideSpec
 from core.pipeline.compare import ComparisonSpec, build_comparison
 from core.progress import split_phase
+from tests.core._notes import note_lines
 from tests.core.builders import build_bert_folder, build_topk_sae_folder, write_corpus
 
 CODE_FILES = ("codes_a.safetensors", "codes_b.safetensors", "units.parquet")
@@ -107,7 +108,7 @@ def test_replaced_sae_weights_rebuild_instead_of_reusing_old_shards(inputs, tmp_
     assert finished_shards(_work(out)) == shards
 
     assert main(_cli(inputs, out, "--resume")) == 0
-    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    notes = note_lines(capsys.readouterr().err)
     assert any("SAE A's weights changed" in line and "rebuilt, not reused" in line for line in notes), notes
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["harvest"]["resumed_shards"] == 0

@@ -31,6 +31,7 @@ from core.progress import announce_estimate, format_seconds
 from core.spaces.compute import compute_similarity
 from core.spaces.settings import SimilaritySettings
 from tests.core._guard import one_sentence, tree_hash
+from tests.core._notes import note_lines
 from tests.core.cli.test_writers import tiny_matched_bundle
 
 
@@ -168,5 +169,5 @@ def test_the_cli_prints_the_estimate_as_a_note(
     monkeypatch.setattr(core.progress, "NOTICE_AFTER_S", 0.0)
     bundle = tiny_matched_bundle(tmp_path / "bundle")
     assert main(["similarity", str(bundle), "--n-null", str(nulls.ESTIMATE_FROM), "--device", "cpu"]) == 0
-    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    notes = note_lines(capsys.readouterr().err)
     assert len(notes) == 1 and notes[0].startswith("note: similarity null: about "), notes
