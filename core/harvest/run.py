@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -510,7 +511,7 @@ def _prepare_work_dir(work_dir: Path, plan: HarvestPlan, rebuild_stale: bool) ->
                     n_old,
                     reason,
                 )
-            shutil.rmtree(work_dir)
+            _remove_harvest_folder(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     for stale in work_dir.glob(".shard_*.part-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -635,4 +636,24 @@ def merge_shards(
 def remove_work_dir(work_dir: str | Path) -> None:
     """Delete a finished harvest's shards (the bundle holds the merged result)."""
     if os.path.isdir(work_dir):
-        shutil.rmtree(work_dir)
+        _remove_harvest_folder(Path(work_dir))
+
+
+def _is_harvest_entry(name: str) -> bool:
+    return name == PLAN_FILE or re.fullmatch(r"shard_\d{5,}|\.shard_\d{5,}\.part-[0-9a-f]{8}", name) is not None
+
+
+def _remove_harvest_folder(work_dir: Path) -> None:
+    """Delete a harvest work folder, only when it holds nothing but what a harvest writes there.
+
+    The work folder sits inside a build's staging folder, which the deletion policy
+    (core.bundle.safety) already vouches for; this check keeps ``harvest``, a public function
+    taking any folder, from removing one that holds anything else.
+    """
+    foreign = sorted(e.name for e in os.scandir(work_dir) if not _is_harvest_entry(e.name))
+    if foreign:
+        raise HarvestError(
+            f"{work_dir} holds {', '.join(foreign[:3])}, which no harvest wrote, so it was left alone; "
+            "give the harvest a folder of its own."
+        )
+    shutil.rmtree(work_dir)
