@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +195,42 @@ class Browser(Tab):
             except subprocess.TimeoutExpired:
                 self.process.kill()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@contextmanager
+def serve_app(root: Path, log_path: Path) -> Iterator[str]:
+    """A fresh app server on 127.0.0.1 (through components/launch.py, as ``make app`` serves it); yields its URL."""
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115  (closed below, after the server)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "components/launch.py",  # every session, the first included, through app.py's router
+            "run",
+            "app.py",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 90, "ok")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ import polars as pl
 import pytest
 
 from core.bundle.reader import open_bundle
-from tests.e2e.browser import Browser, find_chromium, free_port, wait_for_http
+from tests.e2e.browser import Browser, find_chromium, serve_app
 from tests.pages.app_bundle import build_app_bundle
 
 pytestmark = pytest.mark.skipif(
@@ -62,40 +60,10 @@ def server(bundle: Path) -> Iterator[str]:
     """A fresh `streamlit run` (its first browser session is the deep-link test's)."""
     lists = bundle / "lists.json"
     lists.unlink(missing_ok=True)  # a clean slate for the named-list test
-    port = free_port()
-    log = open(bundle.parent / "streamlit-state.log", "w")  # noqa: SIM115  (closed below, after the server)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "components/launch.py",  # every session, the first included, through app.py's router
-            "run",
-            "app.py",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.fileWatcherType",
-            "none",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
-    )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 90, "ok")
-        yield f"http://127.0.0.1:{port}"
+        with serve_app(ROOT, bundle.parent / "streamlit-state.log") as url:
+            yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
         lists.unlink(missing_ok=True)
 
 

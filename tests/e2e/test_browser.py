@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import polars as pl
 import pytest
 
 from core.bundle.reader import open_bundle
-from tests.e2e.browser import Browser, find_chromium, free_port, wait_for_http
+from tests.e2e.browser import Browser, find_chromium, serve_app
 from tests.pages.app_bundle import build_app_bundle
 
 pytestmark = pytest.mark.skipif(
@@ -68,40 +66,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(bundle: Path) -> Iterator[str]:
-    port = free_port()
-    log = open(bundle.parent / "streamlit.log", "w")  # noqa: SIM115  (closed below, after the server)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "components/launch.py",  # every session, the first included, through app.py's router
-            "run",
-            "app.py",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.fileWatcherType",
-            "none",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 90, "ok")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with serve_app(ROOT, bundle.parent / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
