@@ -24,6 +24,7 @@ from core.crosscoder.model import Crosscoder
 from core.matching.assign import summarize_pairs
 from core.matching.correlate import compute_pair_stats, jaccard
 from core.matching.moments import compute_moments
+from core.matching.stage import MATCH_COLUMNS
 from core.sides import SIDES
 
 
@@ -154,20 +155,7 @@ def identity_frames(
             pl.DataFrame({**one, "direction": [direction] * rows.size}, nan_to_null=True)
             for direction in ("a->b", "b->a")
         ]
-    ).select(
-        "feature_a",
-        "feature_b",
-        "direction",
-        "rank",
-        "corr",
-        "cos",
-        "jaccard",
-        "n_coactive",
-        "is_mutual",
-        "in_both",
-        "n_a",
-        "n_b",
-    )
+    ).select(MATCH_COLUMNS)
     summary = summarize_pairs(assignment.with_columns(pl.col("corr").fill_null(float("nan"))), "identity", 0.1)
     n_dead = int((fire == 0).sum())
     record = {

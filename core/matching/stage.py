@@ -77,6 +77,22 @@ from core.matching.weights import compute_pair_cosine, compute_weight_matches
 from core.progress import ProgressFn, no_progress
 from core.sides import SIDES
 
+# matches.parquet's core columns, in order (the evidence and significance columns follow them)
+MATCH_COLUMNS = (
+    "feature_a",
+    "feature_b",
+    "direction",
+    "rank",
+    "corr",
+    "cos",
+    "jaccard",
+    "n_coactive",
+    "is_mutual",
+    "in_both",
+    "n_a",
+    "n_b",
+)
+
 
 @dataclass(frozen=True, eq=False)
 class MatchResult:
@@ -527,21 +543,7 @@ def build_matches_frame(
     in_ab, in_ba = np.isin(pair_keys[0], pair_keys[1]), np.isin(pair_keys[1], pair_keys[0])
     parts[0] = parts[0].with_columns(in_both=pl.Series(in_ab))
     parts[1] = parts[1].with_columns(in_both=pl.Series(in_ba))
-    columns = [
-        "feature_a",
-        "feature_b",
-        "direction",
-        "rank",
-        "corr",
-        "cos",
-        "jaccard",
-        "n_coactive",
-        "is_mutual",
-        "in_both",
-        "n_a",
-        "n_b",
-    ]
-    return pl.concat([p.select(columns) for p in parts])
+    return pl.concat([p.select(MATCH_COLUMNS) for p in parts])
 
 
 def _attach_significance(
