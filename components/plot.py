@@ -4,7 +4,8 @@
 selections on, builds plotly's selection layers too: on the Correlation page of a 65K x 65K bundle
 (a 65K-point WebGL scatter of every pair) that was about 15 s of browser time on 2 busy cores. This
 component draws the figure once with the same plotly.js the linked maps use (from the installed
-package, cached by the browser), keeps it drawn while only the page around it reruns, and reports
+package, kept in the browser's Cache Storage), so a page that draws all its figures here starts
+one plotly, not two; a figure in a tab or expander that is not open is drawn when first shown. It keeps it drawn while only the page around it reruns, and reports
 a click on a point as a trigger value (:func:`click_from_event`). A large figure's JSON is
 published as a file named by its content and fetched once (``plotly_assets.publish``), so a rerun
 does not re-send it.
@@ -39,7 +40,28 @@ export default function (component) {
     parentElement.appendChild(gd);
     parentElement.__fbPlot = gd;
   }
+  gd.__fbData = data;
+  gd.__fbSetTrigger = setTriggerValue;
   if (gd.__fbKey === data.key) return;  // the same figure: nothing to redraw
+  if (parentElement.offsetWidth === 0 && window.ResizeObserver) {
+    // a plot in a tab or expander that is not open: drawn (and plotly.js loaded) when it is first shown, so a
+    // page whose first tab has no figure starts no plotly, and the figure gets its real width
+    if (!gd.__fbObserver) {
+      gd.__fbObserver = new ResizeObserver(() => {
+        if (parentElement.offsetWidth === 0) return;
+        gd.__fbObserver.disconnect();
+        gd.__fbObserver = null;
+        drawPlot(gd, gd.__fbData);
+      });
+      gd.__fbObserver.observe(parentElement);
+    }
+    return;
+  }
+  drawPlot(gd, data);
+}
+
+function drawPlot(gd, data) {
+  if (gd.__fbKey === data.key) return;
   const figure = data.figure ? Promise.resolve(JSON.parse(data.figure)) : fetchJson(data.figure_url);
   Promise.all([loadPlotly(data.plotly_url), figure]).then(([Plotly, fig]) => {
     const layout = { ...(fig.layout || {}), autosize: true };
@@ -53,7 +75,7 @@ export default function (component) {
         if (!p) return;
         let custom = p.customdata;
         if (custom !== undefined && custom !== null && typeof custom === "object") custom = Array.from(custom);
-        setTriggerValue("click", {
+        gd.__fbSetTrigger("click", {
           trace: p.data && p.data.name !== undefined ? p.data.name : null,
           curve: p.curveNumber,
           point: p.pointNumber,

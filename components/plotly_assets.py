@@ -2,9 +2,10 @@
 
 Streamlit serves a declared (v1) component's folder at ``/component/<module>.<name>/...``, with a
 content type from the file name and browser caching; the components here declare two folders
-only for that route: plotly's ``package_data`` (so plotly.js loads offline, once per tab, from
-the browser's cache afterwards) and a cache folder of published JSON files (large payloads a
-browser fetches once per content key instead of receiving them with every script run).
+only for that route: plotly's ``package_data`` (so plotly.js loads offline) and a cache folder of
+published JSON files (large payloads a browser fetches once per content key instead of receiving
+them with every script run). That route sends no validator, so the browser would download both
+again on every page load; the shared loader keeps them in its Cache Storage instead.
 """
 
 from __future__ import annotations
@@ -17,28 +18,56 @@ import plotly
 PLOTLY_DIR = Path(plotly.__file__).resolve().parent / "package_data"
 # published files kept per folder (the oldest go first)
 KEEP_PUBLISHED = 16
-# an ES-module snippet both components' hosts start with: plotly.js loaded once per page
+# an ES-module snippet both components' hosts start with: plotly.js loaded once per page, and fetches of files
+# that never change under their URL (plotly.js of one version, JSON named by its content) answered from the
+# browser's Cache Storage. Streamlit serves component files with "Cache-Control: public" and no validator
+# (no ETag, no Last-Modified), so without this the browser downloads plotly.js (1.5 MB gzipped, gzipped again
+# by the server each time) and every map payload again on every page load. Where Cache Storage is missing
+# (a page served over plain http from another host is not a secure context) the files are fetched as before.
 LOAD_PLOTLY_JS = """
+function cachedFetch(url, cacheName, keep) {
+  const direct = () => fetch(url).then((r) => {
+    if (!r.ok) throw new Error("could not load " + url);
+    return r;
+  });
+  if (!window.caches) return direct();
+  return caches.open(cacheName).then((cache) => cache.match(url).then((hit) => {
+    if (hit) return hit;
+    return direct().then((r) => {
+      const copy = r.clone();
+      cache.put(url, copy).then(() => cache.keys()).then((keys) => {
+        // the oldest entries go first (keys come back in insertion order)
+        keys.slice(0, Math.max(0, keys.length - keep)).forEach((k) => cache.delete(k));
+      }).catch(() => {});
+      return r;
+    });
+  })).catch((err) => {
+    if (String(err).includes("could not load")) throw err;
+    return direct();
+  });
+}
+
 function loadPlotly(url) {
   if (window.Plotly) return Promise.resolve(window.Plotly);
   if (!window.__fbPlotlyPromise) {
-    window.__fbPlotlyPromise = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = url;
-      script.async = true;
-      script.onload = () => resolve(window.Plotly);
-      script.onerror = () => reject(new Error("could not load plotly.js from " + url));
-      document.head.appendChild(script);
-    });
+    window.__fbPlotlyPromise = cachedFetch(url, "featurebridge-plotly", 1)
+      .then((r) => r.blob())
+      .then((blob) => URL.createObjectURL(new Blob([blob], { type: "text/javascript" })))
+      .catch(() => url)
+      .then((src) => new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = src;
+        script.async = true;
+        script.onload = () => resolve(window.Plotly);
+        script.onerror = () => reject(new Error("could not load plotly.js from " + url));
+        document.head.appendChild(script);
+      }));
   }
   return window.__fbPlotlyPromise;
 }
 
 function fetchJson(url) {
-  return fetch(url).then((r) => {
-    if (!r.ok) throw new Error("could not load " + url);
-    return r.json();
-  });
+  return cachedFetch(url, "featurebridge-published", 16).then((r) => r.json());
 }
 """
 
@@ -64,8 +93,9 @@ def file_route(name: str, folder: Path, filename: str) -> str:
 
 
 def plotly_js_url() -> str:
-    """Where the browser fetches plotly.js: the installed plotly package's copy."""
-    return file_route("plotlyjs", PLOTLY_DIR, "plotly.min.js")
+    """Where the browser fetches plotly.js: the installed plotly package's copy, its URL naming the version
+    (the browser keeps one copy per URL, so a new plotly gets a new URL)."""
+    return file_route("plotlyjs", PLOTLY_DIR, "plotly.min.js") + f"?v={plotly.__version__}"
 
 
 def published_dir(kind: str) -> Path:

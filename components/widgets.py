@@ -210,7 +210,9 @@ def render_similarity(similarity: dict[str, Any]) -> None:
     if frame.height == 0:
         st.info("similarity.json holds no metrics.")
         return
-    st.plotly_chart(figures.build_null_figure(frame), key="similarity-null", width="stretch")
+    from components.plot import figure_json, render_plot
+
+    render_plot(figure_json(figures.build_null_figure(frame)), key="similarity-null")
     st.dataframe(frame, hide_index=True, width="stretch")
     from components.data import p_floor_note
 

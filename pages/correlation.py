@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import polars as pl
 import streamlit as st
 
-from components import figures
-from components.cache import bundle_mtime, load_pair_evidence, load_pairs, load_unit_pair, load_unit_scatter_json
+from components.cache import (
+    bundle_mtime,
+    load_corr_cos_json,
+    load_pair_evidence,
+    load_pairs,
+    load_unit_pair,
+    load_unit_scatter_json,
+)
 from components.data import n_features, pair_stats
-from components.plot import render_plot
-from components.state import bind, get_state, take_event, took, widget_value
+from components.plot import click_from_event, render_plot
+from components.state import bind, get_state, took, widget_value, write_url
 from components.widgets import render_pair_evidence, render_pair_link, require_bundle, require_parts
+
+
+def _take_scatter_click() -> None:
+    """A click in the corr-vs-cos scatter (drawn below) moves the pair before the page reruns, so the inputs
+    show the clicked pair. The scatter reports a click once, as a trigger, never a standing selection: nothing
+    re-selects an old pair on the next run (that alternation looped the page forever)."""
+    event = widget_value("corr-cos")
+    click = click_from_event(event.get("click") if isinstance(event, Mapping) else None)
+    if click is not None and len(click.customdata) >= 2:
+        state = get_state()
+        state.select_pair(int(click.customdata[0]), int(click.customdata[1]))
+        # the URL too: app.py reads it into the state on every run, which would put the old pair back
+        write_url(state)
+
 
 state = get_state()
 st.title("Correlation")
@@ -21,12 +42,6 @@ path, mtime = str(bundle.path), bundle_mtime(str(bundle.path))
 pairs = load_pairs(path, mtime)
 kept = pairs.filter(pl.col("kept")).sort("corr", descending=True)
 
-# a click in the corr-vs-cos scatter (drawn below) moves the pair; read it before the inputs are drawn so they
-# show the clicked pair. Only a new click counts: the scatter keeps reporting its selected point on every run
-clicked = [tuple(int(v) for v in row[:2]) for row in figures.selected_rows(widget_value("corr-cos"))]
-picked = take_event(state, "corr-cos", clicked[:1] or None)
-if picked:
-    state.select_pair(*picked[0])
 
 # the pair: the selected feature and its chosen partner, else its best kept partner, else the strongest pair
 fa, fb = state.pair()
@@ -75,11 +90,7 @@ if require_parts(bundle, "assignment", what="The global scatter"):
     if pairs["cos"].is_null().all():
         st.info("The two SAEs read spaces of different width (d_in differ), so decoder cosines are not defined.")
     else:
-        st.plotly_chart(
-            figures.build_corr_cos_figure(pairs.drop_nulls(["corr", "cos"])),
-            key="corr-cos",
-            on_select="rerun",
-            selection_mode=("points",),
-            width="stretch",
-        )
+        # drawn by the app's plot component, with the same plotly.js as the unit scatter above: a page that also
+        # drew it with st.plotly_chart would load and start a second copy of plotly (about 0.7 s of browser time)
+        render_plot(load_corr_cos_json(path, mtime), key="corr-cos", on_click=_take_scatter_click)
         st.caption("Click a pair to show it above.")

@@ -1,4 +1,7 @@
-"""Overview: what was compared, how many features matched and were kept, and how similar the SAEs are."""
+"""Overview: what was compared, how many features matched and were kept, and how similar the SAEs are.
+
+Its figures sit in tabs after the first and are drawn by the app's plot component, which draws a figure when
+it is first shown: opening the page starts no plotly.js."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import streamlit as st
 from components import figures
 from components.cache import bundle_mtime, cached_bundle, load_best_corr, load_orphans, load_similarity, load_stale
 from components.data import ORPHAN_DEFINITION, recorded_settings, sweep_frame
+from components.plot import figure_json, render_plot
 from components.state import get_state
 from components.widgets import (
     make_progress,
@@ -100,10 +104,9 @@ with tabs[1]:
             if request:
                 rerun_matching(path, request["settings"], request["rebuild"])
         threshold = m.get("matching", {}).get("settings", {}).get("min_corr")
-        st.plotly_chart(
-            figures.build_corr_histogram_figure(load_best_corr(path, mtime), threshold),
+        render_plot(
+            figure_json(figures.build_corr_histogram_figure(load_best_corr(path, mtime), threshold)),
             key="overview-corr-hist",
-            width="stretch",
         )
 with tabs[2]:
     if require_parts(bundle, "similarity", what="The similarity section"):
@@ -117,10 +120,11 @@ with tabs[2]:
             row, col = (
                 ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
             )
-            st.plotly_chart(
-                figures.build_cell_heatmap_figure(cells, row, col, "value", f"Layer sweep: {metric}", "A", "B"),
+            render_plot(
+                figure_json(
+                    figures.build_cell_heatmap_figure(cells, row, col, "value", f"Layer sweep: {metric}", "A", "B")
+                ),
                 key="overview-sweep",
-                width="stretch",
             )
             st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
 with tabs[3]:

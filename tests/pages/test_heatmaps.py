@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, texts, values
+from tests.pages.conftest import charts, no_exception, open_app, plots, texts, values
 
 
 def test_block_of_strongest_pairs_puts_matches_on_the_diagonal(app_bundle: Path) -> None:
@@ -62,4 +62,4 @@ def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: 
     at.switch_page("pages/overview.py")
     at.run()
     no_exception(at)
-    assert any(f["layout"]["title"]["text"] == "Layer sweep: svcca" for f in charts(at))
+    assert any(f["layout"]["title"]["text"] == "Layer sweep: svcca" for f in plots(at))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, texts
+from tests.pages.conftest import charts, no_exception, open_app, plots, texts
 
 
 def test_overview_shows_sides_matching_and_similarity(app_bundle: Path) -> None:
@@ -14,9 +14,11 @@ def test_overview_shows_sides_matching_and_similarity(app_bundle: Path) -> None:
     assert at.title[0].value == "Overview"
     labels = [m.label for m in at.metric]
     assert "shared units" in labels and "alive A" in labels and "kept after filters" in labels
-    names = {t.get("name") for fig in charts(at) for t in fig["data"]}
+    # every figure is drawn by the plot component (drawn when its tab is first shown), none by st.plotly_chart
+    assert not charts(at)
+    names = {t.get("name") for fig in plots(at) for t in fig["data"]}
     assert {"observed", "null mean ± 2 sd"} <= names  # similarity beside its null
-    assert any("best" in (t.get("name") or "") for fig in charts(at) for t in fig["data"])  # correlation histogram
+    assert any("best" in (t.get("name") or "") for fig in plots(at) for t in fig["data"])  # correlation histogram
     assert any("svcca_paper" in c for c in texts(at, "caption"))
     assert len(at.dataframe) >= 4  # hook sanity x2, methods, reasons, similarity
 
