@@ -91,6 +91,8 @@ class AppState:
         notice: a sentence to show once on the next run (what a finished background action did).
         seen_events: event source (a widget key) -> the last non-empty selection it reported.
         synced: bound widget key -> the value the state and the widget last agreed on.
+        url_synced: the URL query the state and the address bar last agreed on (None: never). While the
+            URL still says this, the state leads: a widget callback may have moved it before the run.
     """
 
     bundle_path: str | None = None
@@ -108,6 +110,7 @@ class AppState:
     notice: str | None = None
     seen_events: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     synced: dict[str, Any] = field(default_factory=dict)
+    url_synced: dict[str, str] | None = None
 
     def open(self, path: str) -> None:
         """Make ``path`` the open bundle and remember it; a new bundle clears what pointed into the old one."""
@@ -330,9 +333,12 @@ def _saved_lists(state: AppState, params: Mapping[str, str]) -> dict[str, tuple[
 
 
 def read_url(state: AppState) -> None:
-    """Apply the URL's query to the state (a deep link, or an in-app link)."""
+    """Apply the URL's query to the state (a deep link, an in-app link, a page switch), unless it is the
+    query the state last wrote: then the state leads, so a widget callback's move (a click in a chart, which
+    runs before this) is not undone by the old URL."""
     params = {k: st.query_params.get(k) for k in URL_KEYS if st.query_params.get(k) is not None}
-    apply_params(state, params, _saved_lists(state, params))
+    if params != state.url_synced:
+        apply_params(state, params, _saved_lists(state, params))
 
 
 def write_url(state: AppState) -> None:
@@ -342,6 +348,7 @@ def write_url(state: AppState) -> None:
     if {k: v for k, v in current.items() if v is not None} != wanted:
         st.query_params.clear()
         st.query_params.update(wanted)
+    state.url_synced = wanted
 
 
 def sync_url() -> AppState:

@@ -18,7 +18,7 @@ from components.cache import (
 )
 from components.data import n_features, pair_stats
 from components.plot import click_from_event, render_plot
-from components.state import bind, get_state, took, widget_value, write_url
+from components.state import bind, get_state, took, widget_value
 from components.widgets import render_pair_evidence, render_pair_link, require_bundle, require_parts
 
 
@@ -29,10 +29,7 @@ def _take_scatter_click() -> None:
     event = widget_value("corr-cos")
     click = click_from_event(event.get("click") if isinstance(event, Mapping) else None)
     if click is not None and len(click.customdata) >= 2:
-        state = get_state()
-        state.select_pair(int(click.customdata[0]), int(click.customdata[1]))
-        # the URL too: app.py reads it into the state on every run, which would put the old pair back
-        write_url(state)
+        get_state().select_pair(int(click.customdata[0]), int(click.customdata[1]))
 
 
 state = get_state()

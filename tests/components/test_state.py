@@ -110,3 +110,30 @@ def test_pair_filter_validates_and_knows_its_default() -> None:
     assert not PairFilter(min_corr=0.5).is_default
     with pytest.raises(ValueError):
         PairFilter(kept="maybe")
+
+
+def test_a_callback_move_is_not_undone_by_the_url_it_replaces() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        import streamlit as st
+
+        from components.state import get_state, sync_url, write_url
+
+        state = sync_url()
+
+        def move() -> None:
+            # what a chart's click callback does: it runs before the script, so before sync_url
+            get_state().select_pair(7, 9)
+
+        st.button("move", key="move", on_click=move)
+        write_url(state)
+
+    at = AppTest.from_function(page)
+    at.query_params.update({"side": "a", "feature": "1", "partner": "2"})
+    at.run(timeout=60)
+    assert at.session_state["featurebridge_state"].pair() == (1, 2)
+    at.button(key="move").click().run(timeout=60)
+    assert not at.exception
+    assert at.session_state["featurebridge_state"].pair() == (7, 9)
+    assert at.query_params["feature"] in ("7", ["7"]) and at.query_params["partner"] in ("9", ["9"])
