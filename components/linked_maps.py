@@ -16,8 +16,8 @@ So a rerun after a click or a search carries a few hundred bytes, not the maps (
 65K maps), and the browser redraws rings, not 2 x 16K WebGL points; it fetches the maps again
 only when their key changes.
 
-plotly.js comes from the installed plotly package (``plotly/package_data/plotly.min.js``), served
-by the same file route, so the maps work offline.
+plotly.js is the app's own build of the installed plotly package's version, or that package's full
+bundle (``components.plotly_assets``), served by the same file route, so the maps work offline.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ export default function (component) {
     return;
   }
   // the maps and plotly.js load side by side; both are files the browser caches
-  Promise.all([loadPlotly(data.plotly_url), fetchJson(data.maps_url)]).then(([Plotly, payload]) => {
+  const plotlyJs = loadPlotly(plotlyUrl(data.plotly, ["scatter", "scattergl"]));
+  Promise.all([plotlyJs, fetchJson(data.maps_url)]).then(([Plotly, payload]) => {
     mountLinkedMaps(root, payload, data.view, Plotly, onSelect);
   }).catch((err) => {
     root.textContent = String(err);
@@ -379,7 +380,7 @@ def render_linked_maps(
     url = publish_maps_payload(maps_json, maps_key)
     result = _component()(
         key=key,
-        data={"maps_url": url, "key": maps_key, "view": dict(view), "plotly_url": plotly_assets.plotly_js_url()},
+        data={"maps_url": url, "key": maps_key, "view": dict(view), "plotly": plotly_assets.plotly_source()},
         on_selection_change=on_select or (lambda: None),
         height="content",
     )

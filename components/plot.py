@@ -3,8 +3,9 @@
 ``st.plotly_chart`` re-renders a figure through React several times per page load and, with
 selections on, builds plotly's selection layers too: on the Correlation page of a 65K x 65K bundle
 (a 65K-point WebGL scatter of every pair) that was about 15 s of browser time on 2 busy cores. This
-component draws the figure once with the same plotly.js the linked maps use (from the installed
-package, kept in the browser's Cache Storage), so a page that draws all its figures here starts
+component draws the figure once with the same plotly.js the linked maps use (the app's own build of
+the installed plotly.js, or the full bundle for a trace type that build lacks; kept in the browser's
+Cache Storage), so a page that draws all its figures here starts
 one plotly, not two; a figure in a tab or expander that is not open is drawn when first shown. It keeps it drawn while only the page around it reruns, and reports
 a click on a point as a trigger value (:func:`click_from_event`). A large figure's JSON is
 published as a file named by its content and fetched once (``plotly_assets.publish``), so a rerun
@@ -63,9 +64,21 @@ export default function (component) {
 function drawPlot(gd, data) {
   if (gd.__fbKey === data.key) return;
   const figure = data.figure ? Promise.resolve(JSON.parse(data.figure)) : fetchJson(data.figure_url);
-  Promise.all([loadPlotly(data.plotly_url), figure]).then(([Plotly, fig]) => {
+  const source = data.plotly;
+  // the app's plotly.js build starts loading at once (it draws every figure the app makes); a figure with a
+  // trace type it lacks waits for the full bundle as well
+  Promise.all([loadPlotly(source.app || source.full), figure]).then(([, fig]) => {
+    const types = (fig.data || []).map((t) => t.type);
+    return Promise.all([loadPlotly(plotlyUrl(source, types)), fig]);
+  }).then(([Plotly, fig]) => {
     const layout = { ...(fig.layout || {}), autosize: true };
     if (data.height) layout.height = data.height;
+    if (gd.__fbPlotly && gd.__fbPlotly !== Plotly) {
+      // drawn before by the other plotly.js build: that one lets go of the div, this one draws it afresh
+      gd.__fbPlotly.purge(gd);
+      gd.__fbKey = null;
+    }
+    gd.__fbPlotly = Plotly;
     const first = !gd.__fbKey;
     gd.__fbKey = data.key;
     return Plotly.react(gd, fig.data || [], layout, { responsive: true, displaylogo: false }).then(() => {
@@ -127,7 +140,8 @@ def plot_data(text: str, height: int | None = None) -> dict[str, Any]:
         height: a fixed height in pixels (None: the figure's own).
 
     Returns:
-        ``key``, ``figure`` (the JSON, or None), ``figure_url`` (or None), ``plotly_url``, ``height``.
+        ``key``, ``figure`` (the JSON, or None), ``figure_url`` (or None), ``plotly``
+        (:func:`plotly_assets.plotly_source`), ``height``.
     """
     key = figure_key(text)
     inline = len(text) <= INLINE_LIMIT
@@ -135,7 +149,7 @@ def plot_data(text: str, height: int | None = None) -> dict[str, Any]:
         "key": key,
         "figure": text if inline else None,
         "figure_url": None if inline else plotly_assets.publish(FIGURES_KIND, text, key),
-        "plotly_url": plotly_assets.plotly_js_url(),
+        "plotly": plotly_assets.plotly_source(),
         "height": height,
     }
 

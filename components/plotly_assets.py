@@ -1,4 +1,12 @@
-"""What the app's own plotly components share: plotly.js from the installed package, and published JSON files.
+"""What the app's own plotly components share: plotly.js, and published JSON files.
+
+plotly.js comes in two builds, both offline: the installed plotly package's full bundle, and the app's
+own build of the same plotly.js version with only the trace types the app draws
+(``assets/plotly/plotly-app.min.js``, :data:`APP_TRACES`, rebuilt by ``scripts/build_plotly_bundle.sh``).
+The full bundle is 4.8 MB of script that the browser parses and runs on every page with a figure (0.55 to
+0.65 s on 2 cores, whether downloaded or cached); the app's build is a third of it and starts in about a
+fifth of the time (docs/app.md). A page uses the app's build when it was built from the installed
+plotly.js version and carries every trace type the figure draws, else the full bundle.
 
 Streamlit serves a declared (v1) component's folder at ``/component/<module>.<name>/...``, with a
 content type from the file name and browser caching; the components here declare two folders
@@ -10,12 +18,25 @@ again on every page load; the shared loader keeps them in its Cache Storage inst
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import plotly
 
+from core.paths import ASSETS
+
 PLOTLY_DIR = Path(plotly.__file__).resolve().parent / "package_data"
+APP_BUNDLE_DIR = ASSETS / "plotly"
+APP_BUNDLE = "plotly-app.min.js"
+# its manifest: the plotly.js version it was built from, its trace types and its sha256
+APP_MANIFEST = "plotly-app.json"
+# every trace type a figure of the app draws (components.figures, components.diffing_figures, the linked
+# maps); tests/components/test_plotly_assets.py checks the figure code draws no other
+APP_TRACES = ("bar", "heatmap", "histogram", "scatter", "scattergl")
 # published files kept per folder (the oldest go first)
 KEEP_PUBLISHED = 16
 # an ES-module snippet both components' hosts start with: plotly.js loaded once per page, and fetches of files
@@ -47,10 +68,12 @@ function cachedFetch(url, cacheName, keep) {
   });
 }
 
+// one promise per plotly.js URL: a page that needs the full bundle after the app's build gets both, and
+// each figure keeps the instance that drew it (each script sets window.Plotly, read as it finishes)
 function loadPlotly(url) {
-  if (window.Plotly) return Promise.resolve(window.Plotly);
-  if (!window.__fbPlotlyPromise) {
-    window.__fbPlotlyPromise = cachedFetch(url, "featurebridge-plotly", 1)
+  window.__fbPlotly = window.__fbPlotly || {};
+  if (!window.__fbPlotly[url]) {
+    window.__fbPlotly[url] = cachedFetch(url, "featurebridge-plotly", 2)
       .then((r) => r.blob())
       .then((blob) => URL.createObjectURL(new Blob([blob], { type: "text/javascript" })))
       .catch(() => url)
@@ -63,7 +86,13 @@ function loadPlotly(url) {
         document.head.appendChild(script);
       }));
   }
-  return window.__fbPlotlyPromise;
+  return window.__fbPlotly[url];
+}
+
+// the plotly.js a figure of these trace types needs: the app's build when it carries them all
+function plotlyUrl(source, types) {
+  const covered = source.app && types.every((t) => source.traces.includes(t || "scatter"));
+  return covered ? source.app : source.full;
 }
 
 function fetchJson(url) {
@@ -93,9 +122,47 @@ def file_route(name: str, folder: Path, filename: str) -> str:
 
 
 def plotly_js_url() -> str:
-    """Where the browser fetches plotly.js: the installed plotly package's copy, its URL naming the version
-    (the browser keeps one copy per URL, so a new plotly gets a new URL)."""
+    """Where the browser fetches the full plotly.js: the installed plotly package's copy, its URL naming the
+    version (the browser keeps one copy per URL, so a new plotly gets a new URL)."""
     return file_route("plotlyjs", PLOTLY_DIR, "plotly.min.js") + f"?v={plotly.__version__}"
+
+
+@cache
+def app_bundle_manifest() -> dict[str, Any] | None:
+    """The app's plotly.js build's manifest when that build can stand in for the installed plotly.js, else None.
+
+    It can when its file is there and whole (its sha256 matches) and it was built from the plotly.js
+    version the installed plotly package carries (figures are written by that package's schema).
+
+    Returns:
+        ``plotly_js`` (version), ``traces`` and ``sha256``, or None.
+    """
+    from plotly.offline import get_plotlyjs_version
+
+    try:
+        manifest = json.loads((APP_BUNDLE_DIR / APP_MANIFEST).read_text())
+        js = (APP_BUNDLE_DIR / APP_BUNDLE).read_bytes()
+    except (OSError, ValueError):
+        return None
+    if manifest.get("plotly_js") != get_plotlyjs_version():
+        return None
+    if manifest.get("sha256") != hashlib.sha256(js).hexdigest():
+        return None
+    return manifest
+
+
+def plotly_source() -> dict[str, Any]:
+    """What a component needs to load plotly.js: the full bundle's URL, and the app's build's URL and traces.
+
+    Returns:
+        ``full`` (URL), ``app`` (URL, or None when the app's build cannot stand in) and ``traces`` (the trace
+        types the app's build carries; empty without it). The browser picks with ``plotlyUrl``.
+    """
+    manifest = app_bundle_manifest()
+    if manifest is None:
+        return {"full": plotly_js_url(), "app": None, "traces": []}
+    app = file_route("plotlyapp", APP_BUNDLE_DIR, APP_BUNDLE) + f"?v={manifest['sha256'][:12]}"
+    return {"full": plotly_js_url(), "app": app, "traces": list(manifest["traces"])}
 
 
 def published_dir(kind: str) -> Path:

@@ -173,6 +173,21 @@ def test_hovering_a_point_rings_its_partners_in_the_other_map_both_ways(
     browser.move(5, 5)
 
 
+def test_the_maps_and_plots_are_drawn_by_the_apps_own_plotly_build(browser: Browser, server: str, bundle: Path) -> None:
+    from components.plotly_assets import APP_TRACES
+
+    fa, fb = _kept_pair(bundle)
+    # the Correlation page draws two figures with the plot component; the Pair explorer the maps
+    for page, n_plots in (("correlation", 2), ("pairs", 2)):
+        open_page(browser, f"{server}/{page}?bundle={quote(str(bundle))}&feature={fa}&partner={fb}", n_plots)
+        loaded = browser.evaluate("Object.keys(window.__fbPlotly || {})")
+        assert len(loaded) == 1 and "/plotly-app.min.js?v=" in loaded[0], loaded
+        # the build registers exactly the trace types the app draws (plotly's core adds scatter)
+        traces = browser.evaluate("Object.keys(window.Plotly.PlotSchema.get().traces).sort()")
+        assert traces == sorted(APP_TRACES)
+        assert browser.evaluate(EXCEPTIONS) == 0
+
+
 def test_a_search_term_rings_its_hits_in_both_maps(
     browser: Browser, server: str, bundle: Path, artifacts: Path
 ) -> None:

@@ -59,7 +59,7 @@ def charts(at: AppTest) -> list[dict[str, Any]]:
 
 
 def linked_maps(at: AppTest) -> list[dict[str, Any]]:
-    """The data of every linked-maps component on the page (``key``, ``view``, ``maps_url``, ``plotly_url``),
+    """The data of every linked-maps component on the page (``key``, ``view``, ``maps_url``, ``plotly``),
     with ``maps``: the payload file the browser fetches, decoded."""
     from components.linked_maps import COMPONENT_NAME, payload_dir
 
