@@ -11,6 +11,7 @@ import streamlit as st
 from components import diffing_figures
 from components.cache import bundle_mtime, load_causal_pair, load_causal_table
 from components.diffing_data import crosscoder_summary
+from components.plot import figure_json, render_plot
 from components.widgets import render_figure_export, render_table_downloads
 from core.bundle.reader import Bundle
 
@@ -80,7 +81,7 @@ def render_causal_section(bundle: Bundle, key: str) -> None:
     use_cos = "cos" in table.columns and table["cos"].drop_nulls().drop_nans().len() > 0
     x, title = ("cos", "decoder cosine") if use_cos else ("corr", "activation correlation")
     fig = diffing_figures.build_causal_vs_cosine_figure(table, x=x, x_title=title)
-    st.plotly_chart(fig, key=f"{key}-fig", width="stretch")
+    render_plot(figure_json(fig), key=f"{key}-fig")
     render_figure_export(fig, "causal-vs-cosine", key=f"{key}-fig-ex")
     st.dataframe(table, hide_index=True, width="stretch")
     render_table_downloads(table, "causal-equivalence", key=f"{key}-tab")
@@ -115,7 +116,7 @@ def render_causal_pair(bundle: Bundle, feature_a: int, feature_b: int, key: str)
     fig = diffing_figures.build_shift_scatter_figure(
         row["shift_a"], row["shift_b"], row["active"], measure.get("a", ""), measure.get("b", "")
     )
-    st.plotly_chart(fig, key=f"{key}-shifts", width="stretch")
+    render_plot(figure_json(fig), key=f"{key}-shifts")
     shifts = pl.DataFrame(
         {
             "probe": list(range(len(row["shift_a"]))),

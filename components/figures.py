@@ -339,48 +339,6 @@ def build_map_pair_figure(
     return fig
 
 
-def selected_rows(selection: Any) -> list[tuple[Any, ...]]:
-    """The customdata rows of the selected points of a ``st.plotly_chart`` selection event, in event order.
-
-    Args:
-        selection: the event object or dict returned by ``st.plotly_chart(..., on_select="rerun")``.
-
-    Returns:
-        One tuple per selected point that carries customdata (rows arrive as lists, or, from plotly's
-        typed arrays, as ``{"0": ..., "1": ...}`` dicts; both become tuples).
-    """
-    if not selection:
-        return []
-    sel = selection.get("selection", selection) if isinstance(selection, dict) else getattr(selection, "selection", {})
-    points = sel.get("points", []) if isinstance(sel, dict) else getattr(sel, "points", [])
-    rows = []
-    for point in points or []:
-        data = point.get("customdata") if isinstance(point, dict) else None
-        if data is None:
-            continue
-        if isinstance(data, dict):
-            data = tuple(data[k] for k in sorted(data, key=lambda k: int(k) if str(k).isdigit() else 0))
-        elif isinstance(data, list | tuple):
-            data = tuple(data)
-        else:
-            data = (data,)
-        if data:
-            rows.append(data)
-    return rows
-
-
-def selected_features(selection: Any) -> list[int]:
-    """Feature ids out of a ``st.plotly_chart`` selection event (reads customdata, not point indices).
-
-    Args:
-        selection: the event object or dict returned by ``st.plotly_chart(..., on_select="rerun")``.
-
-    Returns:
-        Sorted unique feature ids (empty when nothing is selected).
-    """
-    return sorted({int(row[0]) for row in selected_rows(selection)})
-
-
 # ---------------------------------------------------------------- correlation
 
 

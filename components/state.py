@@ -8,8 +8,9 @@ lost or fought over, each a pure function tested without Streamlit:
 - **Only a new user event changes a selection** (:func:`take_event`). A chart whose figure
   changed is re-mounted by Streamlit with an empty selection, and a chart on a page just
   opened reports none: neither is an event. Any chart or table that reports a selection (the
-  maps' ``st.plotly_chart`` today, a custom map component later) feeds its ids through
-  :func:`take_event` / :func:`apply_map_selection`, keyed by the widget's key.
+  linked maps' component, a table's row boxes) feeds its ids through :func:`take_event` /
+  :func:`apply_map_selection`, keyed by the widget's key; the plot component reports a click
+  once, as a trigger value, so it needs neither.
 - **Bound widgets follow the state unless the user just moved them** (:func:`reconcile`):
   a widget that shows a state value (the Correlation page's feature inputs, the search box)
   gets the state's value pushed into it, except on the run where the user changed it.

@@ -30,6 +30,7 @@ from components.cache import (
 from components.data import concepts_frame, methods_record, n_features, selection_rows, similarity_frame
 from components.exports import named_list_frame, paper_figure
 from components.linked_maps import build_linked_maps_html, compute_view
+from components.plot import figure_json, render_plot
 from components.state import get_state
 from components.widgets import (
     render_figure_export,
@@ -192,7 +193,7 @@ else:
     c1, _ = st.columns([1, 3])
     preview_size = c1.selectbox("Preview at", tuple(figures.PAPER_SIZES), index=1, key="ex-preview-size")
     fig = available[name](preview_size)
-    st.plotly_chart(fig, key="ex-preview", width="content")
+    render_plot(figure_json(fig), key="ex-preview")
     stem = name.split(" ")[0]
     render_figure_export(available[name], stem, key="ex-fig")
 

@@ -8,10 +8,13 @@ import streamlit as st
 from components import builds, figures
 from components.cache import bundle_mtime, load_correlation_block, load_pairs, load_split_group
 from components.data import n_features, sweep_frame
-from components.state import get_state, take_event
+from components.plot import figure_json, render_plot
+from components.state import get_state, set_widget, widget_value
 from components.widgets import open_pair, require_bundle
 
 MAX_BLOCK = 60
+# the session key of the sweep cell last clicked
+SWEEP_CELL = "hm-sweep-cell"
 
 state = get_state()
 st.title("Heatmaps")
@@ -76,12 +79,11 @@ if feats_a and feats_b:
     fig = figures.build_cell_heatmap_figure(
         block, "feature_a", "feature_b", "corr", "Activation correlation (matches on the diagonal)", "A", "B", -1.0, 1.0
     )
-    event = st.plotly_chart(fig, key="hm-block", on_select="rerun", selection_mode=("points",), width="content")
-    # one click on a cell opens that pair's dashboard (only a new click: the chart keeps reporting its cell)
-    clicked = [tuple(int(v) for v in row[:2]) for row in figures.selected_rows(event)]
-    cell = take_event(state, "hm-block", clicked[:1] or None)
-    if cell:
-        open_pair(state, "a", cell[0][0], cell[0][1])
+    # drawn by the app's plot component (its own small plotly.js build, not st.plotly_chart's); one click on a
+    # cell opens that pair's dashboard: the plot reports a click once, as a trigger, so a rerun opens nothing
+    click = render_plot(figure_json(fig), key="hm-block")
+    if click is not None and len(click.customdata) >= 2:
+        open_pair(state, "a", int(click.customdata[0]), int(click.customdata[1]))
     st.caption("Click a cell to open that pair's dashboard. The Export page draws this block at paper sizes.")
 
 st.subheader("Layer x layer sweep")
@@ -102,14 +104,15 @@ else:
     cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
     # show the layers by their labels (hook names) when the sweep carries them
     row, col = ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
-    event = st.plotly_chart(
-        figures.build_cell_heatmap_figure(cells, row, col, "value", f"{metric} per layer pair", "layer A", "layer B"),
-        key="hm-sweep",
-        on_select="rerun",
-        selection_mode=("points",),
-        width="content",
+    sweep_fig = figures.build_cell_heatmap_figure(
+        cells, row, col, "value", f"{metric} per layer pair", "layer A", "layer B"
     )
-    rows = figures.selected_rows(event)
-    if rows:
-        la, lb = rows[0][:2]
+    click = render_plot(figure_json(sweep_fig), key="hm-sweep")
+    # the clicked cell stays shown until another cell is clicked (a click is reported once)
+    if click is not None and len(click.customdata) >= 2:
+        set_widget(SWEEP_CELL, tuple(click.customdata[:2]))
+    cell = widget_value(SWEEP_CELL)
+    if cell:
+        la, lb = cell
         st.dataframe(cells.filter((pl.col(row) == la) & (pl.col(col) == lb)), hide_index=True)
+    st.caption("Click a cell to show its row.")

@@ -10,6 +10,7 @@ from components import diffing_figures
 from components.cache import bundle_mtime, load_analyses
 from components.diffing_data import analysis_settings, card_counts, is_crosscoder, latent_table, retag, shared_cosines
 from components.diffing_widgets import render_causal_section, render_crosscoder_header
+from components.plot import figure_json, render_plot
 from components.state import get_state
 from components.widgets import (
     render_figure_export,
@@ -89,7 +90,7 @@ st.subheader("Δ-norm")
 fig = diffing_figures.build_delta_norm_histogram_figure(
     frame, settings.a_only_below, settings.b_only_above, settings.shared_band
 )
-st.plotly_chart(fig, key="md-delta", width="stretch")
+render_plot(figure_json(fig), key="md-delta")
 st.caption(
     "Δ-norm = ½((n_B − n_A) / max(n_A, n_B) + 1), B-only → 1 (published tables store 1 − Δ, B-only → 0); n = decoder row norms."
 )
@@ -99,11 +100,11 @@ st.subheader("Decoder cosine")
 left, right = st.columns(2)
 with left:
     fig = diffing_figures.build_shared_cosine_histogram_figure(shared_cosines(tagged))
-    st.plotly_chart(fig, key="md-cos", width="stretch")
+    render_plot(figure_json(fig), key="md-cos")
     render_figure_export(fig, "shared-cosine-histogram", key="md-cos-ex")
 with right:
     fig = diffing_figures.build_cosine_vs_delta_figure(tagged)
-    st.plotly_chart(fig, key="md-cos-delta", width="stretch")
+    render_plot(figure_json(fig), key="md-cos-delta")
     render_figure_export(fig, "cosine-vs-delta-norm", key="md-cos-delta-ex")
 
 st.subheader("Latent Scaling")
@@ -113,7 +114,7 @@ shown = st.multiselect(
 fig = diffing_figures.build_latent_scaling_figure(
     tagged.filter(tagged["tag"].is_in(shown)), settings.nu_near_one, settings.nu_near_zero
 )
-st.plotly_chart(fig, key="md-ls", width="stretch")
+render_plot(figure_json(fig), key="md-ls")
 st.caption(
     "β per latent, closed form over the tokens where it fires, projected on its B decoder direction; ν near 1 "
     f"(≥ {settings.nu_near_one}, dashed) suggests Complete Shrinkage (ν^ε) or Latent Decoupling (ν^r); both below "

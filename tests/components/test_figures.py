@@ -80,15 +80,6 @@ def test_large_maps_use_webgl() -> None:
     assert isinstance(fig.data[0], go.Scattergl) and isinstance(fig.data[2], go.Scattergl)
 
 
-def test_selected_features_reads_customdata_not_indices() -> None:
-    event = {"selection": {"points": [{"point_index": 0, "customdata": [7]}, {"point_index": 0, "customdata": [3]}]}}
-    assert figures.selected_features(event) == [3, 7]
-    typed = {"selection": {"points": [{"customdata": {"0": 11}}, {"customdata": 4}]}}
-    assert figures.selected_features(typed) == [4, 11]
-    assert figures.selected_features(None) == []
-    assert figures.selected_features({"selection": {"points": []}}) == []
-
-
 def test_unit_scatter_splits_who_fires() -> None:
     frame = pl.DataFrame(
         {"unit": [0, 1, 2, 3], "act_a": [1.0, 0.0, 2.0, 0.5], "act_b": [0.0, 1.0, 1.0, 0.2], "context": list("abcd")}

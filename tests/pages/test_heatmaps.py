@@ -13,7 +13,9 @@ from tests.pages.conftest import charts, no_exception, open_app, plots, texts, v
 def test_block_of_strongest_pairs_puts_matches_on_the_diagonal(app_bundle: Path) -> None:
     at = open_app("heatmaps", bundle_path=str(app_bundle))
     no_exception(at)
-    fig = charts(at)[0]
+    # drawn by the app's plot component (the app's own plotly.js build), never st.plotly_chart
+    assert not charts(at)
+    fig = plots(at)[0]
     trace = fig["data"][0]
     assert trace["type"] in ("scatter", "scattergl") and trace["marker"]["symbol"] == "square"
     kept = open_bundle(app_bundle).assignment().filter(pl.col("kept")).sort("corr", descending=True).collect()
@@ -32,7 +34,7 @@ def test_feature_ids_input_and_bad_ids(app_bundle: Path) -> None:
     at.radio(key="hm-source").set_value("feature ids").run()
     at.text_input(key="hm-a").set_value("1, 2, 3").run()
     no_exception(at)
-    assert len(values(charts(at)[0]["data"][0]["customdata"])) == 3 * 4
+    assert len(values(plots(at)[0]["data"][0]["customdata"])) == 3 * 4
     at.text_input(key="hm-b").set_value("1, 99999").run()
     no_exception(at)
     assert any("does not exist" in e for e in texts(at, "error"))
@@ -56,9 +58,18 @@ def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: 
     add_parts(copy, json_files={"similarity.json": body})
     at = open_app("heatmaps", bundle_path=str(copy))
     no_exception(at)
-    sweep = charts(at)[-1]
+    sweep = plots(at)[-1]
     assert sweep["layout"]["title"]["text"] == "svcca per layer pair"
     assert sweep["layout"]["yaxis"]["categoryarray"] == ["blocks.0", "blocks.1", "blocks.2"]
+    # a clicked cell (kept in the session, since a click is reported once) shows its row, and stays shown
+    cell = tuple(values(sweep["data"][0]["customdata"])[5][:2])
+    at.session_state["hm-sweep-cell"] = cell
+    at.run()
+    shown = at.dataframe[-1].value
+    assert shown.shape[0] == 1 and (shown["label_a"][0], shown["label_b"][0]) == cell
+    at.selectbox(key="hm-metric").set_value("rsa").run()
+    shown = at.dataframe[-1].value
+    assert (shown["metric"][0], shown["label_a"][0], shown["label_b"][0]) == ("rsa", *cell)
     at.switch_page("pages/overview.py")
     at.run()
     no_exception(at)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.pages.conftest import charts, no_exception, open_app, texts
+from tests.pages.conftest import charts, no_exception, open_app, plots, texts
 
 
 def _titles(at) -> list[str]:
-    return [(fig.get("layout", {}).get("title") or {}).get("text", "") for fig in charts(at)]
+    assert not charts(at), "every figure is drawn by the app's plot component (one plotly.js per page)"
+    return [(fig.get("layout", {}).get("title") or {}).get("text", "") for fig in plots(at)]
 
 
 def test_model_diffing_shows_taxonomy_figures_causal_and_lists(crosscoder_bundle: Path) -> None:
