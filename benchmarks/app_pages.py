@@ -17,6 +17,7 @@ ringed in B, measured inside the page from the pointer event to the drawn rings)
     python benchmarks/app_pages.py                       # the demo bundle
     python benchmarks/app_pages.py --synthetic 65536     # a synthetic 65K x 65K bundle too
     python benchmarks/app_pages.py BUNDLE --baseline e6336bc --repeats 3
+    python benchmarks/app_pages.py --baseline HEAD --pages pairs correlation --repeats 5
 
 Goals (issue 12): every page under 1.5 s and 0.5 server CPU-s on the demo, under 3 s on 65K; a
 click selection and a search answered in under 1 s; hover feedback under 100 ms. Prints the load
@@ -61,6 +62,8 @@ PAGES = {
     "discover": "discover",
     "export": "export",
 }
+# a page's one-word name (for --pages) -> its url path
+PAGE_NAMES = {("home" if path == "" else path): path for path in PAGES}
 QUIET_S = 0.5
 TICKS = os.sysconf("SC_CLK_TCK")
 # what the page shows right now: settled once this stops changing while the script is idle
@@ -307,8 +310,15 @@ def time_hover(tab: Tab, pair: tuple[int, int], n: int = 5) -> float:
 # ---------------------------------------------------------------- one checkout
 
 
-def measure(checkout: Path, bundle: Path, pair: tuple[int, int], search: tuple[str, int, int], repeats: int) -> dict:
-    """Page and interaction figures of one checkout on one bundle."""
+def measure(
+    checkout: Path,
+    bundle: Path,
+    pair: tuple[int, int],
+    search: tuple[str, int, int],
+    repeats: int,
+    pages: tuple[str, ...] = tuple(PAGES),
+) -> dict:
+    """Page and interaction figures of one checkout on one bundle (``pages``: the url paths timed)."""
     chromium = find_chromium()
     assert chromium is not None, "Debian chromium is needed (apt-get install chromium)"
     results: dict = {"pages": {}}
@@ -324,7 +334,7 @@ def measure(checkout: Path, bundle: Path, pair: tuple[int, int], search: tuple[s
                 tab, _, _ = open_settled(browser, deep_link(server, page, bundle, pair), server, quiet=3.0)
                 expect[page] = drawn(tab.evaluate(SIGNATURE))
                 tab.close()
-            for page in PAGES:
+            for page in pages:
                 walls, cpus = [], []
                 for _ in range(repeats):
                     tab, wall, cpu = open_settled(browser, deep_link(server, page, bundle, pair), server, expect[page])
@@ -397,10 +407,11 @@ def report(name: str, base: dict, new: dict) -> None:
             print(
                 f"{label:<30}{base[key]:>8.2f} {unit} -> {new[key]:.2f} {unit}  ({base[key] / max(new[key], 1e-9):.1f}x)"
             )
-    hover = new.get("hover_ms")
-    print(
-        f"{'hover -> partners ringed':<30}{'n/a (no hover linking)':>8} -> " + (f"{hover:.0f} ms" if hover else "n/a")
-    )
+
+    def hover(figures: dict) -> str:
+        return f"{figures['hover_ms']:.0f} ms" if figures.get("hover_ms") else "n/a (no hover linking)"
+
+    print(f"{'hover -> partners ringed':<30}{hover(base):>8} -> {hover(new)}")
 
 
 def main() -> None:
@@ -412,7 +423,9 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=0, help="also measure a synthetic bundle this wide")
     parser.add_argument("--units", type=int, default=50_000, help="units of the synthetic bundle")
     parser.add_argument("--no-baseline", action="store_true", help="measure this checkout only")
+    parser.add_argument("--pages", nargs="+", choices=list(PAGE_NAMES), help="time only these pages (all are warmed)")
     args = parser.parse_args()
+    pages = tuple(PAGE_NAMES[label] for label in args.pages) if args.pages else tuple(PAGES)
     if args.bundle is None:
         from core.demo.spine import demo_bundle_path
 
@@ -431,8 +444,8 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()}")
         for name, bundle in bundles:
             pair, search = pick_pair(bundle)
-            new = measure(ROOT, bundle, pair, search, args.repeats)
-            base = measure(baseline, bundle, pair, search, args.repeats) if baseline else new
+            new = measure(ROOT, bundle, pair, search, args.repeats, pages)
+            base = measure(baseline, bundle, pair, search, args.repeats, pages) if baseline else new
             report(f"{name}: {bundle} (pair A{pair[0]} <-> B{pair[1]}, search {search[0]!r})", base, new)
         print(f"load average after: {os.getloadavg()}")
     finally:

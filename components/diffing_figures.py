@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from components.figures import COLOR_A, COLOR_B, COLOR_BOTH, COLOR_MUTED, apply_paper_style
+from components.figures import COLOR_A, COLOR_B, COLOR_BOTH, COLOR_MUTED, WEBGL_THRESHOLD, apply_paper_style
 
 TAG_COLORS = {
     "shared": COLOR_BOTH,
@@ -32,7 +32,7 @@ DELTA_AXIS = "Δ-norm (B-only → 1; Minder et al. 2025)"
 
 
 def _scatter(n: int) -> type[go.Scatter] | type[go.Scattergl]:
-    return go.Scattergl if n > 1000 else go.Scatter
+    return go.Scattergl if n > WEBGL_THRESHOLD else go.Scatter
 
 
 def build_delta_norm_histogram_figure(

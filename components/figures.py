@@ -27,8 +27,10 @@ COLOR_HIGHLIGHT = "#f29e1f"
 SIDE_COLORS = {"a": COLOR_A, "b": COLOR_B}
 CORR_SCALE = "Viridis"
 FONT_FAMILY = "Arial, Helvetica, DejaVu Sans, sans-serif"
-# plotly switches to WebGL above this many points (browsers cap WebGL contexts per page)
-WEBGL_THRESHOLD = 1000
+# plotly draws with WebGL above this many points: below it SVG draws faster (two 2,048-point maps 1.5x, 1,024
+# 2.1x; WebGL wins from 4,096 on; benchmarks/webgl_threshold.py in headless Chromium), and browsers cap WebGL
+# contexts per page
+WEBGL_THRESHOLD = 3000
 # paper figures keep points as vector marks up to this many per map; above it a map's points are one
 # WebGL layer (pixels at the export's resolution, axes and text still vector): tens of thousands of SVG
 # marks take Chromium tens of seconds to draw and make files of many megabytes
