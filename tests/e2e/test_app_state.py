@@ -1,7 +1,8 @@
 """What a user does keeps: real-browser tests of state, links and lists (issue 11).
 
-Each test drives headless Chromium against `streamlit run`, on the small real-model app bundle and
-again on a synthetic 16K x 16K bundle (tests/e2e/synthetic_bundle.py):
+Each test drives headless Chromium against `streamlit run`, on the small real-model app bundle, again
+on a synthetic 16K x 16K bundle (tests/e2e/synthetic_bundle.py), and on a copy of the demo bundle
+where this machine has one:
 - a deep link opens on a FRESH server (the first session, no warm-up visit to Home);
 - a selection in the Pair explorer survives typing a search;
 - a named list saved in the Pair explorer is on the Export page (and on disk beside the bundle);
@@ -49,13 +50,31 @@ SYNTHETIC_FEATURES = 16_384
 SYNTHETIC_UNITS = 20_000
 
 
-@pytest.fixture(scope="module", params=["tiny", pytest.param("synthetic-16k", marks=pytest.mark.slow)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "tiny",
+        pytest.param("synthetic-16k", marks=pytest.mark.slow),
+        pytest.param("demo", marks=pytest.mark.slow),
+    ],
+)
 def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny real-model app bundle, then a synthetic 16K x 16K one: each test runs on both (a fresh server
-    for each, so the deep-link test gets each server's first session)."""
+    """The tiny real-model app bundle, a synthetic 16K x 16K one, and a copy of the demo bundle where this
+    machine has built it (`make app`): each test runs on each (a fresh server for each, so the deep-link
+    test gets each server's first session)."""
     if request.param == "synthetic-16k":
         out = tmp_path_factory.getbasetemp() / "synthetic-16k"
         return build_synthetic(out, SYNTHETIC_FEATURES, SYNTHETIC_UNITS)
+    if request.param == "demo":
+        import shutil
+
+        from core.demo.settings import demo_bundle_path
+
+        built = demo_bundle_path()
+        if not (built / "manifest.json").is_file() or not open_bundle(built).has("umap"):
+            pytest.skip(f"no demo bundle built at {built} (`make app` builds it)")
+        # a copy: the tests save and delete named lists, which must not touch the user's demo
+        return Path(shutil.copytree(built, tmp_path_factory.getbasetemp() / "demo" / "bundle", dirs_exist_ok=True))
     # FEATUREBRIDGE_E2E_ROOT reuses a bundle built by an earlier run (a developer's shortcut)
     root = os.environ.get("FEATUREBRIDGE_E2E_ROOT")
     return build_app_bundle(Path(root) if root else tmp_path_factory.getbasetemp() / "app-bundle")
