@@ -1,9 +1,11 @@
 """Overview: what was compared, how many features matched and were kept, and how similar the SAEs are.
 
-Its figures sit in tabs after the first and are drawn by the app's plot component, which draws a figure when
-it is first shown: opening the page starts no plotly.js."""
+Only the open tab runs (the first on opening): its figures sit in the tabs after the first, so opening the
+page starts no plotly.js; the app's plot component draws each figure."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import polars as pl
 import streamlit as st
@@ -25,6 +27,10 @@ from components.widgets import (
     require_bundle,
     require_parts,
 )
+from core.bundle.reader import Bundle
+
+# the open tab's widget key (its value is the tab's label)
+OVERVIEW_TAB = "ov-tab"
 
 
 def rebuild_stages(path: str, sections: list[str]) -> None:
@@ -68,6 +74,63 @@ def rerun_matching(path: str, settings: dict, rebuild: list[str]) -> None:
     st.rerun()
 
 
+def _sides(bundle: Bundle, path: str, mtime: float) -> None:
+    for side in ("a", "b"):
+        render_side_summary(bundle, side)
+
+
+def _matching(bundle: Bundle, path: str, mtime: float) -> None:
+    if not require_parts(bundle, "matches", "assignment", what="The matching summary"):
+        return
+    render_matching_summary(bundle)
+    orphans = load_orphans(path, mtime)
+    st.caption(
+        f"Orphans: {orphans.filter(pl.col('side') == 'a').height:,} A and "
+        f"{orphans.filter(pl.col('side') == 'b').height:,} B ({ORPHAN_DEFINITION}); the list is on the All pairs page."
+    )
+    with st.expander("Re-run matching with another method, threshold or filter list"):
+        request = render_rematch_form(bundle)
+        if request:
+            rerun_matching(path, request["settings"], request["rebuild"])
+    threshold = bundle.manifest.get("matching", {}).get("settings", {}).get("min_corr")
+    render_plot(
+        figure_json(figures.build_corr_histogram_figure(load_best_corr(path, mtime), threshold)),
+        key="overview-corr-hist",
+    )
+
+
+def _similarity(bundle: Bundle, path: str, mtime: float) -> None:
+    if not require_parts(bundle, "similarity", what="The similarity section"):
+        return
+    render_similarity(load_similarity(path, mtime))
+    sweep = sweep_frame(bundle)
+    if sweep is None:
+        st.caption("No layer x layer sweep in this bundle (see the Heatmaps page).")
+        return
+    metric = "svcca" if "svcca" in sweep["metric"].to_list() else sweep["metric"][0]
+    cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
+    row, col = ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
+    render_plot(
+        figure_json(figures.build_cell_heatmap_figure(cells, row, col, "value", f"Layer sweep: {metric}", "A", "B")),
+        key="overview-sweep",
+    )
+    st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
+
+
+def _concepts(bundle: Bundle, path: str, mtime: float) -> None:
+    if require_parts(bundle, "similarity", what="The concept subspaces"):
+        render_concepts(load_similarity(path, mtime))
+
+
+# the tabs in order, with what each draws
+SECTIONS: dict[str, Callable[[Bundle, str, float], None]] = {
+    "Sides and hooks": _sides,
+    "Matching": _matching,
+    "Similarity": _similarity,
+    "Concept subspaces": _concepts,
+}
+
+
 state = get_state()
 st.title("Overview")
 bundle = require_bundle(state)
@@ -87,49 +150,13 @@ stale = load_stale(path, mtime)
 render_stale_banner(stale)
 if stale and st.button("Rebuild what is stale", type="primary", key="ov-rebuild"):
     rebuild_stages(path, [p.section for p in stale])
-tabs = st.tabs(["Sides and hooks", "Matching", "Similarity", "Concept subspaces"])
-with tabs[0]:
-    for side in ("a", "b"):
-        render_side_summary(bundle, side)
-with tabs[1]:
-    if require_parts(bundle, "matches", "assignment", what="The matching summary"):
-        render_matching_summary(bundle)
-        orphans = load_orphans(path, mtime)
-        st.caption(
-            f"Orphans: {orphans.filter(pl.col('side') == 'a').height:,} A and "
-            f"{orphans.filter(pl.col('side') == 'b').height:,} B ({ORPHAN_DEFINITION}); the list is on the All pairs page."
-        )
-        with st.expander("Re-run matching with another method, threshold or filter list"):
-            request = render_rematch_form(bundle)
-            if request:
-                rerun_matching(path, request["settings"], request["rebuild"])
-        threshold = m.get("matching", {}).get("settings", {}).get("min_corr")
-        render_plot(
-            figure_json(figures.build_corr_histogram_figure(load_best_corr(path, mtime), threshold)),
-            key="overview-corr-hist",
-        )
-with tabs[2]:
-    if require_parts(bundle, "similarity", what="The similarity section"):
-        render_similarity(load_similarity(path, mtime))
-        sweep = sweep_frame(bundle)
-        if sweep is None:
-            st.caption("No layer x layer sweep in this bundle (see the Heatmaps page).")
-        else:
-            metric = "svcca" if "svcca" in sweep["metric"].to_list() else sweep["metric"][0]
-            cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
-            row, col = (
-                ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
-            )
-            render_plot(
-                figure_json(
-                    figures.build_cell_heatmap_figure(cells, row, col, "value", f"Layer sweep: {metric}", "A", "B")
-                ),
-                key="overview-sweep",
-            )
-            st.page_link("pages/heatmaps.py", label="Every metric, clickable, on the Heatmaps page")
-with tabs[3]:
-    if require_parts(bundle, "similarity", what="The concept subspaces"):
-        render_concepts(load_similarity(path, mtime))
+# only the open tab runs and is sent (choosing a tab reruns the page): before, every load sent and the
+# browser mounted all four tabs' tables, form widgets and figures
+tabs = st.tabs(list(SECTIONS), key=OVERVIEW_TAB, on_change="rerun")
+for tab, section in zip(tabs, SECTIONS.values(), strict=True):
+    if tab.open:
+        with tab:
+            section(bundle, path, mtime)
 
 with st.expander("Manifest"):
     st.json(m, expanded=False)

@@ -40,7 +40,7 @@ PLOTS = "document.querySelectorAll('.js-plotly-plot').length"
 # (Home is the default page: it lives at "/", not at "/home")
 PAGES = {
     "": 0,
-    "overview": 0,  # its charts sit in tabs after the first; checked separately below
+    "overview": 0,  # its charts sit in tabs after the first, which run only when chosen (the next test)
     "pairs": 2,
     "all-pairs": 0,
     "correlation": 2,
@@ -145,6 +145,33 @@ def test_every_page_opens_by_deep_link_without_exceptions(
         # the URL keeps naming the view after the run (the deep link survives)
         href = browser.evaluate("location.href")
         assert f"/{page}" in href and f"feature={fa}" in href, href
+
+
+def test_overview_runs_and_draws_a_tab_only_when_it_is_chosen(
+    browser: Browser, server: str, bundle: Path, artifacts: Path
+) -> None:
+    open_page(browser, f"{server}/overview?bundle={quote(str(bundle))}")
+    assert browser.evaluate(PLOTS) == 0
+    # textContent counts hidden elements too: a closed tab's content was not sent at all
+    assert not browser.evaluate("document.body.textContent.includes('Orphans:')"), "the Matching tab was sent"
+    tab = browser.evaluate(
+        "(() => { const t = Array.from(document.querySelectorAll('[data-testid=stTab]'))"
+        ".find(t => t.innerText.includes('Similarity')); if (!t) return null;"
+        " const r = t.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+    )
+    assert tab, "no Similarity tab"
+    browser.click(*tab)
+    browser.wait_for(f"{PLOTS} >= 1", 60)
+    browser.wait_for("Array.from(document.querySelectorAll('.js-plotly-plot')).every(p => p._fullLayout)", 60)
+    time.sleep(0.5)
+    browser.wait_for(IDLE, 90)
+    browser.screenshot(artifacts / "overview-similarity-tab.png")
+    assert browser.evaluate(EXCEPTIONS) == 0
+    # the similarity figure (observed beside its null) and nothing of the Matching tab
+    names = browser.evaluate(
+        "Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => p._fullData.map(t => t.name))"
+    )
+    assert "observed" in names and not any("best" in (n or "") for n in names), names
 
 
 def test_hovering_a_point_rings_its_partners_in_the_other_map_both_ways(

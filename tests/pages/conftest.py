@@ -53,6 +53,14 @@ def no_exception(at: AppTest) -> None:
     assert not bugs, bugs[0]
 
 
+def show_tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Choose the tab ``label`` of the keyed ``st.tabs`` (a page that runs only its open tab) and rerun."""
+    at.session_state[key] = label
+    at.run()
+    no_exception(at)
+    return at
+
+
 def charts(at: AppTest) -> list[dict[str, Any]]:
     """The plotly figures on the page, as JSON specs."""
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

@@ -5,31 +5,44 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, plots, texts
+from tests.pages.conftest import charts, no_exception, open_app, plots, show_tab, texts
+
+TAB = "ov-tab"
 
 
 def test_overview_shows_sides_matching_and_similarity(app_bundle: Path) -> None:
     at = open_app("overview", bundle_path=str(app_bundle))
     no_exception(at)
     assert at.title[0].value == "Overview"
+    # only the open tab runs: the first, the sides, with no figure
     labels = [m.label for m in at.metric]
-    assert "shared units" in labels and "alive A" in labels and "kept after filters" in labels
-    # every figure is drawn by the plot component (drawn when its tab is first shown), none by st.plotly_chart
+    assert {"shared units", "d_in", "alive"} <= set(labels) and "kept after filters" not in labels
+    assert not plots(at) and not charts(at)
+    assert len(at.dataframe) == 2  # hook sanity x2
+    show_tab(at, TAB, "Matching")
+    labels = [m.label for m in at.metric]
+    assert {"alive A", "kept after filters"} <= set(labels) and "d_in" not in labels
+    # every figure is drawn by the plot component, none by st.plotly_chart
+    assert any("best" in (t.get("name") or "") for fig in plots(at) for t in fig["data"])  # correlation histogram
     assert not charts(at)
+    assert len(at.dataframe) >= 2  # methods, reasons
+    show_tab(at, TAB, "Similarity")
     names = {t.get("name") for fig in plots(at) for t in fig["data"]}
     assert {"observed", "null mean ± 2 sd"} <= names  # similarity beside its null
-    assert any("best" in (t.get("name") or "") for fig in plots(at) for t in fig["data"])  # correlation histogram
+    assert not any("best" in (t.get("name") or "") for fig in plots(at) for t in fig["data"])
     assert any("svcca_paper" in c for c in texts(at, "caption"))
-    assert len(at.dataframe) >= 4  # hook sanity x2, methods, reasons, similarity
+    assert not charts(at)
 
 
 def test_overview_degrades_without_optional_parts(spine_bundle: Path) -> None:
     at = open_app("overview", bundle_path=str(spine_bundle))
     no_exception(at)
-    warnings = texts(at, "warning")
-    assert any("**matches**" in w and "not computed yet" in w for w in warnings)
-    assert any("**similarity**" in w for w in warnings)
+    show_tab(at, TAB, "Matching")
+    assert any("**matches**" in w and "not computed yet" in w for w in texts(at, "warning"))
     assert any("python -m core match" in c.value for c in at.code)
+    for tab in ("Similarity", "Concept subspaces"):
+        show_tab(at, TAB, tab)
+        assert any("**similarity**" in w for w in texts(at, "warning")), tab
 
 
 def test_overview_without_a_bundle_points_home() -> None:
@@ -75,7 +88,9 @@ def test_alignment_figures_show_for_span_bundles() -> None:
 def test_overview_shows_concepts_the_p_floor_and_the_rematch_form(app_bundle: Path) -> None:
     at = open_app("overview", bundle_path=str(app_bundle))
     no_exception(at)
-    assert any("concepts (" in c for c in texts(at, "caption"))  # the concept subspaces tab
+    show_tab(at, TAB, "Concept subspaces")
+    assert any("concepts (" in c for c in texts(at, "caption"))
+    show_tab(at, TAB, "Matching")
     # the form opens on the method the bundle was matched with
     assert at.selectbox(key="rm-method").value == open_bundle(app_bundle).manifest["matching"]["settings"]["method"]
     assert any("Orphans:" in c for c in texts(at, "caption"))
