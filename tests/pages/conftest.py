@@ -35,11 +35,17 @@ def crosscoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_crosscoder_app_bundle(tmp_path_factory.getbasetemp() / "app-crosscoder")
 
 
-def open_app(page: str | None = None, **state: Any) -> AppTest:
-    """Run the app with an injected AppState, then switch to ``pages/<page>.py`` (None: stay on Home)."""
+def open_app(page: str | None = None, widgets: dict[str, Any] | None = None, **state: Any) -> AppTest:
+    """Run the app with an injected AppState, then switch to ``pages/<page>.py`` (None: stay on Home).
+
+    ``widgets``: keyed widget values to set before the page's first run (e.g. the open tab of a page
+    that runs only its open tab: ``{"ov-tab": "Matching"}``).
+    """
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["featurebridge_state"] = AppState(**state)
     at.run()
+    for key, value in (widgets or {}).items():
+        at.session_state[key] = value
     if page is not None:
         at.switch_page(f"pages/{page}.py")
         at.run()

@@ -46,10 +46,16 @@ def _entry(pages: str, page: str) -> None:  # runs inside AppTest: only its own 
         st.page_link = original
 
 
-def open_app(page: str, **state: Any) -> AppTest:
-    """Run ``pages/<page>.py`` inside the app's boundary with an injected AppState."""
+# Overview runs only its open tab: the matching parts are read on its Matching tab
+MATCHING_TAB = {"ov-tab": "Matching"}
+
+
+def open_app(page: str, widgets: dict[str, Any] | None = None, **state: Any) -> AppTest:
+    """Run ``pages/<page>.py`` inside the app's boundary with an injected AppState (and keyed widget values)."""
     at = AppTest.from_function(_entry, args=(str(PAGES), page), default_timeout=TIMEOUT)
     at.session_state["featurebridge_state"] = AppState(**state)
+    for key, value in (widgets or {}).items():
+        at.session_state[key] = value
     at.run()
     return at
 
@@ -84,7 +90,7 @@ def _errors(at) -> list[str]:  # type: ignore[no-untyped-def]
 def test_damage_inside_a_stage_part_is_one_sentence_with_its_command(app_bundle: Path, tmp_path: Path) -> None:
     bundle = _copy(app_bundle, tmp_path)
     _scramble_data(bundle / "matches.parquet")
-    at = open_app("overview", bundle_path=str(bundle))
+    at = open_app("overview", widgets=MATCHING_TAB, bundle_path=str(bundle))
     errors = _errors(at)
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"Bundle {bundle} is damaged: matches.parquet does not read")
@@ -95,7 +101,7 @@ def test_damage_inside_a_stage_part_is_one_sentence_with_its_command(app_bundle:
 def test_a_lost_stage_part_is_said_as_damaged_with_its_command(app_bundle: Path, tmp_path: Path) -> None:
     bundle = _copy(app_bundle, tmp_path)
     (bundle / "assignment.parquet").unlink()
-    at = open_app("overview", bundle_path=str(bundle))
+    at = open_app("overview", widgets=MATCHING_TAB, bundle_path=str(bundle))
     no_exception(at)
     assert any("**assignment**" in e and "assignment.parquet is missing" in e for e in texts(at, "error"))
     assert f"python -m core match {bundle}" in [c.value for c in at.code]
@@ -121,7 +127,7 @@ def test_a_bug_in_a_page_is_one_sentence_and_a_log_file(
         raise ZeroDivisionError("a bug deep inside")
 
     monkeypatch.setattr(components.data, "best_corr_frame", broken)
-    at = open_app("overview", bundle_path=str(_copy(app_bundle, tmp_path)))
+    at = open_app("overview", widgets=MATCHING_TAB, bundle_path=str(_copy(app_bundle, tmp_path)))
     errors = _errors(at)
     bug = [e for e in errors if e.startswith(UNEXPECTED)]
     assert len(bug) == 1 and "ZeroDivisionError: a bug deep inside" in bug[0]

@@ -70,6 +70,7 @@ def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: 
     at.selectbox(key="hm-metric").set_value("rsa").run()
     shown = at.dataframe[-1].value
     assert (shown["metric"][0], shown["label_a"][0], shown["label_b"][0]) == ("rsa", *cell)
+    at.session_state["ov-tab"] = "Similarity"  # Overview runs only its open tab
     at.switch_page("pages/overview.py")
     at.run()
     no_exception(at)
