@@ -572,6 +572,23 @@ def sweep_frame(bundle: Bundle) -> pl.DataFrame | None:
     return pl.DataFrame(rows)
 
 
+def sweep_cells(sweep: pl.DataFrame, metric: str) -> tuple[pl.DataFrame, str, str]:
+    """One metric's cells of a layer x layer sweep, in layer order, with the columns that name them.
+
+    Args:
+        sweep: the frame :func:`sweep_frame` returns.
+        metric: the metric to keep.
+
+    Returns:
+        (cells, row column, column column): the hook labels (``label_a``, ``label_b``) when the sweep
+        carries them, else the layer numbers.
+    """
+    cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
+    labelled = {"label_a", "label_b"} <= set(cells.columns)
+    row, col = ("label_a", "label_b") if labelled else ("layer_a", "layer_b")
+    return cells, row, col
+
+
 def methods_record(bundle: Bundle) -> dict[str, Any]:
     """What was compared, with which settings, seeds and versions: the paper appendix's methods JSON."""
     m = bundle.manifest

@@ -7,7 +7,7 @@ import streamlit as st
 
 from components import builds, figures
 from components.cache import bundle_mtime, load_correlation_block, load_pairs, load_split_group
-from components.data import n_features, sweep_frame
+from components.data import n_features, sweep_cells, sweep_frame
 from components.plot import figure_json, render_plot
 from components.state import get_state, set_widget, widget_value
 from components.widgets import open_pair, require_bundle
@@ -101,9 +101,8 @@ if sweep is None:
 else:
     metrics = sweep["metric"].unique().sort().to_list()
     metric = st.selectbox("Metric", metrics, index=metrics.index("svcca") if "svcca" in metrics else 0, key="hm-metric")
-    cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
-    # show the layers by their labels (hook names) when the sweep carries them
-    row, col = ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
+    # the layers shown by their labels (hook names) when the sweep carries them
+    cells, row, col = sweep_cells(sweep, metric)
     sweep_fig = figures.build_cell_heatmap_figure(
         cells, row, col, "value", f"{metric} per layer pair", "layer A", "layer B"
     )

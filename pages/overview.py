@@ -12,7 +12,7 @@ import streamlit as st
 
 from components import figures
 from components.cache import bundle_mtime, cached_bundle, load_best_corr, load_orphans, load_similarity, load_stale
-from components.data import ORPHAN_DEFINITION, recorded_settings, sweep_frame
+from components.data import ORPHAN_DEFINITION, recorded_settings, sweep_cells, sweep_frame
 from components.plot import figure_json, render_plot
 from components.state import get_state
 from components.widgets import (
@@ -108,8 +108,7 @@ def _similarity(bundle: Bundle, path: str, mtime: float) -> None:
         st.caption("No layer x layer sweep in this bundle (see the Heatmaps page).")
         return
     metric = "svcca" if "svcca" in sweep["metric"].to_list() else sweep["metric"][0]
-    cells = sweep.filter(pl.col("metric") == metric).sort("layer_a", "layer_b")
-    row, col = ("label_a", "label_b") if {"label_a", "label_b"} <= set(cells.columns) else ("layer_a", "layer_b")
+    cells, row, col = sweep_cells(sweep, metric)
     render_plot(
         figure_json(figures.build_cell_heatmap_figure(cells, row, col, "value", f"Layer sweep: {metric}", "A", "B")),
         key="overview-sweep",

@@ -131,3 +131,19 @@ def test_search_hits_carry_their_strongest_example_in_context(bundle, tmp_path: 
     assert "[comet]" in found["context"][0]
     no_hits = data.hit_contexts(with_examples, hits.clear(), data.load_text_index(with_examples))
     assert no_hits.height == 0 and "context" in no_hits.columns
+
+
+def test_sweep_cells_keep_one_metric_in_layer_order_named_by_labels_when_present() -> None:
+    rows = [
+        {"metric": m, "layer_a": la, "layer_b": lb, "value": 10 * la + lb + (0.5 if m == "rsa" else 0.0)}
+        for m in ("svcca", "rsa")
+        for la in (1, 0)
+        for lb in (1, 0)
+    ]
+    cells, row, col = data.sweep_cells(pl.DataFrame(rows), "rsa")
+    assert (row, col) == ("layer_a", "layer_b")
+    assert cells["metric"].unique().to_list() == ["rsa"]
+    assert list(zip(cells["layer_a"], cells["layer_b"], strict=True)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert cells["value"].to_list() == [0.5, 1.5, 10.5, 11.5]
+    labelled = pl.DataFrame([{**r, "label_a": f"a{r['layer_a']}", "label_b": f"b{r['layer_b']}"} for r in rows])
+    assert data.sweep_cells(labelled, "svcca")[1:] == ("label_a", "label_b")
