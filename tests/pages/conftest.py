@@ -39,7 +39,7 @@ def open_app(page: str | None = None, widgets: dict[str, Any] | None = None, **s
     """Run the app with an injected AppState, then switch to ``pages/<page>.py`` (None: stay on Home).
 
     ``widgets``: keyed widget values to set before the page's first run (e.g. the open tab of a page
-    that runs only its open tab: ``{"ov-tab": "Matching"}``).
+    that runs only its open tab: ``{OVERVIEW_TAB: "Matching"}``).
     """
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["featurebridge_state"] = AppState(**state)
@@ -57,6 +57,10 @@ def no_exception(at: AppTest) -> None:
     assert not at.exception, at.exception[0].value
     bugs = [str(e.value) for e in at.error if str(e.value).startswith(UNEXPECTED)]
     assert not bugs, bugs[0]
+
+
+# the key of Overview's tabs (pages/overview.py's OVERVIEW_TAB; a page module is not importable, it runs)
+OVERVIEW_TAB = "ov-tab"
 
 
 def show_tab(at: AppTest, key: str, label: str) -> AppTest:

@@ -15,7 +15,7 @@ from components.builds import BuildJob
 from core.errors import SpecError
 from core.paths import cache_dir
 from core.progress import StatusFile
-from tests.pages.conftest import linked_maps, no_exception, open_app, show_tab, texts
+from tests.pages.conftest import OVERVIEW_TAB, linked_maps, no_exception, open_app, show_tab, texts
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_pages_answer_while_a_build_runs_and_recover_as_its_parts_land(tiny: tup
     info = texts(at, "info")
     assert any("**umap**" in i and "background build is computing" in i for i in info), info
     assert not at.code  # no "run this command" while the build is adding the part
-    overview = open_app("overview", widgets={"ov-tab": "Matching"}, bundle_path=str(out))
+    overview = open_app("overview", widgets={OVERVIEW_TAB: "Matching"}, bundle_path=str(out))
     no_exception(overview)
     assert any("assignment" in i and "background build is computing" in i for i in texts(overview, "info"))
     assert any("shared units" in m.label for m in overview.metric)
@@ -95,12 +95,12 @@ def test_a_build_that_failed_half_way_shows_its_sentence_and_its_finished_parts(
     status.fail(
         SpecError("Too few kept pairs to compare the spaces; lower min_corr or use more text."), user_error=True
     )
-    at = open_app("overview", widgets={"ov-tab": "Matching"}, bundle_path=str(out))
+    at = open_app("overview", widgets={OVERVIEW_TAB: "Matching"}, bundle_path=str(out))
     no_exception(at)
     # the matching it finished is shown; the part it did not reach says why and how to add it
     assert not any("**matches**" in w for w in texts(at, "warning"))
     assert any("kept after filters" in m.label for m in at.metric)
-    show_tab(at, "ov-tab", "Similarity")
+    show_tab(at, OVERVIEW_TAB, "Similarity")
     assert any("Too few kept pairs" in e for e in texts(at, "error"))
     assert any("**similarity**" in w for w in texts(at, "warning"))
 

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from components.boundary import UNEXPECTED
 from components.state import AppState
-from tests.pages.conftest import APP, TIMEOUT, no_exception, texts
+from tests.pages.conftest import APP, OVERVIEW_TAB, TIMEOUT, no_exception, texts
 
 PAGES = Path(APP).parent / "pages"
 
@@ -47,7 +47,7 @@ def _entry(pages: str, page: str) -> None:  # runs inside AppTest: only its own 
 
 
 # Overview runs only its open tab: the matching parts are read on its Matching tab
-MATCHING_TAB = {"ov-tab": "Matching"}
+MATCHING_TAB = {OVERVIEW_TAB: "Matching"}
 
 
 def open_app(page: str, widgets: dict[str, Any] | None = None, **state: Any) -> AppTest:

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, plots, show_tab, texts
+from tests.pages.conftest import OVERVIEW_TAB, charts, no_exception, open_app, plots, show_tab, texts
 
 EVIDENCE = ("q", "n_coactive", "mu", "k_over_mu", "neglog10_p", "token_overlap", "combined_score", "note")
 
@@ -81,7 +81,7 @@ def test_heatmaps_offer_the_feature_split_group(app_bundle: Path) -> None:
 def test_overview_names_the_preset_and_the_build_form_offers_both(app_bundle: Path) -> None:
     at = open_app("overview", bundle_path=str(app_bundle))
     no_exception(at)
-    show_tab(at, "ov-tab", "Matching")
+    show_tab(at, OVERVIEW_TAB, "Matching")
     assert any("Matching preset: **featurebridge**" in m.value for m in at.markdown)
     home = open_app()
     assert list(home.selectbox(key="build-preset").options) == ["featurebridge", "paper"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, plots, texts, values
+from tests.pages.conftest import OVERVIEW_TAB, charts, no_exception, open_app, plots, texts, values
 
 
 def test_block_of_strongest_pairs_puts_matches_on_the_diagonal(app_bundle: Path) -> None:
@@ -70,7 +70,7 @@ def test_a_sweep_in_similarity_json_draws_a_clickable_layer_heatmap(app_bundle: 
     at.selectbox(key="hm-metric").set_value("rsa").run()
     shown = at.dataframe[-1].value
     assert (shown["metric"][0], shown["label_a"][0], shown["label_b"][0]) == ("rsa", *cell)
-    at.session_state["ov-tab"] = "Similarity"  # Overview runs only its open tab
+    at.session_state[OVERVIEW_TAB] = "Similarity"  # Overview runs only its open tab
     at.switch_page("pages/overview.py")
     at.run()
     no_exception(at)

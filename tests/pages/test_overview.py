@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.bundle.reader import open_bundle
-from tests.pages.conftest import charts, no_exception, open_app, plots, show_tab, texts
-
-TAB = "ov-tab"
+from tests.pages.conftest import OVERVIEW_TAB, charts, no_exception, open_app, plots, show_tab, texts
 
 
 def test_overview_shows_sides_matching_and_similarity(app_bundle: Path) -> None:
@@ -19,14 +17,14 @@ def test_overview_shows_sides_matching_and_similarity(app_bundle: Path) -> None:
     assert {"shared units", "d_in", "alive"} <= set(labels) and "kept after filters" not in labels
     assert not plots(at) and not charts(at)
     assert len(at.dataframe) == 2  # hook sanity x2
-    show_tab(at, TAB, "Matching")
+    show_tab(at, OVERVIEW_TAB, "Matching")
     labels = [m.label for m in at.metric]
     assert {"alive A", "kept after filters"} <= set(labels) and "d_in" not in labels
     # every figure is drawn by the plot component, none by st.plotly_chart
     assert any("best" in (t.get("name") or "") for fig in plots(at) for t in fig["data"])  # correlation histogram
     assert not charts(at)
     assert len(at.dataframe) >= 2  # methods, reasons
-    show_tab(at, TAB, "Similarity")
+    show_tab(at, OVERVIEW_TAB, "Similarity")
     names = {t.get("name") for fig in plots(at) for t in fig["data"]}
     assert {"observed", "null mean ± 2 sd"} <= names  # similarity beside its null
     assert not any("best" in (t.get("name") or "") for fig in plots(at) for t in fig["data"])
@@ -37,11 +35,11 @@ def test_overview_shows_sides_matching_and_similarity(app_bundle: Path) -> None:
 def test_overview_degrades_without_optional_parts(spine_bundle: Path) -> None:
     at = open_app("overview", bundle_path=str(spine_bundle))
     no_exception(at)
-    show_tab(at, TAB, "Matching")
+    show_tab(at, OVERVIEW_TAB, "Matching")
     assert any("**matches**" in w and "not computed yet" in w for w in texts(at, "warning"))
     assert any("python -m core match" in c.value for c in at.code)
     for tab in ("Similarity", "Concept subspaces"):
-        show_tab(at, TAB, tab)
+        show_tab(at, OVERVIEW_TAB, tab)
         assert any("**similarity**" in w for w in texts(at, "warning")), tab
 
 
@@ -88,9 +86,9 @@ def test_alignment_figures_show_for_span_bundles() -> None:
 def test_overview_shows_concepts_the_p_floor_and_the_rematch_form(app_bundle: Path) -> None:
     at = open_app("overview", bundle_path=str(app_bundle))
     no_exception(at)
-    show_tab(at, TAB, "Concept subspaces")
+    show_tab(at, OVERVIEW_TAB, "Concept subspaces")
     assert any("concepts (" in c for c in texts(at, "caption"))
-    show_tab(at, TAB, "Matching")
+    show_tab(at, OVERVIEW_TAB, "Matching")
     # the form opens on the method the bundle was matched with
     assert at.selectbox(key="rm-method").value == open_bundle(app_bundle).manifest["matching"]["settings"]["method"]
     assert any("Orphans:" in c for c in texts(at, "caption"))
