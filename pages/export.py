@@ -17,6 +17,7 @@ from components.cache import (
     load_correlation_block,
     load_feature_card,
     load_filtered_pairs,
+    load_map_figure_json,
     load_maps_payload,
     load_orphans,
     load_pairs,
@@ -74,6 +75,8 @@ def _block_figure(cells: pl.DataFrame, title: str, size: str | None) -> go.Figur
 
 # figure name -> builder of that figure for a paper size (None: the screen), so only the chosen one is built
 available: dict[str, Callable[[str | None], go.Figure]] = {}
+# figure name -> its preview's JSON for a paper size, cached, where building the figure on every load is slow
+previews: dict[str, Callable[[str | None], str]] = {}
 if bundle.has("umap"):
     map_filter = state.pair_filter if state.pair_filter.apply_to_maps else None
     link = pairs if state.include_dropped else kept
@@ -88,12 +91,20 @@ if bundle.has("umap"):
         points = {side: load_umap_points(path, mtime, side, map_filter) for side in ("a", "b")}
         return figures.build_map_pair_figure(points, rings, titles, size or "double")
 
-    available["maps (the Pair explorer's view" + (", with the selection)" if has_selection else ")")] = _maps
+    maps_name = "maps (the Pair explorer's view" + (", with the selection)" if has_selection else ")")
+    available[maps_name] = _maps
+    ring_key = (tuple(rings["a"]), tuple(rings["b"]))
+    title_key = (titles["a"], titles["b"])
+    previews[maps_name] = lambda size: load_map_figure_json(
+        path, mtime, map_filter, ("a", "b"), ring_key, title_key, size
+    )
     for side in ("a", "b"):
-        available[f"umap-{side}" + ("-selection" if has_selection else "")] = lambda size, side=side: (
-            figures.build_umap_figure(
-                load_umap_points(path, mtime, side, map_filter), side, rings[side], titles[side], size
-            )
+        umap_name = f"umap-{side}" + ("-selection" if has_selection else "")
+        available[umap_name] = lambda size, side=side: figures.build_umap_figure(
+            load_umap_points(path, mtime, side, map_filter), side, rings[side], titles[side], size
+        )
+        previews[umap_name] = lambda size, side=side: load_map_figure_json(
+            path, mtime, map_filter, (side,), ring_key, title_key, size
         )
 if has_selection and kept.height:
     feats_a = sorted(set(selected["a"]) | set(figures.compute_linked_partners(selected["b"], kept, "b")))[:MAX_BLOCK]
@@ -192,8 +203,8 @@ else:
     name = st.selectbox("Figure", list(available), key="ex-figure")
     c1, _ = st.columns([1, 3])
     preview_size = c1.selectbox("Preview at", tuple(figures.PAPER_SIZES), index=1, key="ex-preview-size")
-    fig = available[name](preview_size)
-    render_plot(figure_json(fig), key="ex-preview")
+    preview = previews[name](preview_size) if name in previews else figure_json(available[name](preview_size))
+    render_plot(preview, key="ex-preview")
     stem = name.split(" ")[0]
     render_figure_export(available[name], stem, key="ex-fig")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pages.conftest import no_exception, open_app
+from tests.pages.conftest import no_exception, open_app, plots, values
 
 
 def _downloads(at) -> list:
@@ -42,6 +42,33 @@ def test_the_current_selection_is_offered_as_figures_and_its_table(app_bundle: P
     at.selectbox(key="ex-figure").set_value("selection-heatmap").run()
     no_exception(at)
     assert "selected-pairs" in at.selectbox(key="ex-table").options
+
+
+def _ringed(fig: dict, axis: str) -> set[int]:
+    """Feature ids of the ``highlight`` trace drawn on one subplot's x axis (``x``: panel A, ``x2``: panel B)."""
+    for trace in fig["data"]:
+        if trace.get("name") == "highlight" and trace.get("xaxis", "x") == axis:
+            return {int(row[0]) for row in values(trace.get("customdata"))}
+    raise AssertionError(f"no highlight trace on {axis}")
+
+
+def test_the_maps_preview_rings_the_selection_and_follows_it(app_bundle: Path) -> None:
+    """The maps preview (cached per view) rings the selected feature in A and its partner in B, and a new
+    selection draws new rings rather than the cached figure of the old one."""
+    import polars as pl
+
+    from core.bundle.reader import open_bundle
+
+    kept = open_bundle(app_bundle).assignment().filter(pl.col("kept")).collect().sort("feature_a")
+    (fa, fb), (ga, gb) = [(int(r["feature_a"]), int(r["feature_b"])) for r in kept.head(2).iter_rows(named=True)]
+    for chosen, partner in ((fa, fb), (ga, gb)):
+        at = open_app("export", bundle_path=str(app_bundle), selection={"a": (chosen,), "b": ()})
+        no_exception(at)
+        assert at.selectbox(key="ex-figure").value.startswith("maps")
+        (fig,) = plots(at)
+        assert chosen in _ringed(fig, "x") and partner in _ringed(fig, "x2")
+        other = (ga, gb) if chosen == fa else (fa, fb)
+        assert other[0] not in _ringed(fig, "x") and other[1] not in _ringed(fig, "x2")
 
 
 def test_saved_lists_are_on_the_export_page(app_bundle: Path, tmp_path: Path) -> None:
