@@ -21,12 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlparse
 
-import numpy as np
 import polars as pl
 import pytest
-from scipy.spatial import cKDTree
 
 from core.bundle.reader import open_bundle
+from tests.e2e.app_driver import EXCEPTIONS, IDLE, MAPS_READY, PLOTS, RUNNING, isolated_kept_pair, open_page, settle
 from tests.e2e.browser import Browser, find_chromium, serve_app
 from tests.e2e.synthetic_bundle import build_synthetic
 from tests.pages.app_bundle import build_app_bundle
@@ -36,13 +35,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-IDLE = (
-    "!!(document.querySelector(\"[data-testid='stApp'][data-test-script-state='notRunning']\")"
-    " && document.querySelector('h1'))"
-)
-RUNNING = "!!document.querySelector(\"[data-testid='stApp'][data-test-script-state='running']\")"
-EXCEPTIONS = "document.querySelectorAll(\"[data-testid='stException']\").length"
-PLOTS = "document.querySelectorAll('.js-plotly-plot').length"
 
 
 # issue 11 asks for every item on the real-model bundle and on a synthetic 16K x 16K one
@@ -99,42 +91,6 @@ def server(bundle: Path) -> Iterator[str]:
         lists.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
-def browser(server: str) -> Iterator[Browser]:
-    chromium = find_chromium()
-    assert chromium is not None
-    b = Browser(chromium)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-def open_page(b: Browser, url: str, n_plots: int = 0) -> None:
-    """Navigate and wait until the script has finished and ``n_plots`` charts are drawn."""
-    b.navigate(url)
-    time.sleep(0.5)
-    b.wait_for(IDLE, 120)
-    if n_plots:
-        b.wait_for(f"{PLOTS} >= {n_plots}", 60)
-    settle(b)
-
-
-def settle(b: Browser, quiet: float = 1.5, timeout: float = 60.0) -> None:
-    """Wait until the app stays idle for ``quiet`` seconds in a row (no rerun loop)."""
-    deadline = time.monotonic() + timeout
-    calm_since = None
-    while time.monotonic() < deadline:
-        if b.evaluate(IDLE) and not b.evaluate(RUNNING):
-            calm_since = calm_since or time.monotonic()
-            if time.monotonic() - calm_since >= quiet:
-                return
-        else:
-            calm_since = None
-        time.sleep(0.2)
-    raise TimeoutError(f"the app did not settle within {timeout} s (it keeps rerunning)")
-
-
 def type_into(b: Browser, key: str, text: str, enter: bool = True) -> None:
     """Type into the keyed text input (Streamlit gives it the class ``st-key-<key>``) and press Enter."""
     found = b.evaluate(
@@ -164,9 +120,6 @@ def button(label: str) -> str:
     return f"Array.from(document.querySelectorAll('button')).find(x => x.innerText.trim() === {json.dumps(label)})"
 
 
-MAPS_READY = "!!(window.featureBridgeMaps && window.featureBridgeMaps.ready())"
-
-
 def highlighted(map_index: int) -> str:
     """JS: feature ids ringed in UMAP ``map_index`` (0 = A, 1 = B) by the linked maps: the selection, the
     other map's selection's partners and the search hits (not the hover rings)."""
@@ -186,18 +139,6 @@ def click_umap_point(b: Browser, map_index: int, feature: int) -> None:
     b.click(*position)
 
 
-def _isolated_kept_pair(bundle: Path) -> tuple[int, int]:
-    """The kept pair whose A point lies farthest from any other point of UMAP A (so a click hits only it)."""
-    opened = open_bundle(bundle)
-    kept = opened.assignment().filter(pl.col("kept")).collect()
-    umap = opened.umap("a").sort("feature").collect()
-    xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
-    # each point's distance to its nearest other point (a k-d tree: a dense matrix of 16K maps is 2 GB)
-    gap = cKDTree(xy).query(xy, k=2)[0][:, 1]
-    best = max(range(kept.height), key=lambda i: gap[int(kept["feature_a"][i])])
-    return int(kept["feature_a"][best]), int(kept["feature_b"][best])
-
-
 def _query(b: Browser) -> dict[str, str]:
     href = b.evaluate("location.href")
     return {k: v[0] for k, v in parse_qs(urlparse(href).query).items()}
@@ -205,7 +146,7 @@ def _query(b: Browser) -> dict[str, str]:
 
 def test_a_deep_link_opens_on_a_fresh_server(browser: Browser, server: str, bundle: Path, artifacts: Path) -> None:
     # the very first session of this server goes straight to a page other than Home
-    fa, fb = _isolated_kept_pair(bundle)
+    fa, fb = isolated_kept_pair(bundle)
     browser.navigate(f"{server}/pairs?bundle={quote(str(bundle))}&side=a&feature={fa}&partner={fb}")
     dialogs = []
     deadline = time.monotonic() + 120
@@ -234,7 +175,7 @@ def test_a_deep_link_opens_on_a_fresh_server(browser: Browser, server: str, bund
 
 
 def test_a_selection_survives_typing_a_search(browser: Browser, server: str, bundle: Path, artifacts: Path) -> None:
-    fa, fb = _isolated_kept_pair(bundle)
+    fa, fb = isolated_kept_pair(bundle)
     open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
     click_umap_point(browser, 0, fa)
     browser.wait_for(f"{highlighted(1)}.includes({fb})", 60)
@@ -268,7 +209,7 @@ def test_a_selection_survives_typing_a_search(browser: Browser, server: str, bun
 def test_a_saved_list_is_on_the_export_page_and_beside_the_bundle(
     browser: Browser, server: str, bundle: Path, artifacts: Path
 ) -> None:
-    fa, fb = _isolated_kept_pair(bundle)
+    fa, fb = isolated_kept_pair(bundle)
     open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
     click_umap_point(browser, 0, fa)
     browser.wait_for(f"{highlighted(1)}.includes({fb})", 60)

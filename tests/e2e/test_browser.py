@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 import polars as pl
 import pytest
 
 from core.bundle.reader import open_bundle
+from tests.e2e.app_driver import EXCEPTIONS, IDLE, MAPS_READY, PLOTS, isolated_kept_pair, open_page
 from tests.e2e.browser import Browser, find_chromium, serve_app
 from tests.pages.app_bundle import build_app_bundle
 
@@ -30,12 +30,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-IDLE = (
-    "!!(document.querySelector(\"[data-testid='stApp'][data-test-script-state='notRunning']\")"
-    " && document.querySelector('h1'))"
-)
-EXCEPTIONS = "document.querySelectorAll(\"[data-testid='stException']\").length"
-PLOTS = "document.querySelectorAll('.js-plotly-plot').length"
 # page url path -> plotly charts it must draw on the test bundle
 # (Home is the default page: it lives at "/", not at "/home")
 PAGES = {
@@ -70,53 +64,9 @@ def server(bundle: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser(server: str) -> Iterator[Browser]:
-    chromium = find_chromium()
-    assert chromium is not None
-    b = Browser(chromium)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-def open_page(b: Browser, url: str, n_plots: int = 0) -> None:
-    """Navigate and wait until the script has finished and ``n_plots`` charts are drawn."""
-    b.navigate(url)
-    time.sleep(0.5)
-    b.wait_for(IDLE, 90)
-    if n_plots:
-        b.wait_for(f"{PLOTS} >= {n_plots}", 60)
-    time.sleep(0.5)
-    b.wait_for(IDLE, 90)
-
-
 def _kept_pair(bundle: Path) -> tuple[int, int]:
     kept = open_bundle(bundle).assignment().filter(pl.col("kept")).sort("corr", descending=True).collect()
     return int(kept["feature_a"][0]), int(kept["feature_b"][0])
-
-
-def _isolated_kept_pair(bundle: Path) -> tuple[int, int]:
-    """The kept pair whose points lie farthest from any other point of their maps (so the pointer hits only them)."""
-    opened = open_bundle(bundle)
-    kept = opened.assignment().filter(pl.col("kept")).collect()
-    gaps = {}
-    for side in ("a", "b"):
-        umap = opened.umap(side).sort("feature").collect()
-        xy = np.stack([umap["x"].to_numpy(), umap["y"].to_numpy()], axis=1).astype(np.float64)
-        xy /= np.maximum(xy.max(axis=0) - xy.min(axis=0), 1e-9)  # each axis spans the plot: compare in its units
-        dist = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2)
-        np.fill_diagonal(dist, np.inf)
-        gaps[side] = dist.min(axis=1)
-    best = max(
-        range(kept.height),
-        key=lambda i: min(gaps["a"][int(kept["feature_a"][i])], gaps["b"][int(kept["feature_b"][i])]),
-    )
-    return int(kept["feature_a"][best]), int(kept["feature_b"][best])
-
-
-MAPS_READY = "!!(window.featureBridgeMaps && window.featureBridgeMaps.ready())"
 
 
 def _ringed(side: str, kind: str) -> str:
@@ -177,7 +127,7 @@ def test_overview_runs_and_draws_a_tab_only_when_it_is_chosen(
 def test_hovering_a_point_rings_its_partners_in_the_other_map_both_ways(
     browser: Browser, server: str, bundle: Path, artifacts: Path
 ) -> None:
-    fa, fb = _isolated_kept_pair(bundle)
+    fa, fb = isolated_kept_pair(bundle)
     open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
     browser.wait_for(MAPS_READY, 60)
     browser.move(*_point(browser, "a", fa))
@@ -233,7 +183,7 @@ def test_a_search_term_rings_its_hits_in_both_maps(
 def test_clicking_a_point_in_umap_a_lights_up_its_partner_in_umap_b(
     browser: Browser, server: str, bundle: Path, artifacts: Path
 ) -> None:
-    fa, fb = _isolated_kept_pair(bundle)
+    fa, fb = isolated_kept_pair(bundle)
     open_page(browser, f"{server}/pairs?bundle={quote(str(bundle))}", 2)
     browser.wait_for(MAPS_READY, 60)
     browser.click(*_point(browser, "a", fa))
@@ -255,7 +205,7 @@ def test_the_html_export_keeps_the_hover_linking_offline(
     from components import data
     from components.linked_maps import build_linked_maps_html, compute_maps_payload, compute_view, encode_maps_payload
 
-    fa, fb = _isolated_kept_pair(bundle)
+    fa, fb = isolated_kept_pair(bundle)
     opened = open_bundle(bundle)
     points = {side: data.umap_points(opened, side) for side in ("a", "b")}
     payload = compute_maps_payload(points, data.pair_frame(opened), {"a": "A", "b": "B"})
