@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,17 @@ class _Stop(Exception):
     pass
 
 
+@contextmanager
+def _local_threads() -> Iterator[None]:
+    """Run a local build with THREADS torch threads, as every Ray worker gets (other test modules set 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def demo_spec(tmp_path_factory: pytest.TempPathFactory) -> ComparisonSpec:
     root = tmp_path_factory.mktemp("demo-saes")
@@ -71,12 +84,8 @@ def demo_spec(tmp_path_factory: pytest.TempPathFactory) -> ComparisonSpec:
 @pytest.fixture(scope="module")
 def local_bundle(demo_spec: ComparisonSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("local") / "bundle"
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with _local_threads():
         return build_comparison(demo_spec, out, stages=STAGES, stage_settings=STAGE_SETTINGS)
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +111,8 @@ def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> ComparisonSpec:
 @pytest.fixture(scope="module")
 def tiny_local(tiny_spec: ComparisonSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-local") / "bundle"
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with _local_threads():
         return build_comparison(tiny_spec, out, stages=("matching",))
-    finally:
-        torch.set_num_threads(before)
 
 
 def _ray(demo_spec: ComparisonSpec, **settings: Any) -> ComparisonSpec:
@@ -209,8 +214,9 @@ def test_resume_on_ray_recomputes_only_the_deleted_shards(ray_cluster, tiny_spec
         if stage.endswith("writing codes and features"):
             raise _Stop
 
-    # the first run is the local engine's: --resume works across engines
-    with pytest.raises(_Stop):
+    # the first run is the local engine's: --resume works across engines (its shards are compared byte for byte
+    # with tiny_local's, so it gets the same thread count; the full suite runs with 1 thread set by other modules)
+    with _local_threads(), pytest.raises(_Stop):
         build_comparison(tiny_spec, out, progress=stop_after_harvest, stages=(), engine=LocalEngine())
     shards = sorted((staging_path(out, "partial") / ".work").glob("shard_*"))
     assert len(shards) == 4
