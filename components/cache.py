@@ -204,18 +204,16 @@ def load_map_figure_json(
         size: a paper size of ``figures.PAPER_SIZES`` (None: as on screen; the pair figure then uses "double").
 
     Returns:
-        The figure's JSON (``components.plot.figure_json``).
+        The figure's JSON (``components.plot.figure_json`` of ``figures.build_map_view_figure``, which the
+        static and HTML exports draw too).
     """
     from components import figures
     from components.plot import figure_json
 
+    points = {side: load_umap_points(path, mtime, side, pair_filter) for side in sides}
     ring = dict(zip(("a", "b"), rings, strict=True))
     title = dict(zip(("a", "b"), titles, strict=True))
-    points = {side: load_umap_points(path, mtime, side, pair_filter) for side in sides}
-    if len(sides) == 2:
-        return figure_json(figures.build_map_pair_figure(points, ring, title, size or "double"))
-    (side,) = sides
-    return figure_json(figures.build_umap_figure(points[side], side, ring[side], title[side], size))
+    return figure_json(figures.build_map_view_figure(points, ring, title, size))
 
 
 @st.cache_data(show_spinner="Correlating the selected features…", max_entries=32)

@@ -341,6 +341,29 @@ def build_map_pair_figure(
     return fig
 
 
+def build_map_view_figure(
+    points: dict[str, pl.DataFrame],
+    highlight: dict[str, Sequence[int]],
+    titles: dict[str, str],
+    size: str | None,
+) -> go.Figure:
+    """The Export page's map figure: both maps side by side when ``points`` holds both sides, else the one map.
+
+    Args:
+        points: side -> :func:`build_umap_figure`'s frame (one side or both).
+        highlight: side -> feature ids to ring.
+        titles: side -> panel title.
+        size: paper size (None: as on screen; the two-map figure is then laid out "double").
+
+    Returns:
+        :func:`build_map_pair_figure`'s figure, or :func:`build_umap_figure`'s.
+    """
+    if len(points) == 2:
+        return build_map_pair_figure(points, highlight, titles, size or "double")
+    ((side, frame),) = points.items()
+    return build_umap_figure(frame, side, highlight.get(side, ()), titles.get(side), size)
+
+
 # ---------------------------------------------------------------- correlation
 
 

@@ -87,25 +87,25 @@ if bundle.has("umap"):
     rings = {side: sorted(set(selected[side]) | set(partners[side])) for side in ("a", "b")}
     titles = {side: f"{side.upper()}: {bundle.side(side).get('label') or side.upper()}" for side in ("a", "b")}
 
-    def _maps(size: str | None) -> go.Figure:
-        points = {side: load_umap_points(path, mtime, side, map_filter) for side in ("a", "b")}
-        return figures.build_map_pair_figure(points, rings, titles, size or "double")
-
-    maps_name = "maps (the Pair explorer's view" + (", with the selection)" if has_selection else ")")
-    available[maps_name] = _maps
     ring_key = (tuple(rings["a"]), tuple(rings["b"]))
     title_key = (titles["a"], titles["b"])
-    previews[maps_name] = lambda size: load_map_figure_json(
-        path, mtime, map_filter, ("a", "b"), ring_key, title_key, size
-    )
-    for side in ("a", "b"):
-        umap_name = f"umap-{side}" + ("-selection" if has_selection else "")
-        available[umap_name] = lambda size, side=side: figures.build_umap_figure(
-            load_umap_points(path, mtime, side, map_filter), side, rings[side], titles[side], size
-        )
-        previews[umap_name] = lambda size, side=side: load_map_figure_json(
-            path, mtime, map_filter, (side,), ring_key, title_key, size
-        )
+
+    def _map_view(sides: tuple[str, ...]) -> tuple[Callable[[str | None], go.Figure], Callable[[str | None], str]]:
+        """The figure of these sides' maps for a paper size, and its preview's JSON (cached per view)."""
+
+        def build(size: str | None) -> go.Figure:
+            points = {side: load_umap_points(path, mtime, side, map_filter) for side in sides}
+            return figures.build_map_view_figure(points, rings, titles, size)
+
+        return build, lambda size: load_map_figure_json(path, mtime, map_filter, sides, ring_key, title_key, size)
+
+    suffix = "-selection" if has_selection else ""
+    for name, sides in (
+        ("maps (the Pair explorer's view" + (", with the selection)" if has_selection else ")"), ("a", "b")),
+        (f"umap-a{suffix}", ("a",)),
+        (f"umap-b{suffix}", ("b",)),
+    ):
+        available[name], previews[name] = _map_view(sides)
 if has_selection and kept.height:
     feats_a = sorted(set(selected["a"]) | set(figures.compute_linked_partners(selected["b"], kept, "b")))[:MAX_BLOCK]
     feats_b = sorted(set(selected["b"]) | set(figures.compute_linked_partners(selected["a"], kept, "a")))[:MAX_BLOCK]
